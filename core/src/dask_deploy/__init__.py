@@ -1,0 +1,55 @@
+"""dask-deploy: one way to start Dask clusters anywhere.
+
+>>> from dask_deploy import Cluster
+>>> cluster = Cluster.from_name("local", n_workers=4)     # doctest: +SKIP
+>>> client = cluster.get_client()                          # doctest: +SKIP
+
+Backends are plugins found through the ``dask_deploy`` entry point group; the contract they
+implement is :mod:`dask_deploy.hookspecs`.
+"""
+
+from __future__ import annotations
+
+from ._cluster import SpecCluster, from_name
+from ._errors import BackendError, BackendNotFound, CrashLoopError, DeployError, SpecError, StartTimeout
+from ._plugins import get_plugin_manager, installed_backends
+from ._specs import (
+    BackendInfo,
+    ClusterSpec,
+    Handle,
+    Phase,
+    SchedulerInfo,
+    SchedulerSpec,
+    Status,
+    Unit,
+    WorkerSpec,
+)
+from .hookspecs import hookimpl
+
+#: ``Cluster.from_name("ssh", ...)``: every cluster is a :class:`SpecCluster`.
+Cluster = SpecCluster
+
+__all__ = [
+    "BackendError",
+    "BackendInfo",
+    "BackendNotFound",
+    "Cluster",
+    "ClusterSpec",
+    "CrashLoopError",
+    "DeployError",
+    "Handle",
+    "Phase",
+    "SchedulerInfo",
+    "SchedulerSpec",
+    "SpecCluster",
+    "SpecError",
+    "StartTimeout",
+    "Status",
+    "Unit",
+    "WorkerSpec",
+    "from_name",
+    "get_plugin_manager",
+    "hookimpl",
+    "installed_backends",
+]
+__version__ = "0.1.0"

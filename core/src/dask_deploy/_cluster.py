@@ -1,0 +1,514 @@
+"""SpecCluster: a ``distributed.deploy.Cluster`` that drives any backend through the hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import dataclasses
+import datetime
+import logging
+import math
+import os
+import time
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+import dask.config
+from dask.utils import parse_bytes
+from distributed.core import Status as ClusterStatus
+from distributed.core import rpc
+from distributed.deploy.cluster import Cluster
+from distributed.utils import Log, Logs, NoOpAwaitable, silence_logging_cmgr
+
+from ._errors import BackendError, CrashLoopError, DeployError, SpecError
+from ._plugins import backend_info, cluster_plugin_manager
+from ._reconcile import Failures, Observed, Policy, reconcile
+from ._specs import (
+    ClusterSpec,
+    Handle,
+    Phase,
+    SchedulerInfo,
+    SchedulerSpec,
+    Status,
+    Unit,
+    WorkerSpec,
+)
+
+__all__ = ["SpecCluster", "from_name"]
+
+#: Options every backend accepts (LocalCluster's names where it has one).
+GENERIC_OPTIONS = (
+    "name", "n_workers", "threads_per_worker", "memory_limit", "resources", "gpus", "env",
+    "image", "worker_options", "scheduler", "host", "scheduler_port", "dashboard_address",
+    "scheduler_options", "idle_timeout", "start_timeout", "max_failures", "shutdown_on_close", "poll_interval",
+    "asynchronous", "loop", "quiet", "silence_logs",
+)
+
+
+def _new_name() -> str:
+    return f"dask-{os.urandom(4).hex()}"
+
+
+def from_name(backend: str, **options: Any) -> SpecCluster:
+    """Start a cluster on ``backend`` (an installed plugin's name), e.g. ``"local"`` or ``"ssh"``.
+
+    ``options`` are the generic ones (``n_workers``, ``threads_per_worker``, ``memory_limit``,
+    ``resources``, ``gpus``, ``env``, ``scheduler="local"|"remote"``, ``worker_options``,
+    ``scheduler_options``, ``start_timeout``, ``max_failures``, ``name``, ``asynchronous``, ...)
+    plus the backend's own. Defaults come from ``dask.config`` under ``deploy.<backend>``.
+    Only the named backend's plugin is imported.
+    """
+    info = backend_info(backend)
+    config = dask.config.get(f"deploy.{backend}", default={}) or {}
+    merged = {**{k.replace("-", "_"): v for k, v in config.items()}, **options}
+    for key, default in info.defaults.items():
+        if key not in merged:
+            merged[key] = default(merged) if callable(default) else default
+    backend_fields = {f.name for f in dataclasses.fields(info.options)} if info.options else set()
+    unknown = sorted(set(merged) - set(GENERIC_OPTIONS) - backend_fields)
+    if unknown:
+        accepted = ", ".join(sorted({*GENERIC_OPTIONS, *backend_fields}))
+        raise SpecError(unknown[0], merged[unknown[0]],
+                        f"not an option of backend {backend!r}; accepted: {accepted}")
+    backend_options = (info.options(**{k: merged.pop(k) for k in backend_fields if k in merged})
+                       if info.options else None)
+    g = {k: merged[k] for k in GENERIC_OPTIONS if k in merged}
+    sched_opts = dict(g.get("scheduler_options") or {})
+    worker = WorkerSpec(
+        nthreads=g.get("threads_per_worker") or 1,
+        memory_limit=g.get("memory_limit", "auto"),
+        resources=g.get("resources") or {},
+        gpus=g.get("gpus", 0),
+        env=g.get("env") or {},
+        image=g.get("image"),
+        options=g.get("worker_options") or {},
+    )
+    scheduler = SchedulerSpec(
+        placement=g.get("scheduler", "local"),
+        host=g.get("host", sched_opts.pop("host", "127.0.0.1")),
+        port=g.get("scheduler_port", sched_opts.pop("port", 0)),
+        dashboard_address=g.get("dashboard_address",
+                                sched_opts.pop("dashboard_address", "127.0.0.1:0")),
+        idle_timeout=g.get("idle_timeout"),
+        options=sched_opts,
+    )
+    if scheduler.placement == "remote" and "remote_scheduler" not in info.capabilities:
+        raise SpecError("scheduler", "remote",
+                        f'backend {backend!r} can only run the scheduler in this process: use "local"')
+    spec = ClusterSpec(
+        backend=backend,
+        name=g.get("name") or _new_name(),
+        worker=worker,
+        scheduler=scheduler,
+        n_workers=g.get("n_workers", 0),
+        start_timeout=g.get("start_timeout", dask.config.get("deploy.start-timeout", 60)),
+        max_failures=g.get("max_failures", dask.config.get("deploy.max-failures", 5)),
+        shutdown_on_close=g.get("shutdown_on_close", True),
+        poll_interval=g.get("poll_interval", dask.config.get("deploy.poll-interval", 1.0)),
+        backend_options=backend_options,
+    )
+    return SpecCluster(spec, asynchronous=g.get("asynchronous", False), loop=g.get("loop"),
+                       quiet=g.get("quiet", False), silence_logs=g.get("silence_logs", logging.WARN))
+
+
+class SpecCluster(Cluster):  # type: ignore[misc]
+    """A Dask cluster on any backend, driven only through the ``deploy_*`` hooks.
+
+    Works like every ``distributed`` cluster: ``Client(cluster)``, ``scale``, ``adapt``,
+    ``wait_for_workers``, ``get_logs``, ``dashboard_link``, the Jupyter widget, ``with`` and
+    ``async with``. Inside, a reconciler compares the desired units with what the backend and
+    the scheduler report, and starts, replaces and stops units through the hooks, with start
+    timeouts, exponential backoff and a crash-loop limit (see :mod:`dask_deploy._reconcile`).
+    """
+
+    _instances: ClassVar[weakref.WeakSet[SpecCluster]] = weakref.WeakSet()
+
+    def __init__(self, spec: ClusterSpec, *, asynchronous: bool = False, loop: Any = None,
+                 quiet: bool = False, extensions: Mapping[str, Any] | None = None,
+                 silence_logs: int | str | bool = logging.WARN) -> None:
+        self.spec = spec
+        self._exit_stack = contextlib.ExitStack()
+        if silence_logs:  # like LocalCluster: the in-process scheduler's INFO lines are noise
+            self._exit_stack.enter_context(silence_logging_cmgr(level=silence_logs))
+        self._pm, self.backend = cluster_plugin_manager(spec, extensions)
+        self._hook = self._pm.hook
+        self._unit_template = self._expand(spec)
+        self.scheduler: Any = None  # the in-process distributed.Scheduler, if local
+        self.scheduler_handle: SchedulerInfo | None = None
+        self.units: dict[str, Unit] = {}  # desired
+        self.handles: dict[str, Handle] = {}  # started
+        self._observed: dict[str, Observed] = {}
+        self._failures = Failures()
+        self._policy = Policy(start_timeout=spec.start_timeout, max_failures=spec.max_failures,
+                              **dask.config.get("deploy.backoff", default={}))
+        self._counter = 0
+        self._kick: asyncio.Event | None = None  # created on the loop in _start
+        self._dead: dict[str, Handle] = {}  # stopped units whose logs stay readable
+        self._loop_task: asyncio.Task[None] | None = None
+        self.error: CrashLoopError | None = None
+        self._instances.add(self)
+        super().__init__(asynchronous=asynchronous, loop=loop, quiet=quiet, name=spec.name)
+        self._cluster_info["backend"] = spec.backend
+        if not self.called_from_running_loop:
+            self._loop_runner.start()
+            try:
+                self.sync(self._start)
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    self.sync(self._close)
+                self._loop_runner.stop()
+                raise
+
+    @classmethod
+    def from_name(cls, backend: str, **options: Any) -> SpecCluster:  # type: ignore[override]
+        """Start a cluster on an installed backend; see :func:`dask_deploy.from_name`."""
+        return from_name(backend, **options)
+
+    # -- construction -------------------------------------------------------------------
+
+    def _expand(self, spec: ClusterSpec) -> tuple[WorkerSpec, ...]:
+        workers: list[WorkerSpec] = [spec.worker]
+        for impl in reversed(self._hook.deploy_expand_resources.get_hookimpls()):
+            result = impl.function(cluster=spec, workers=tuple(workers))
+            if result is not None:
+                workers = list(result)
+        if not workers:
+            raise SpecError("worker", spec.worker, "resource expansion produced no workers")
+        if len({w.suffix for w in workers}) != len(workers):
+            raise DeployError(f"resource expansion gave workers with clashing suffixes: {workers}")
+        return tuple(workers)
+
+    @property
+    def workers_per_unit(self) -> int:
+        return len(self._unit_template)
+
+    def __await__(self) -> Any:
+        async def _() -> SpecCluster:
+            if self.status == ClusterStatus.created:
+                try:
+                    await self._start()
+                except BaseException:
+                    await self._close()
+                    raise
+            return self
+
+        return _().__await__()
+
+    async def _start(self) -> None:
+        if self.status != ClusterStatus.created:
+            return
+        self.status = ClusterStatus.starting
+        self._kick = asyncio.Event()
+        self._lock = asyncio.Lock()
+        sched = self.spec.scheduler
+        prepare = asyncio.ensure_future(self._call("deploy_prepare"))
+        try:
+            address = await self._start_scheduler(prepare)
+        except BaseException:
+            prepare.cancel()
+            raise
+        self.scheduler_comm = rpc(address)
+        await super()._start()
+        self._loop_task = asyncio.ensure_future(self._reconcile_loop())
+        if self.spec.n_workers:
+            self.scale(self.spec.n_workers)
+
+    async def _start_scheduler(self, prepare: asyncio.Future[Any]) -> str:
+        sched = self.spec.scheduler
+        if sched.placement == "local":
+            from distributed import Scheduler
+
+            self.scheduler = Scheduler(
+                host=sched.host, port=sched.port, dashboard_address=sched.dashboard_address,
+                dashboard=sched.dashboard_address is not None, idle_timeout=sched.idle_timeout,
+                **sched.options)
+            await self.scheduler
+            address = self.scheduler.address
+        else:
+            await prepare
+            self._log(f"Starting the scheduler on {self.spec.backend}")
+            info = await self._call("deploy_start_scheduler")
+            if info is None:
+                raise SpecError("scheduler", "remote",
+                                f"backend {self.spec.backend!r} cannot place the scheduler remotely")
+            self.scheduler_handle = info
+            address = info.address
+        await prepare
+        return str(address)
+
+    async def _call(self, hook: str, **kwargs: Any) -> Any:
+        """Call a backend hook and await its result (None: not implemented)."""
+        result = getattr(self._hook, hook)(cluster=self.spec, **kwargs)
+        return await result if result is not None else None
+
+    # -- scaling ------------------------------------------------------------------------
+
+    def _per_worker(self, what: str) -> float:
+        w = self._unit_template[0]
+        if what == "cores":
+            return w.nthreads
+        if not isinstance(w.memory_limit, int):
+            raise SpecError("memory_limit", w.memory_limit,
+                            "scaling by memory needs a memory_limit in bytes or a size string")
+        return w.memory_limit
+
+    def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None) -> Any:
+        """Ask for ``n`` workers (or enough for ``memory`` / ``cores``); returns at once."""
+        if memory is not None:
+            n = max(n, math.ceil(parse_bytes(memory) / self._per_worker("memory")))
+        if cores is not None:
+            n = max(n, math.ceil(cores / self._per_worker("cores")))
+        want = math.ceil(n / self.workers_per_unit)
+        if want < len(self.units):
+            # Drop units that have not connected first, then the newest.
+            seen = {w["name"] for w in self.scheduler_info["workers"].values()}
+            order = sorted(self.units, key=lambda u: (set(self.units[u].worker_names) <= seen,
+                                                      _index(u)))
+            for name in order[: len(self.units) - want]:
+                del self.units[name]
+        if self.status not in (ClusterStatus.closing, ClusterStatus.closed):
+            while len(self.units) < want:
+                name = f"{self.spec.name}-{self._counter}"
+                self._counter += 1
+                self.units[name] = Unit(name, self._unit_template)
+        self._wake()
+        return NoOpAwaitable() if self.asynchronous else None
+
+    scale_up = scale
+
+    async def scale_down(self, workers: Iterable[str]) -> None:
+        """Stop the units of these workers (names or addresses), e.g. for ``Adaptive``."""
+        by_addr = {a: w["name"] for a, w in self.scheduler_info["workers"].items()}
+        names = {str(by_addr.get(w, w)) for w in workers}
+        for unit in list(self.units.values()):
+            if names & set(unit.worker_names) or unit.name in names:
+                del self.units[unit.name]
+        self._wake()
+        await self._reconcile_once()
+
+    @property
+    def plan(self) -> set[str]:
+        return {w for u in self.units.values() for w in u.worker_names}
+
+    @property
+    def requested(self) -> set[str]:
+        return {w for n in self.handles if n in self.units for w in self.units[n].worker_names}
+
+    @property
+    def worker_spec(self) -> dict[str, Unit]:  # what distributed's widget counts
+        return dict(self.units)
+
+    def _scaling_status(self) -> str:
+        return super()._scaling_status()  # type: ignore[no-any-return]
+
+    def retry(self) -> None:
+        """Clear the crash-loop stop after fixing its cause, so that starts resume."""
+        self._failures = Failures()
+        self.error = None
+        self._wake()
+
+    # -- the reconcile loop -------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._kick is not None and self.loop is not None:
+            self.loop.add_callback(self._kick.set)
+
+    def _update_worker_status(self, op: str, msg: Any) -> None:
+        super()._update_worker_status(op, msg)
+        if self._kick is not None:
+            self._kick.set()
+
+    async def _reconcile_loop(self) -> None:
+        assert self._kick is not None
+        while self.status in (ClusterStatus.starting, ClusterStatus.running):
+            self._kick.clear()
+            try:
+                await self._reconcile_once()
+            except Exception as e:
+                self._log(f"reconcile round failed ({type(e).__name__}: {e}); retrying")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self.spec.poll_interval)
+
+    async def _reconcile_once(self) -> None:
+        async with self._lock:
+            if self.status in (ClusterStatus.closing, ClusterStatus.closed):
+                return
+            await self._observe()
+            now = time.monotonic()
+            decision = reconcile(frozenset(self.units), self._observed, self._failures, now,
+                                 self._policy)
+            for name, reason in decision.failed:
+                self._log(f"Worker unit {name} failed: {reason}")
+            if decision.failures.tripped and self.error is None:
+                self.error = CrashLoopError(
+                    f"{decision.failures.tripped}. No more workers are started; fix the cause, "
+                    "then call cluster.retry(). cluster.get_logs() has each failed unit's log.")
+                self._log(str(self.error))
+            self._failures = decision.failures
+            if decision.stop:
+                await self._stop_units(decision.stop)
+            if decision.start:
+                await self._start_units(decision.start, now)
+
+    async def _observe(self) -> None:
+        handles = [h for h in self.handles.values()]
+        statuses: list[Status] = []
+        if handles:
+            statuses = list(await self._call("deploy_poll", handles=handles))
+        seen = {w["name"] for w in self.scheduler_info["workers"].values()}
+        now = time.monotonic()
+        for handle, status in zip(handles, statuses):
+            old = self._observed[handle.name]
+            connected = set(self.units[handle.name].worker_names) <= seen \
+                if handle.name in self.units else False
+            self._observed[handle.name] = dataclasses.replace(
+                old, phase=status.phase, reason=status.reason, connected=connected,
+                connected_at=old.connected_at or (now if connected else None))
+
+    async def _start_units(self, names: Iterable[str], now: float) -> None:
+        units = [self.units[n] for n in names]
+        try:
+            handles = list(await self._call("deploy_start_workers",
+                                            scheduler_address=self.scheduler_address, units=units))
+            if len(handles) != len(units):
+                raise BackendError(f"deploy_start_workers returned {len(handles)} handles "
+                                   f"for {len(units)} units")
+        except (BackendError, OSError) as e:
+            # Counted as one failure per unit on the next round (no handle to stop).
+            for unit in units:
+                self._observed[unit.name] = Observed(Phase.FAILED, now, f"start refused: {e}")
+            self._wake()
+            return
+        for unit, handle in zip(units, handles):
+            self.handles[unit.name] = handle
+            self._observed[unit.name] = Observed(Phase.PENDING, now)
+        self._record(f"Started {len(units)} unit(s): {', '.join(u.name for u in units)}")
+
+    async def _stop_units(self, names: Iterable[str]) -> None:
+        names = list(names)
+        handles = [self.handles[n] for n in names if n in self.handles]
+        if handles:
+            await self._call("deploy_stop_workers", handles=handles)
+        for n in names:
+            if n in self.handles:
+                self._dead[n] = self.handles.pop(n)
+            self._observed.pop(n, None)
+        while len(self._dead) > 200:  # keep the logs of the most recent ones
+            del self._dead[next(iter(self._dead))]
+
+    # -- waiting, logs, closing ---------------------------------------------------------
+
+    def _record(self, message: str) -> None:
+        """Keep a message for ``get_logs()["Cluster"]`` without printing it."""
+        self._cluster_manager_logs.append((datetime.datetime.now(), message))
+
+    async def _wait_for_workers(self, n_workers: int = 0, timeout: float | None = None) -> None:
+        async def crash_watch() -> None:
+            while self.error is None:
+                await asyncio.sleep(0.1)
+            raise self.error
+
+        waiter = asyncio.ensure_future(super()._wait_for_workers(n_workers, timeout))
+        watcher = asyncio.ensure_future(crash_watch())
+        try:
+            done, _ = await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            waiter.cancel()
+            watcher.cancel()
+
+    async def logs_of(self, name: str) -> str:
+        """The backend's log of one unit or of the remote scheduler, also after it died."""
+        handle = self.handles.get(name) or self._dead.get(name)
+        if self.scheduler_handle and name == self.scheduler_handle.handle.name:
+            handle = self.scheduler_handle.handle
+        if handle is None:
+            raise KeyError(f"no unit or scheduler named {name!r} in cluster {self.name}")
+        text = await self._call("deploy_get_logs", handle=handle)
+        return text or ""
+
+    async def _get_logs(self, cluster: bool = True, scheduler: bool = True,
+                        workers: bool | Iterable[str] = True) -> Logs:
+        logs = Logs()
+        if cluster:
+            logs["Cluster"] = Log("\n".join(line for _, line in self._cluster_manager_logs))
+        if scheduler:
+            if self.scheduler_handle is not None:
+                logs["Scheduler"] = Log(await self.logs_of(self.scheduler_handle.handle.name))
+            else:
+                lines = await self.scheduler_comm.get_logs()
+                logs["Scheduler"] = Log("\n".join(line for _, line in lines))
+        if workers:
+            wanted = None if workers is True else set(workers)  # type: ignore[arg-type]
+            for name in sorted({*self.handles, *self._dead}, key=_index):
+                if wanted is None or name in wanted:
+                    with contextlib.suppress(BackendError, KeyError):
+                        logs[name] = Log(await self.logs_of(name))
+        return logs
+
+    async def _close(self) -> None:
+        if self.status == ClusterStatus.closed:
+            return
+        self.status = ClusterStatus.closing
+        with contextlib.suppress(AttributeError):
+            self._adaptive.stop()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loop_task
+        errors: list[BaseException] = []
+        if self.spec.shutdown_on_close:
+            self.units.clear()
+            try:
+                await self._stop_units(list(self.handles))
+            except Exception as e:
+                errors.append(e)
+            if self.scheduler_handle is not None:
+                try:
+                    await self._call("deploy_stop_scheduler", handle=self.scheduler_handle.handle)
+                except Exception as e:
+                    errors.append(e)
+        with contextlib.suppress(Exception):
+            await self._call("deploy_teardown")
+        # The base class closes the comms and the status subscription.
+        with contextlib.suppress(Exception):
+            await super()._close()
+        if self.scheduler is not None:
+            await self.scheduler.close()
+        self.status = ClusterStatus.closed
+        self._exit_stack.close()
+        if errors:
+            raise BackendError(f"cluster {self.name} closed with errors: {errors}")
+
+    def close(self, timeout: float | None = None) -> Any:
+        aw = super().close(timeout)
+        if not self.asynchronous:
+            self._loop_runner.stop()
+        return aw
+
+    @property
+    def dashboard_link(self) -> str:
+        if self.scheduler_handle is not None and self.scheduler_handle.dashboard_address:
+            return f"http://{self.scheduler_handle.dashboard_address}/status"
+        return super().dashboard_link  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        workers = self.scheduler_info.get("workers", {})
+        return (f"SpecCluster({self.spec.backend}, {self.name!r}, {self.scheduler_address!r}, "
+                f"workers={len(workers)}, threads={sum(w['nthreads'] for w in workers.values())})")
+
+
+def _index(name: str) -> int:
+    tail = name.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
+@atexit.register
+def _close_clusters() -> None:
+    for cluster in list(SpecCluster._instances):
+        if cluster.status != ClusterStatus.closed and cluster.spec.shutdown_on_close:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=10)

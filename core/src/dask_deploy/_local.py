@@ -1,0 +1,277 @@
+"""The ``local`` backend: workers (and optionally the scheduler) as processes on this machine.
+
+Workers are forked by one agent process (:mod:`dask_deploy._agent`) that has ``distributed``
+imported already, so N workers are ready in about the time of one. Everything binds to
+127.0.0.1 unless ``host`` says otherwise. Each worker writes its log to a file, so the log
+of a worker that died can still be read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._agent import AgentClient, agent_command
+from ._errors import BackendError, SpecError, StartTimeout
+from ._specs import BackendInfo, ClusterSpec, Handle, Phase, SchedulerInfo, Status, Unit, WorkerSpec
+from .hookspecs import hookimpl
+
+__all__ = ["INFO", "LocalBackend", "LocalOptions", "worker_kwargs"]
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """Options of the local backend beyond the generic ones."""
+
+    #: Interpreter that runs the worker agent (defaults to this one).
+    python: str = sys.executable
+    #: Where logs go; default: ``deploy.log-directory`` or ``$TMPDIR/dask-deploy-<uid>``.
+    log_directory: str | None = None
+    #: Seconds a stopping worker gets to leave cleanly before it is killed.
+    stop_grace: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.python, str) or not self.python:
+            raise SpecError("python", self.python, "expected the path of a Python interpreter")
+        if isinstance(self.stop_grace, bool) or not isinstance(self.stop_grace, (int, float)) \
+                or self.stop_grace < 0:
+            raise SpecError("stop_grace", self.stop_grace, "expected seconds >= 0")
+
+
+def _default_threads(options: dict[str, Any]) -> int:
+    # LocalCluster's rule: share this machine's cores among the workers.
+    n = options.get("n_workers") or 1
+    return max(1, (os.cpu_count() or 1) // n)
+
+
+def _default_workers(options: dict[str, Any]) -> int:
+    if options.get("threads_per_worker"):
+        return max(1, (os.cpu_count() or 1) // options["threads_per_worker"])
+    return os.cpu_count() or 1
+
+
+def log_directory(spec: ClusterSpec, configured: str | None) -> str:
+    import dask.config
+
+    base = configured or dask.config.get("deploy.log-directory", default=None) or os.path.join(
+        tempfile.gettempdir(), f"dask-deploy-{os.getuid()}")
+    return os.path.join(base, spec.name)
+
+
+def worker_kwargs(spec: ClusterSpec, scheduler_address: str, name: str, w: WorkerSpec
+                  ) -> dict[str, Any]:
+    """Keyword arguments for ``distributed.Worker`` for one worker of a unit."""
+    kwargs: dict[str, Any] = {
+        "scheduler_ip": scheduler_address, "name": name, "nthreads": w.nthreads,
+        "memory_limit": w.memory_limit if w.memory_limit is not None else 0,
+        "host": spec.scheduler.host if spec.scheduler.host else "127.0.0.1",
+    }
+    if w.resources:
+        kwargs["resources"] = dict(w.resources)
+    kwargs.update(w.options)
+    return kwargs
+
+
+class LocalBackend:
+    """One cluster's local backend: an agent subprocess and the log directory."""
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        self.spec = spec
+        self.options: LocalOptions = spec.backend_options or LocalOptions()
+        self.logs = log_directory(spec, self.options.log_directory)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._agent: AgentClient | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._starting: asyncio.Lock | None = None
+
+    async def agent(self) -> AgentClient:
+        """The agent, started on first use (shared by the scheduler and all workers)."""
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._agent is not None:
+                return self._agent
+            os.makedirs(self.logs, mode=0o700, exist_ok=True)
+            stderr = open(os.path.join(self.logs, "agent.log"), "ab")  # noqa: SIM115
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *agent_command(self.options.python, self.spec.name),
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+                    env={**os.environ, "DASK_DEPLOY_CLUSTER": self.spec.name})
+            finally:
+                stderr.close()
+            proc = self._proc
+            assert proc.stdin is not None and proc.stdout is not None
+            stdin = proc.stdin
+            agent = AgentClient(lambda line: stdin.write(line.encode()))
+            self._reader = asyncio.ensure_future(self._read(proc, agent))
+            self._agent = agent
+        return agent
+
+    async def _read(self, proc: asyncio.subprocess.Process, agent: AgentClient) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            agent.feed(line.decode(errors="replace"))
+        agent.lost()
+
+    def _log(self, name: str) -> str:
+        return os.path.join(self.logs, f"{name}.log")
+
+    @hookimpl
+    async def deploy_prepare(self, cluster: ClusterSpec) -> None:
+        await self.agent()  # boot the template while the scheduler starts
+
+    # -- scheduler ----------------------------------------------------------------------
+
+    @hookimpl
+    async def deploy_start_scheduler(self, cluster: ClusterSpec) -> SchedulerInfo:
+        agent = await self.agent()
+        name = f"{cluster.name}-scheduler"
+        s = cluster.scheduler
+        kwargs = {"host": s.host, "port": s.port, "dashboard": s.dashboard_address is not None,
+                  "dashboard_address": s.dashboard_address, "idle_timeout": s.idle_timeout,
+                  **s.options}
+        agent.start(name, "scheduler", kwargs, {}, self._log(name))
+        up = await agent.wait_for(lambda: name in agent.schedulers or name in agent.exited,
+                                  cluster.start_timeout)
+        handle = Handle(cluster.backend, cluster.name, name, str(agent.pid),
+                        {"log": self._log(name), "role": "scheduler"})
+        if name not in agent.schedulers:
+            await agent.stop([name], 0, 5)
+            log = await self.deploy_get_logs(cluster, handle)
+            why = agent.exited.get(name, {}).get("reason") or "no answer"
+            err = BackendError if up else StartTimeout
+            raise err(f"the scheduler of {cluster.name} did not start ({why}); its log:\n{log[-2000:]}")
+        info = agent.schedulers[name]
+        host = info["address"].split("://")[-1].rsplit(":", 1)[0]
+        dash = f"{host}:{info['dashboard']}" if info.get("dashboard") else None
+        return SchedulerInfo(handle, info["address"], dash)
+
+    @hookimpl
+    async def deploy_stop_scheduler(self, cluster: ClusterSpec, handle: Handle) -> None:
+        if self._agent is not None:
+            await self._agent.stop([handle.name], self.options.stop_grace,
+                                   self.options.stop_grace + 5)
+
+    # -- workers ------------------------------------------------------------------------
+
+    @hookimpl
+    async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
+                                   units: Sequence[Unit]) -> list[Handle]:
+        agent = await self.agent()
+        handles = []
+        for unit in units:
+            for name, w in zip(unit.worker_names, unit.workers):
+                agent.start(name, "worker", worker_kwargs(cluster, scheduler_address, name, w),
+                            dict(w.env), self._log(name))
+            handles.append(Handle(cluster.backend, cluster.name, unit.name, str(agent.pid),
+                                  {"workers": list(unit.worker_names)}))
+        return handles
+
+    @hookimpl
+    async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
+        if self._agent is None:
+            return
+        names = [w for h in handles for w in h.data["workers"]]
+        grace = self.options.stop_grace
+        if not await self._agent.stop(names, grace, grace + 5):
+            raise BackendError(f"workers {names} of {cluster.name} did not stop")
+
+    @hookimpl
+    async def deploy_poll(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> list[Status]:
+        agent = self._agent
+        out = []
+        for h in handles:
+            names = h.data["workers"]
+            if agent is None:
+                out.append(Status(Phase.GONE))
+                continue
+            ended = [agent.exited[n] for n in names if n in agent.exited]
+            failed = [e for e in ended if e["code"] != 0 and not e["stopped"]]
+            if failed:
+                out.append(Status(Phase.FAILED, f"{failed[0]['name']}: {failed[0]['reason']}"))
+            elif ended:
+                out.append(Status(Phase.GONE, "exited"))
+            elif all(n in agent.running for n in names):
+                out.append(Status(Phase.RUNNING))
+            else:
+                out.append(Status(Phase.PENDING))
+        return out
+
+    @hookimpl
+    async def deploy_get_logs(self, cluster: ClusterSpec, handle: Handle) -> str:
+        names = handle.data.get("workers", [handle.name])
+        parts = []
+        for name in names:
+            try:
+                with open(self._log(name), errors="replace") as f:
+                    text = f.read()
+            except FileNotFoundError:
+                text = ""
+            parts.append(text if len(names) == 1 else f"==> {name} <==\n{text}")
+        return "\n".join(parts)
+
+    @hookimpl
+    async def deploy_discover(self, cluster: ClusterSpec, cluster_id: str | None) -> list[Handle]:
+        return discover_agents(cluster.backend, cluster_id)
+
+    @hookimpl
+    async def deploy_teardown(self, cluster: ClusterSpec) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            assert proc.stdin is not None
+            with contextlib.suppress(Exception):
+                proc.stdin.close()  # end of input: the agent stops its children and exits
+            try:
+                await asyncio.wait_for(proc.wait(), self.options.stop_grace + 10)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await self._reader
+        self._agent = self._proc = None
+        if cluster.shutdown_on_close:
+            shutil.rmtree(self.logs, ignore_errors=True)
+
+
+def discover_agents(backend: str, cluster_id: str | None) -> list[Handle]:
+    """Agents of ``cluster_id`` (all clusters if None) on this machine, and their children."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "dask_deploy._agent" not in cmd or "--cluster" not in cmd:
+            continue
+        cid = cmd[cmd.index("--cluster") + 1]
+        if cluster_id is not None and cid != cluster_id:
+            continue
+        with contextlib.suppress(psutil.Error):
+            children = [c.pid for c in proc.children(recursive=True)]
+            found.append(Handle(backend, cid, f"{cid}-agent", str(proc.pid),
+                                {"pids": [proc.pid, *children]}))
+    return found
+
+
+INFO = BackendInfo(
+    name="local",
+    summary="Workers as processes on this machine, forked from a pre-imported agent (the default)",
+    factory=LocalBackend,
+    options=LocalOptions,
+    capabilities=frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard"}),
+    defaults={"n_workers": _default_workers, "threads_per_worker": _default_threads,
+              "poll_interval": 0.2},
+)
+
+
+@hookimpl
+def deploy_backends() -> list[BackendInfo]:
+    return [INFO]

@@ -1,0 +1,119 @@
+"""Finding backends through entry points and building each cluster's plugin manager."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from ._errors import BackendNotFound, DeployError
+from ._specs import BackendInfo, ClusterSpec
+
+__all__ = ["BACKEND_GROUP", "EXTENSION_GROUP", "backend_info", "cluster_plugin_manager",
+           "get_plugin_manager", "installed_backends"]
+
+#: Entry points that provide backends: ``ssh = "dask_deploy_ssh.plugin"``.
+BACKEND_GROUP = "dask_deploy"
+#: Entry points of composable plugins loaded into every cluster (resource expansion).
+EXTENSION_GROUP = "dask_deploy.extensions"
+#: Comma-separated entry point names that are never loaded.
+DISABLE_ENV = "DASK_DEPLOY_DISABLE_PLUGINS"
+
+# Which pip extra of the meta-package installs which backend, for the "not found" error.
+_EXTRAS = {
+    "ssh": "ssh", "slurm": "jobqueue", "pbs": "jobqueue", "sge": "jobqueue", "lsf": "jobqueue",
+    "htcondor": "jobqueue", "k8s": "k8s", "ecs": "cloud", "fargate": "cloud", "ec2": "cloud",
+    "cuda": "gpu", "fake": "conformance",
+}
+
+
+def _disabled() -> set[str]:
+    return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+
+
+def _entry_points(group: str) -> dict[str, EntryPoint]:
+    disabled = _disabled()
+    return {ep.name: ep for ep in entry_points(group=group) if ep.name not in disabled}
+
+
+def _new_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def get_plugin_manager(load: bool = True) -> pluggy.PluginManager:
+    """A plugin manager with every installed backend plugin and extension registered.
+
+    Imports every plugin module (they are light: client libraries load in factories), so
+    use it for listing; ``Cluster.from_name`` loads only the one backend it needs.
+    """
+    pm = _new_manager()
+    from . import _local
+
+    pm.register(_local, name="local")
+    if load:
+        for group in (BACKEND_GROUP, EXTENSION_GROUP):
+            for name, ep in sorted(_entry_points(group).items()):
+                if pm.get_plugin(name) is None and not pm.is_registered(plugin := ep.load()):
+                    pm.register(plugin, name=name)
+    pm.check_pending()
+    return pm
+
+
+def installed_backends() -> dict[str, BackendInfo]:
+    """Every installed backend by name (this imports every backend plugin module)."""
+    pm = get_plugin_manager()
+    infos = [info for batch in pm.hook.deploy_backends() for info in batch]
+    return {info.name: info for info in sorted(infos, key=lambda i: i.name)}
+
+
+@functools.cache
+def backend_info(name: str) -> BackendInfo:
+    """The :class:`BackendInfo` of backend ``name``, importing only the plugin that provides it."""
+    if name == "local":
+        from . import _local
+
+        return _local.INFO
+    eps = _entry_points(BACKEND_GROUP)
+    if name in eps:
+        pm = _new_manager()
+        pm.register(eps[name].load(), name=name)
+        for batch in pm.hook.deploy_backends():
+            for info in batch:
+                if info.name == name:
+                    return info
+    available = ", ".join(sorted({"local", *eps})) or "none"
+    extra = _EXTRAS.get(name)
+    hint = (f'install it with: pip install "dask-deploy[{extra}]"' if extra else
+            "a third-party backend must register an entry point in the 'dask_deploy' group")
+    if name in _disabled():
+        hint = f"it is disabled by {DISABLE_ENV}"
+    raise BackendNotFound(f"no backend named {name!r} (installed: {available}); {hint}")
+
+
+def cluster_plugin_manager(spec: ClusterSpec, extensions: Mapping[str, Any] | None = None,
+                           ) -> tuple[pluggy.PluginManager, object]:
+    """The plugin manager of one cluster: its one backend plugin plus the extensions.
+
+    Returns the manager and the backend plugin object. Extensions that implement a backend
+    hook are refused, so every backend hook has at most one implementation (see hookspecs).
+    """
+    pm = _new_manager()
+    backend = backend_info(spec.backend).factory(spec)
+    pm.register(backend, name=f"backend:{spec.backend}")
+    if extensions is None:
+        extensions = {name: ep.load() for name, ep in _entry_points(EXTENSION_GROUP).items()}
+    for name, plugin in extensions.items():
+        pm.register(plugin, name=f"extension:{name}")
+        for hook in hookspecs.BACKEND_HOOKS:
+            if len(getattr(pm.hook, hook).get_hookimpls()) > 1:
+                raise DeployError(f"extension plugin {name!r} implements the backend hook {hook}; "
+                                  "only a cluster's backend may (see dask_deploy.hookspecs)")
+    pm.check_pending()
+    return pm, backend

@@ -1,0 +1,269 @@
+"""Typed, frozen specs: what a cluster, its scheduler and its workers should be.
+
+Everything that crosses a hook is one of these records, never a loose dict, and every
+record is validated where it is built, so a bad option fails at the edge with an error that
+names it (:class:`~dask_deploy.SpecError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from dask.utils import parse_bytes
+
+from ._errors import SpecError
+
+__all__ = [
+    "BackendInfo",
+    "ClusterSpec",
+    "Handle",
+    "Phase",
+    "SchedulerInfo",
+    "SchedulerSpec",
+    "Status",
+    "Unit",
+    "WorkerSpec",
+]
+
+Placement = Literal["local", "remote"]
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
+_CAPABILITIES = frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard", "detach"})
+
+
+def _frozen_map(value: Mapping[str, Any] | None, option: str) -> Mapping[str, Any]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise SpecError(option, value, "expected a mapping with string keys")
+    return MappingProxyType(dict(value))
+
+
+def parse_memory(value: object, option: str = "memory_limit") -> int | str | None:
+    """Bytes as an int, ``"auto"`` (let each worker size itself) or ``None`` (no limit)."""
+    if value is None or value == "auto":
+        return value  # type: ignore[return-value]
+    if isinstance(value, bool):
+        raise SpecError(option, value, 'expected bytes (int), a size such as "4GiB", "auto" or None')
+    if isinstance(value, (int, float)) and value > 0:
+        return int(value)
+    if isinstance(value, str):
+        try:
+            parsed = parse_bytes(value)
+        except (ValueError, TypeError):
+            pass
+        else:
+            if parsed > 0:
+                return parsed
+    raise SpecError(option, value, 'expected bytes (int), a size such as "4GiB", "auto" or None')
+
+
+def _positive_int(value: object, option: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(option, value, f"expected an integer >= {minimum}")
+    return value
+
+
+def _positive_float(value: object, option: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise SpecError(option, value, "expected a number of seconds > 0")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One Dask worker process as a backend should start it.
+
+    ``gpus`` is a request: a resource-expansion plugin (``deploy_expand_resources``) turns a
+    unit with N GPUs into N workers with one GPU each. ``options`` are extra keyword arguments
+    for ``distributed.Worker`` (e.g. ``{"lifetime": "1h"}``).
+    """
+
+    nthreads: int = 1
+    memory_limit: int | str | None = "auto"
+    resources: Mapping[str, float] = field(default_factory=dict)
+    gpus: int = 0
+    env: Mapping[str, str] = field(default_factory=dict)
+    image: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: Suffix of this worker's name inside its unit ("" when the unit has one worker).
+    suffix: str = ""
+
+    def __post_init__(self) -> None:
+        _positive_int(self.nthreads, "threads_per_worker")
+        object.__setattr__(self, "memory_limit", parse_memory(self.memory_limit))
+        _positive_int(self.gpus, "gpus", minimum=0)
+        resources = _frozen_map(self.resources, "resources")
+        for key, amount in resources.items():
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+                raise SpecError(f"resources[{key!r}]", amount, "expected a number >= 0")
+        object.__setattr__(self, "resources", resources)
+        env = _frozen_map(self.env, "env")
+        for key, val in env.items():
+            if not isinstance(val, str):
+                raise SpecError(f"env[{key!r}]", val, "expected a string value")
+        object.__setattr__(self, "env", env)
+        object.__setattr__(self, "options", _frozen_map(self.options, "worker_options"))
+
+    def replace(self, **changes: Any) -> WorkerSpec:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """Where and how the scheduler runs.
+
+    ``placement="local"`` runs it inside the client process (the default); ``"remote"`` asks the
+    backend to start it as a process, job, pod, task or host of its own.
+    """
+
+    placement: Placement = "local"
+    host: str = "127.0.0.1"
+    port: int = 0
+    dashboard_address: str | None = "127.0.0.1:0"
+    #: Close the cluster when no client or task has been seen for this many seconds.
+    idle_timeout: float | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.placement not in ("local", "remote"):
+            raise SpecError("scheduler", self.placement, 'expected "local" (in this process) or "remote"')
+        _positive_int(self.port, "scheduler_options['port']", minimum=0)
+        if self.idle_timeout is not None:
+            _positive_float(self.idle_timeout, "idle_timeout")
+        object.__setattr__(self, "options", _frozen_map(self.options, "scheduler_options"))
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Everything a backend needs to know about one cluster.
+
+    ``name`` doubles as the cluster id that every resource of the cluster is tagged with.
+    ``worker`` is the template of one *unit* (what one start produces: a process, a job, a
+    pod, a task); ``backend_options`` is the backend's own frozen options record.
+    """
+
+    backend: str
+    name: str
+    worker: WorkerSpec = field(default_factory=WorkerSpec)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    n_workers: int = 0
+    start_timeout: float = 60.0
+    max_failures: int = 5
+    shutdown_on_close: bool = True
+    #: Seconds between reconcile rounds (each polls the backend once).
+    poll_interval: float = 1.0
+    backend_options: Any = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise SpecError(
+                "name", self.name,
+                "expected 1-48 lowercase letters, digits or '-', starting and ending with a letter "
+                "or digit (it tags every process, job or pod of the cluster)",
+            )
+        _positive_int(self.n_workers, "n_workers", minimum=0)
+        _positive_float(self.start_timeout, "start_timeout")
+        _positive_int(self.max_failures, "max_failures")
+        _positive_float(self.poll_interval, "poll_interval")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one backend start produces, and the workers it runs.
+
+    A unit named ``mycluster-3`` with workers suffixed ``-0`` and ``-1`` shows up in the scheduler
+    as the workers ``mycluster-3-0`` and ``mycluster-3-1``.
+    """
+
+    name: str
+    workers: tuple[WorkerSpec, ...]
+
+    @property
+    def worker_names(self) -> tuple[str, ...]:
+        return tuple(self.name + w.suffix for w in self.workers)
+
+
+class Phase(str, enum.Enum):
+    """Where a started unit is, as the backend sees it."""
+
+    PENDING = "pending"  # accepted, not running yet (queued job, unscheduled pod, booting task)
+    RUNNING = "running"  # its process runs (it may not have connected to the scheduler yet)
+    FAILED = "failed"  # it ended badly or can never run; ``Status.reason`` says why
+    GONE = "gone"  # it ended cleanly or the backend no longer knows it
+
+
+@dataclass(frozen=True)
+class Status:
+    """A unit's phase plus, for ``FAILED``, the backend's reason."""
+
+    phase: Phase
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Handle:
+    """A small serialisable record of something a backend started.
+
+    It is all the core keeps about a unit or scheduler, so it must be enough to poll, stop,
+    read the logs of, and re-attach to that thing from another process: ``backend_id`` is the
+    backend's own id (pid, job id, pod name, task ARN) and ``data`` holds other plain JSON
+    values (host, log path).
+    """
+
+    backend: str
+    cluster: str
+    name: str
+    backend_id: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", _frozen_map(self.data, "Handle.data"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "cluster": self.cluster, "name": self.name,
+            "backend_id": self.backend_id, "data": dict(self.data),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Handle:
+        return cls(d["backend"], d["cluster"], d["name"], d["backend_id"], d.get("data", {}))
+
+
+@dataclass(frozen=True)
+class SchedulerInfo:
+    """What ``deploy_start_scheduler`` returns: how to reach a scheduler the backend started."""
+
+    handle: Handle
+    address: str
+    dashboard_address: str | None = None
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """How a plugin describes one backend it provides (``deploy_backends``).
+
+    ``factory`` builds the per-cluster plugin object whose ``deploy_*`` hooks drive one cluster;
+    ``options`` is a frozen dataclass of the backend's own options (``None``: it has none).
+    ``defaults`` overrides the generic defaults (e.g. ``{"threads_per_worker": 2}``).
+    """
+
+    name: str
+    summary: str
+    factory: Callable[[ClusterSpec], object]
+    options: type | None = None
+    capabilities: frozenset[str] = frozenset()
+    extra: str = ""  # the pip extra that installs it ("ssh" -> dask-deploy[ssh])
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.capabilities) - _CAPABILITIES
+        if unknown:
+            raise SpecError("capabilities", sorted(unknown), f"expected some of {sorted(_CAPABILITIES)}")
