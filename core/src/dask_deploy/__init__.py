@@ -21,6 +21,7 @@ from ._specs import (
     SchedulerInfo,
     SchedulerSpec,
     Status,
+    TLS,
     Unit,
     WorkerSpec,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "SpecCluster",
     "SpecError",
     "StartTimeout",
+    "TLS",
     "Status",
     "Unit",
     "WorkerSpec",

@@ -9,7 +9,7 @@ kills them all when its parent goes away (end of input), so nothing outlives the
 
 The protocol is JSON lines: requests on the agent's stdin, events on its stdout.
 
-Requests: ``start`` {name, role: worker|scheduler, kwargs, env, log}; ``stop`` {names, grace};
+Requests: ``start`` {name, role: worker|scheduler, kwargs, env, log, tls}; ``stop`` {names, grace};
 ``ps``. Events: ``ready`` {pid}; ``started`` {name, pid}; ``exit`` {name, pid, code, reason};
 ``scheduler`` {name, address, dashboard}; ``ps`` {children: {name: pid}}; ``error`` {message}.
 
@@ -61,9 +61,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-async def _serve(role: str, kwargs: dict[str, Any]) -> None:
+async def _serve(role: str, kwargs: dict[str, Any], tls: dict[str, str] | None) -> None:
     from distributed import Scheduler, Worker
 
+    if tls:  # PEM text came over our stdin: it never touches a file or a command line
+        from ._specs import TLS
+
+        kwargs["security"] = TLS(tls["cert"], tls["key"]).security()
+        if role == "scheduler":
+            kwargs["protocol"] = "tls"
     loop = asyncio.get_running_loop()
     server = Scheduler(**kwargs) if role == "scheduler" else Worker(**kwargs)
     async with server:
@@ -72,7 +78,8 @@ async def _serve(role: str, kwargs: dict[str, Any]) -> None:
         await server.finished()
 
 
-def _run_child(role: str, kwargs: dict[str, Any], env: dict[str, str], log: str) -> None:
+def _run_child(role: str, kwargs: dict[str, Any], env: dict[str, str], log: str,
+               tls: dict[str, str] | None) -> None:
     """In the forked child: detach from the agent's pipes, become a worker, never return."""
     code = 1
     try:
@@ -87,7 +94,7 @@ def _run_child(role: str, kwargs: dict[str, Any], env: dict[str, str], log: str)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.environ.update(env)
-        asyncio.run(_serve(role, kwargs))
+        asyncio.run(_serve(role, kwargs, tls))
         code = 0
     except BaseException:
         import traceback
@@ -115,7 +122,7 @@ class _Agent:
         limit = kwargs.get("memory_limit")
         pid = os.fork()
         if pid == 0:
-            _run_child(role, kwargs, msg.get("env", {}), msg["log"])
+            _run_child(role, kwargs, msg.get("env", {}), msg["log"], msg.get("tls"))
         child = _Child(name, pid, role, limit if isinstance(limit, int) else None,
                        kwargs.get("scheduler_file"))
         self.children[pid] = child
@@ -334,9 +341,11 @@ class AgentClient:
         self._send(json.dumps({"op": op, **fields}) + "\n")
 
     def start(self, name: str, role: str, kwargs: dict[str, Any], env: dict[str, str],
-              log: str) -> None:
+              log: str, tls: Any = None) -> None:
+        """Start a child; ``tls`` is the cluster's :class:`~dask_deploy.TLS` (or None)."""
         self.exited.pop(name, None)
-        self.request("start", name=name, role=role, kwargs=kwargs, env=env, log=log)
+        pem = {"cert": tls.cert, "key": tls.key} if tls is not None else None
+        self.request("start", name=name, role=role, kwargs=kwargs, env=env, log=log, tls=pem)
 
     async def stop(self, names: list[str], grace: float, timeout: float) -> bool:
         """Stop children by name; True once none of them runs."""

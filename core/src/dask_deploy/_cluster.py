@@ -20,6 +20,7 @@ from dask.utils import parse_bytes
 from distributed.core import Status as ClusterStatus
 from distributed.core import rpc
 from distributed.deploy.cluster import Cluster
+from distributed.security import Security
 from distributed.utils import Log, Logs, NoOpAwaitable, silence_logging_cmgr
 
 from ._errors import BackendError, CrashLoopError, DeployError, SpecError
@@ -32,6 +33,7 @@ from ._specs import (
     SchedulerInfo,
     SchedulerSpec,
     Status,
+    TLS,
     Unit,
     WorkerSpec,
 )
@@ -43,7 +45,7 @@ GENERIC_OPTIONS = (
     "name", "n_workers", "threads_per_worker", "memory_limit", "resources", "gpus", "env",
     "image", "worker_options", "scheduler", "host", "scheduler_port", "dashboard_address",
     "scheduler_options", "idle_timeout", "start_timeout", "max_failures", "shutdown_on_close", "poll_interval",
-    "asynchronous", "loop", "quiet", "silence_logs",
+    "asynchronous", "loop", "quiet", "silence_logs", "security",
 )
 
 
@@ -97,8 +99,12 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
     if scheduler.placement == "remote" and "remote_scheduler" not in info.capabilities:
         raise SpecError("scheduler", "remote",
                         f'backend {backend!r} can only run the scheduler in this process: use "local"')
+    security = g.get("security", "remote" in info.capabilities or scheduler.placement == "remote")
+    if not isinstance(security, bool):
+        raise SpecError("security", security, "expected True (per-cluster TLS) or False (plain TCP)")
     spec = ClusterSpec(
         backend=backend,
+        tls=TLS.temporary() if security else None,
         name=g.get("name") or _new_name(),
         worker=worker,
         scheduler=scheduler,
@@ -148,6 +154,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         self._dead: dict[str, Handle] = {}  # stopped units whose logs stay readable
         self._loop_task: asyncio.Task[None] | None = None
         self.error: CrashLoopError | None = None
+        #: What ``Client(cluster)`` uses to connect (TLS with the cluster's own certificate).
+        self.security = spec.tls.security() if spec.tls else Security()
         self._instances.add(self)
         super().__init__(asynchronous=asynchronous, loop=loop, quiet=quiet, name=spec.name)
         self._cluster_info["backend"] = spec.backend
@@ -209,7 +217,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         except BaseException:
             prepare.cancel()
             raise
-        self.scheduler_comm = rpc(address)
+        self.scheduler_comm = rpc(
+            address, connection_args=self.security.get_connection_args("client"))
         await super()._start()
         self._loop_task = asyncio.ensure_future(self._reconcile_loop())
         if self.spec.n_workers:
@@ -220,8 +229,9 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         if sched.placement == "local":
             from distributed import Scheduler
 
+            tls = {"protocol": "tls", "security": self.security} if self.spec.tls else {}
             self.scheduler = Scheduler(
-                host=sched.host, port=sched.port, dashboard_address=sched.dashboard_address,
+                **tls, host=sched.host, port=sched.port, dashboard_address=sched.dashboard_address,
                 dashboard=sched.dashboard_address is not None, idle_timeout=sched.idle_timeout,
                 **sched.options)
             await self.scheduler

@@ -138,7 +138,7 @@ class LocalBackend:
         kwargs = {"host": s.host, "port": s.port, "dashboard": s.dashboard_address is not None,
                   "dashboard_address": s.dashboard_address, "idle_timeout": s.idle_timeout,
                   **s.options}
-        agent.start(name, "scheduler", kwargs, {}, self._log(name))
+        agent.start(name, "scheduler", kwargs, {}, self._log(name), cluster.tls)
         up = await agent.wait_for(lambda: name in agent.schedulers or name in agent.exited,
                                   cluster.start_timeout)
         handle = Handle(cluster.backend, cluster.name, name, str(agent.pid),
@@ -170,7 +170,7 @@ class LocalBackend:
         for unit in units:
             for name, w in zip(unit.worker_names, unit.workers):
                 agent.start(name, "worker", worker_kwargs(cluster, scheduler_address, name, w),
-                            dict(w.env), self._log(name))
+                            dict(w.env), self._log(name), cluster.tls)
             handles.append(Handle(cluster.backend, cluster.name, unit.name, str(agent.pid),
                                   {"workers": list(unit.worker_names)}))
         return handles

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -60,7 +61,13 @@ def get_plugin_manager(load: bool = True) -> pluggy.PluginManager:
     if load:
         for group in (BACKEND_GROUP, EXTENSION_GROUP):
             for name, ep in sorted(_entry_points(group).items()):
-                if pm.get_plugin(name) is None and not pm.is_registered(plugin := ep.load()):
+                try:
+                    plugin = ep.load()
+                except Exception as e:  # noqa: BLE001 - one broken plugin must not hide the rest
+                    warnings.warn(f"dask-deploy plugin {name!r} ({ep.value}) failed to import: {e}",
+                                  RuntimeWarning, stacklevel=2)
+                    continue
+                if pm.get_plugin(name) is None and not pm.is_registered(plugin):
                     pm.register(plugin, name=name)
     pm.check_pending()
     return pm

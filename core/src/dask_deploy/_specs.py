@@ -20,6 +20,7 @@ from dask.utils import parse_bytes
 from ._errors import SpecError
 
 __all__ = [
+    "TLS",
     "BackendInfo",
     "ClusterSpec",
     "Handle",
@@ -140,6 +141,41 @@ class SchedulerSpec:
         object.__setattr__(self, "options", _frozen_map(self.options, "scheduler_options"))
 
 
+@dataclass(frozen=True, repr=False)
+class TLS:
+    """The cluster's own TLS identity: one self-signed certificate and key, as PEM text.
+
+    Made per cluster in memory (:meth:`temporary`), so no certificate authority or shared
+    directory is needed. Backends deliver it to remote processes through their own channel
+    (the agent's stdin over SSH, a Kubernetes Secret, a user-only file), never in a command
+    line, job script, pod spec, user data or log. ``repr`` hides the key.
+    """
+
+    cert: str
+    key: str
+
+    def __repr__(self) -> str:
+        return "TLS(<per-cluster certificate>)"
+
+    @classmethod
+    def temporary(cls) -> TLS:
+        from distributed.security import Security
+
+        sec = Security.temporary()
+        return cls(cert=sec.tls_ca_file, key=sec.tls_scheduler_key)
+
+    def security(self) -> Any:
+        """A ``distributed.Security`` that requires TLS and trusts only this certificate."""
+        from distributed.security import Security
+
+        return Security(
+            require_encryption=True, tls_ca_file=self.cert,
+            tls_client_cert=self.cert, tls_client_key=self.key,
+            tls_scheduler_cert=self.cert, tls_scheduler_key=self.key,
+            tls_worker_cert=self.cert, tls_worker_key=self.key,
+        )
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """Everything a backend needs to know about one cluster.
@@ -159,6 +195,8 @@ class ClusterSpec:
     shutdown_on_close: bool = True
     #: Seconds between reconcile rounds (each polls the backend once).
     poll_interval: float = 1.0
+    #: Scheduler traffic is TLS with this identity (None: plain TCP, by explicit choice).
+    tls: TLS | None = None
     backend_options: Any = None
 
     def __post_init__(self) -> None:

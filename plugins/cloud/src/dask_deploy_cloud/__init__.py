@@ -1,0 +1,1 @@
+"""dask-deploy AWS backends (ECS, Fargate, EC2) on aiobotocore"""

@@ -1,0 +1,1 @@
+"""dask-deploy GPU support: one worker per GPU, locally (cuda backend) and on every backend"""

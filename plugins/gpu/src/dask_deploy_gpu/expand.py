@@ -1,0 +1,1 @@
+"""GPU resource expansion (work in progress)."""

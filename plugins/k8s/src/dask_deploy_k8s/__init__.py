@@ -1,0 +1,1 @@
+"""dask-deploy Kubernetes backend on kubernetes-asyncio"""

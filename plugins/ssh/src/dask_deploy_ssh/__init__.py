@@ -1,0 +1,1 @@
+"""dask-deploy SSH backend: one agent per host over asyncssh"""
