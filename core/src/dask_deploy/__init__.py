@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ._cluster import SpecCluster, from_name
 from ._errors import BackendError, BackendNotFound, CrashLoopError, DeployError, SpecError, StartTimeout
-from ._plugins import get_plugin_manager, installed_backends
+from ._plugins import get_plugin_manager, installed_backends, register_backend
 from ._specs import (
     BackendInfo,
     ClusterSpec,
@@ -53,5 +53,6 @@ __all__ = [
     "get_plugin_manager",
     "hookimpl",
     "installed_backends",
+    "register_backend",
 ]
 __version__ = "0.1.0"

@@ -16,7 +16,7 @@ from ._errors import BackendNotFound, DeployError
 from ._specs import BackendInfo, ClusterSpec
 
 __all__ = ["BACKEND_GROUP", "EXTENSION_GROUP", "backend_info", "cluster_plugin_manager",
-           "get_plugin_manager", "installed_backends"]
+           "get_plugin_manager", "installed_backends", "register_backend"]
 
 #: Entry points that provide backends: ``ssh = "dask_deploy_ssh.plugin"``.
 BACKEND_GROUP = "dask_deploy"
@@ -77,6 +77,7 @@ def installed_backends() -> dict[str, BackendInfo]:
     """Every installed backend by name (this imports every backend plugin module)."""
     pm = get_plugin_manager()
     infos = [info for batch in pm.hook.deploy_backends() for info in batch]
+    infos += _REGISTERED.values()
     return {info.name: info for info in sorted(infos, key=lambda i: i.name)}
 
 
@@ -95,7 +96,7 @@ def backend_info(name: str) -> BackendInfo:
             for info in batch:
                 if info.name == name:
                     return info
-    available = ", ".join(sorted({"local", *eps})) or "none"
+    available = ", ".join(sorted({"local", *eps, *_REGISTERED}))
     extra = _EXTRAS.get(name)
     hint = (f'install it with: pip install "dask-deploy[{extra}]"' if extra else
             "a third-party backend must register an entry point in the 'dask_deploy' group")
