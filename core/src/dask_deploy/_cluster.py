@@ -79,7 +79,7 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
     g = {k: merged[k] for k in GENERIC_OPTIONS if k in merged}
     sched_opts = dict(g.get("scheduler_options") or {})
     worker = WorkerSpec(
-        nthreads=g.get("threads_per_worker") or 1,
+        nthreads=1 if g.get("threads_per_worker") is None else g["threads_per_worker"],
         memory_limit=g.get("memory_limit", "auto"),
         resources=g.get("resources") or {},
         gpus=g.get("gpus", 0),

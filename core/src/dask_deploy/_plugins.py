@@ -81,9 +81,24 @@ def installed_backends() -> dict[str, BackendInfo]:
     return {info.name: info for info in sorted(infos, key=lambda i: i.name)}
 
 
+_REGISTERED: dict[str, BackendInfo] = {}
+
+
+def register_backend(info: BackendInfo) -> None:
+    """Make a backend available by name without an entry point (tests, notebooks).
+
+    Entry points are the way for installed plugins; this is for a backend defined in the
+    running program. A later registration under the same name replaces the earlier one.
+    """
+    _REGISTERED[info.name] = info
+    backend_info.cache_clear()
+
+
 @functools.cache
 def backend_info(name: str) -> BackendInfo:
     """The :class:`BackendInfo` of backend ``name``, importing only the plugin that provides it."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     if name == "local":
         from . import _local
 

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import psutil
+import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", max_examples=40, deadline=None)
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 60, what: str = "condition") -> None:
+    """Poll ``cond`` until it is true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def agents_of(cluster_name: str) -> list[psutil.Process]:
+    """Live agent processes of a cluster, found by their command line."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if "dask_deploy._agent" in cmd and cluster_name in cmd and p.info["status"] != "zombie":
+            out.append(p)
+    return out
+
+
+def live_descendants() -> set[int]:
+    out = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.add(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.fixture
+def no_leaked_processes() -> object:
+    """Fail the test if it leaves a child process of ours running."""
+    before = live_descendants()
+    yield
+    wait_until(lambda: not (live_descendants() - before), 30, "our child processes to exit")
