@@ -43,6 +43,16 @@ def live_descendants() -> set[int]:
     return out
 
 
+@pytest.fixture(name="wait_until")
+def _wait_until() -> Callable[..., None]:
+    return wait_until
+
+
+@pytest.fixture(name="agents_of")
+def _agents_of() -> Callable[[str], list[psutil.Process]]:
+    return agents_of
+
+
 @pytest.fixture
 def no_leaked_processes() -> object:
     """Fail the test if it leaves a child process of ours running."""

@@ -275,7 +275,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             # Drop units that have not connected first, then the newest.
             seen = {w["name"] for w in self.scheduler_info["workers"].values()}
             order = sorted(self.units, key=lambda u: (set(self.units[u].worker_names) <= seen,
-                                                      _index(u)))
+                                                      -_index(u)))
             for name in order[: len(self.units) - want]:
                 del self.units[name]
         if self.status not in (ClusterStatus.closing, ClusterStatus.closed):

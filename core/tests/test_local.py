@@ -1,0 +1,162 @@
+"""The local backend end to end: real processes, a real scheduler, a real Client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+from distributed import Client
+
+from dask_deploy import Cluster, CrashLoopError, SpecCluster
+
+
+def worker_pids(client: Client) -> dict[str, int]:
+    return client.run(os.getpid)
+
+
+def test_client_work_names_and_loopback(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+    with Cluster.from_name("local", n_workers=2, threads_per_worker=1, name="t-work") as cluster, \
+            Client(cluster) as client:
+        assert isinstance(cluster, SpecCluster)
+        cluster.wait_for_workers(2, timeout=60)
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+        assert client.gather(client.map(lambda x: x * 2, range(10))) == [x * 2 for x in range(10)]
+        info = client.scheduler_info()
+        assert sorted(w["name"] for w in info["workers"].values()) == ["t-work-0", "t-work-1"]
+        assert all("127.0.0.1" in addr for addr in info["workers"])
+        assert "127.0.0.1" in cluster.scheduler_address
+        assert cluster.dashboard_link.startswith("http://127.0.0.1:")
+        assert "t-work" in repr(cluster) and "workers=2" in repr(cluster)
+        assert cluster._repr_html_()  # the Jupyter widget's HTML renders
+
+
+def test_scale_up_and_down(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+    with Cluster.from_name("local", n_workers=1, name="t-scale") as cluster, Client(cluster) as client:
+        cluster.scale(4)
+        cluster.wait_for_workers(4, timeout=60)
+        assert len(agents_of("t-scale")[0].children()) == 4
+        cluster.scale(1)
+        wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 60, "scale down to 1")
+        wait_until(lambda: len(agents_of("t-scale")[0].children()) == 1, 60, "processes to exit")
+        assert cluster.plan == cluster.requested == {"t-scale-0"}
+
+
+def test_scale_by_cores_and_memory(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+    with Cluster.from_name("local", n_workers=0, threads_per_worker=2, memory_limit="300MiB",
+                           name="t-res") as cluster:
+        cluster.scale(cores=5)
+        assert len(cluster.units) == 3
+        cluster.scale(memory="1GiB")
+        assert len(cluster.units) == 4
+
+
+def test_killed_worker_is_replaced_and_its_log_survives(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+    with Cluster.from_name("local", n_workers=2, name="t-kill") as cluster, Client(cluster) as client:
+        cluster.wait_for_workers(2, timeout=60)
+        by_name = {w["name"]: a for a, w in client.scheduler_info()["workers"].items()}
+        victim_addr = by_name["t-kill-1"]
+        os.kill(worker_pids(client)[victim_addr], signal.SIGKILL)
+        wait_until(lambda: victim_addr not in client.scheduler_info()["workers"], 60, "removal")
+        # The reconciler starts a new worker under the same name.
+        wait_until(lambda: "t-kill-1" in {w["name"] for w in client.scheduler_info()["workers"].values()},
+                   60, "replacement worker")
+        logs = cluster.get_logs()
+        assert victim_addr in logs["t-kill-1"]  # the dead worker's own log lines
+        assert "t-kill-1 failed: t-kill-1: killed by signal 9" in logs["Cluster"]
+
+
+def test_crash_loop_limit_surfaces_a_clear_error(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+    with Cluster.from_name("local", n_workers=1, worker_options={"no_such_option": 1},
+                           max_failures=3, name="t-crash") as cluster:
+        with pytest.raises(CrashLoopError, match="3 consecutive worker failures") as info:
+            cluster.wait_for_workers(1, timeout=120)
+        assert "cluster.retry()" in str(info.value)
+        assert cluster.error is info.value
+        logs = cluster.get_logs()
+        assert "no_such_option" in logs["t-crash-0"]  # the real cause is in the worker's log
+        assert "consecutive worker failures" in logs["Cluster"]
+        assert not cluster.handles  # nothing is retried while the limit holds
+
+
+def test_remote_scheduler_with_tls(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+    with Cluster.from_name("local", n_workers=1, scheduler="remote", name="t-remote") as cluster, \
+            Client(cluster) as client:
+        assert cluster.scheduler is None  # not in this process
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
+        assert client.submit(lambda: 41 + 1).result() == 42
+        assert "Scheduler at:" in cluster.get_logs()["Scheduler"]
+        assert len(agents_of("t-remote")[0].children()) == 2  # scheduler + worker
+
+
+def test_worker_over_memory_limit_is_killed_and_replaced(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+    def hog() -> int:
+        block = bytearray(400 * 2**20)  # far above the limit
+        import time
+
+        time.sleep(30)
+        return len(block)
+
+    with Cluster.from_name("local", n_workers=1, memory_limit="250MiB", name="t-mem") as cluster, \
+            Client(cluster) as client:
+        cluster.wait_for_workers(1, timeout=60)
+        client.submit(hog, pure=False)
+        wait_until(lambda: "memory limit exceeded" in cluster.get_logs(scheduler=False,
+                                                                        workers=False)["Cluster"],
+                   90, "the agent to kill the worker")
+
+
+def test_failed_start_leaves_nothing(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+    with pytest.raises(TypeError, match="bogus"):
+        Cluster.from_name("local", n_workers=1, scheduler_options={"bogus": 1}, name="t-fail")
+    wait_until(lambda: not agents_of("t-fail"), 30, "the agent to exit")
+
+
+def test_async_use(wait_until: Any, agents_of: Any) -> None:
+    import asyncio
+
+    async def main() -> int:
+        async with Cluster.from_name("local", n_workers=1, asynchronous=True, name="t-async") as c:
+            await c.wait_for_workers(1, timeout=60)
+            async with Client(c, asynchronous=True) as client:
+                return int(await client.submit(lambda: 7))
+
+    assert asyncio.run(main()) == 7
+    wait_until(lambda: not agents_of("t-async"), 30, "the agent to exit")
+
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    from dask_deploy import Cluster
+    cluster = Cluster.from_name("local", n_workers=2, name=sys.argv[1])
+    cluster.wait_for_workers(2, timeout=60)
+    print("ready", flush=True)
+    import time
+    time.sleep(120)
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_nothing_survives_ctrl_c_or_a_killed_client(sig: int, wait_until: Any, agents_of: Any) -> None:
+    name = f"t-sig{int(sig)}"
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, name], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        workers = [c.pid for a in agents_of(name) for c in a.children()]
+        assert len(workers) == 2
+        proc.send_signal(sig)
+        proc.wait(60)
+        wait_until(lambda: not agents_of(name), 30, "the agent to exit")
+        import psutil
+
+        wait_until(lambda: not [p for p in workers if psutil.pid_exists(p)
+                                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE],
+                   30, "the workers to exit")
+    finally:
+        proc.kill()
+        proc.wait()
