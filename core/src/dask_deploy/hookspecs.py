@@ -130,8 +130,9 @@ async def deploy_start_workers(
 ) -> Sequence[Handle]:
     """Start many units at once; return one :class:`~dask_deploy.Handle` per unit, in order.
 
-    Batched so that a backend can use one job array, one agent per host or one API call for
-    all of them. Each unit's workers must join ``scheduler_address`` with the names
+    Called by the reconciler whenever desired units have nothing started for them (scale up,
+    replacement of a failed unit), with all such units of that round in one batch, so that
+    a backend can use one job array, one agent per host or one API call for all of them. Each unit's workers must join ``scheduler_address`` with the names
     ``unit.worker_names``. Return as soon as the units are *accepted* (submitted, created,
     forked): readiness is observed through ``deploy_poll`` and the scheduler, and the core
     fails a unit that has not connected after ``cluster.start_timeout``. Tag everything with
@@ -168,8 +169,9 @@ async def deploy_poll(cluster: ClusterSpec, handles: Sequence[Handle]) -> Sequen
 async def deploy_get_logs(cluster: ClusterSpec, handle: Handle) -> str:
     """Return the log text of a scheduler or unit, **also after it has died**.
 
-    Read it from where the backend keeps it (a log file, the job's output file, the pod log,
-    the task's log stream), not from the live process. Return ``""`` if nothing was
+    Called by ``cluster.get_logs()`` and ``cluster.logs_of(name)``, for live and for
+    stopped units. Read it from where the backend keeps it (a log file, the job's output
+    file, the pod log, the task's log stream), not from the live process. Return ``""`` if nothing was
     written yet; raise :class:`~dask_deploy.BackendError` if the log is lost.
     """
 
@@ -190,7 +192,7 @@ async def deploy_discover(cluster: ClusterSpec, cluster_id: str | None) -> Seque
     """List what this backend still runs that is tagged with ``cluster_id``.
 
     With ``cluster_id=None``, everything tagged by dask-deploy that this backend can see
-    (for ``dask-deploy gc``). Include schedulers and units, running or pending. Used to
+    (for ``dask-deploy gc``). Include schedulers and units, running or pending. Called to
     re-attach, to sweep orphans and by the conformance suite's leak checks, so it must ask
     the backend itself, not the core's records. Leave unimplemented if the backend cannot
     enumerate what it runs.
@@ -201,6 +203,8 @@ async def deploy_discover(cluster: ClusterSpec, cluster_id: str | None) -> Seque
 async def deploy_teardown(cluster: ClusterSpec) -> None:
     """Release what the backend plugin holds for this cluster (connections, forwards, agents).
 
-    Called last on close, after workers and scheduler were stopped, also when start failed.
-    Must not raise.
+    Called last on close, after workers and scheduler were stopped (or left running, for a
+    detached cluster), and also when the cluster failed to start. Close connections, stop
+    port forwards, end agents' input streams; do not stop what a detached cluster should
+    keep. Must not raise: log and carry on.
     """
