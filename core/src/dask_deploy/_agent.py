@@ -10,7 +10,7 @@ kills them all when its parent goes away (end of input), so nothing outlives the
 The protocol is JSON lines: requests on the agent's stdin, events on its stdout.
 
 Requests: ``start`` {name, role: worker|scheduler, kwargs, env, log, tls}; ``stop`` {names, grace};
-``ps``. Events: ``ready`` {pid}; ``started`` {name, pid}; ``exit`` {name, pid, code, reason};
+``ps``; ``shutdown``. Events: ``ready`` {pid}; ``started`` {name, pid}; ``exit`` {name, pid, code, reason};
 ``scheduler`` {name, address, dashboard}; ``ps`` {children: {name: pid}}; ``error`` {message}.
 
 Run as ``python -m dask_deploy._agent --cluster NAME``; the cluster name in the command line
@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import selectors
@@ -37,9 +38,15 @@ __all__ = ["AgentClient", "agent_command"]
 _PR_SET_PDEATHSIG = 1
 
 
-def agent_command(python: str, cluster: str, grace: float = 0.0) -> list[str]:
-    """The command line that starts an agent for ``cluster`` with interpreter ``python``."""
-    return [python, "-m", "dask_deploy._agent", "--cluster", cluster, "--grace", str(grace)]
+def agent_command(python: str, cluster: str, grace: float = 0.0, listen: str | None = None
+                  ) -> list[str]:
+    """The command line that starts an agent for ``cluster`` with interpreter ``python``.
+
+    With ``listen`` (a unix socket path) the agent is detached: it outlives its stdin,
+    serves that socket to any later client, and stops when its scheduler child exits.
+    """
+    cmd = [python, "-m", "dask_deploy._agent", "--cluster", cluster, "--grace", str(grace)]
+    return [*cmd, "--listen", listen] if listen else cmd
 
 
 # --------------------------------------------------------------------------------------
@@ -112,6 +119,34 @@ class _Agent:
         self.children: dict[int, _Child] = {}
         self.out = out
         self.grace = grace
+        # What a client that connects later needs to rebuild its view (detached clusters).
+        self.history: dict[str, dict[str, Any]] = {}
+        self.scheduler_gone = False
+
+    def handle(self, line: bytes) -> bool:
+        """Carry out one request; False when it asks the agent to shut down."""
+        try:
+            msg = json.loads(line)
+            op = msg["op"]
+            if op == "start":
+                self.start(msg)
+            elif op == "stop":
+                self.stop(msg["names"], float(msg.get("grace", 3.0)))
+            elif op == "ps":
+                self.out({"op": "ps", "children": {c.name: c.pid for c in self.children.values()}})
+            elif op == "shutdown":
+                return False
+            else:
+                self.out({"op": "error", "message": f"unknown op {op!r}"})
+        except Exception as e:  # noqa: BLE001 - report, keep serving
+            self.out({"op": "error", "message": f"{type(e).__name__}: {e}"})
+        return True
+
+    def replay(self) -> list[dict[str, Any]]:
+        """Events that bring a newly connected client up to date."""
+        events = [m for m in self.history.values() if m["op"] in ("exit", "scheduler")]
+        events += [{"op": "started", "name": c.name, "pid": c.pid} for c in self.children.values()]
+        return events
 
     def start(self, msg: dict[str, Any]) -> None:
         name, role, kwargs = msg["name"], msg.get("role", "worker"), dict(msg.get("kwargs", {}))
@@ -150,8 +185,12 @@ class _Agent:
             code = os.waitstatus_to_exitcode(status)
             reason = child.reason or (f"killed by signal {-code}" if code < 0 else
                                       f"exit code {code}" if code else "")
-            self.out({"op": "exit", "name": child.name, "pid": pid, "code": code,
-                      "reason": reason, "stopped": child.kill_at is not None})
+            msg = {"op": "exit", "name": child.name, "pid": pid, "code": code,
+                   "reason": reason, "stopped": child.kill_at is not None}
+            self.history[child.name] = msg
+            if child.role == "scheduler":
+                self.scheduler_gone = True
+            self.out(msg)
 
     def tick(self) -> None:
         """Escalate overdue stops, enforce memory limits, announce schedulers."""
@@ -173,8 +212,10 @@ class _Agent:
                     with open(child.scheduler_file) as f:
                         ident = json.load(f)
                     dash = ident.get("services", {}).get("dashboard")
-                    self.out({"op": "scheduler", "name": child.name, "address": ident["address"],
-                              "dashboard": dash})
+                    msg = {"op": "scheduler", "name": child.name, "address": ident["address"],
+                           "dashboard": dash}
+                    self.history[child.name + "/scheduler"] = msg
+                    self.out(msg)
                     child.scheduler_file = None
 
     def shutdown(self) -> None:
@@ -201,24 +242,47 @@ def _rss(pid: int) -> int:
         return 0
 
 
+class _Conn:
+    """One controlling stream: the agent's stdin/stdout, or a client of its unix socket."""
+
+    def __init__(self, fd: int, write: Callable[[bytes], object], owner: bool) -> None:
+        self.fd, self.write, self.owner, self.buf = fd, write, owner, b""
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dask_deploy._agent")
     parser.add_argument("--cluster", required=True, help="cluster id (tags this process)")
     parser.add_argument("--grace", type=float, default=0.0,
                         help="seconds workers get to leave cleanly when the client goes away")
+    parser.add_argument("--listen", metavar="PATH",
+                        help="detached: also serve this unix socket, outlive stdin, and stop "
+                             "everything when the scheduler child exits")
     args = parser.parse_args(argv)
 
     # The template: everything a worker needs is imported once, before any fork.
-    import distributed
-    import distributed.comm.tcp
-    import distributed.scheduler
+    import distributed  # noqa: F401
+    import distributed.comm.tcp  # noqa: F401
+    import distributed.scheduler  # noqa: F401
     import distributed.worker  # noqa: F401
 
-    stdout = os.fdopen(os.dup(1), "w", buffering=1)
+    stdout = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
+    conns: dict[int, _Conn] = {0: _Conn(0, stdout.write, owner=args.listen is None)}
 
     def out(msg: dict[str, Any]) -> None:
-        stdout.write(json.dumps(msg) + "\n")
+        line = (json.dumps(msg) + "\n").encode()
+        for conn in list(conns.values()):
+            try:
+                conn.write(line)
+            except OSError:
+                drop(conn)
+
+    def drop(conn: _Conn) -> None:
+        conns.pop(conn.fd, None)
+        with contextlib.suppress(Exception):
+            sel.unregister(conn.fd)
+        if conn.fd != 0:
+            os.close(conn.fd)
 
     agent = _Agent(out, args.grace)
     wake_r, wake_w = os.pipe()
@@ -227,9 +291,20 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: os.write(wake_w, b"t"))
     sel = selectors.DefaultSelector()
-    sel.register(sys.stdin.fileno(), selectors.EVENT_READ, "in")
+    sel.register(0, selectors.EVENT_READ, "conn")
     sel.register(wake_r, selectors.EVENT_READ, "wake")
-    buf = b""
+    server = None
+    if args.listen:
+        import socket
+
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(args.listen)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # only this user may drive the agent
+        server.bind(args.listen)
+        os.umask(old)
+        server.listen(8)
+        sel.register(server.fileno(), selectors.EVENT_READ, "accept")
     out({"op": "ready", "pid": os.getpid()})
     running = True
     while running:
@@ -238,29 +313,33 @@ def main(argv: list[str] | None = None) -> None:
                 if b"t" in os.read(wake_r, 4096):
                     running = False
                 continue
+            if key.data == "accept" and server is not None:
+                fd = server.accept()[0].detach()
+                conn = _Conn(fd, functools.partial(os.write, fd), owner=False)
+                for line in [{"op": "ready", "pid": os.getpid()}, *agent.replay()]:
+                    conn.write((json.dumps(line) + "\n").encode())
+                conns[fd] = conn
+                sel.register(fd, selectors.EVENT_READ, "conn")
+                continue
+            conn = conns[key.fd]
             data = os.read(key.fd, 65536)
             if not data:
-                running = False
-                break
-            buf += data
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                try:
-                    msg = json.loads(line)
-                    op = msg["op"]
-                    if op == "start":
-                        agent.start(msg)
-                    elif op == "stop":
-                        agent.stop(msg["names"], float(msg.get("grace", 3.0)))
-                    elif op == "ps":
-                        out({"op": "ps", "children": {c.name: c.pid for c in agent.children.values()}})
-                    else:
-                        out({"op": "error", "message": f"unknown op {op!r}"})
-                except Exception as e:
-                    out({"op": "error", "message": f"{type(e).__name__}: {e}"})
+                drop(conn)
+                if conn.owner:
+                    running = False
+                continue
+            conn.buf += data
+            while b"\n" in conn.buf:
+                line, conn.buf = conn.buf.split(b"\n", 1)
+                running = agent.handle(line) and running
         agent.reap()
         agent.tick()
+        if args.listen and agent.scheduler_gone:
+            running = False
     agent.shutdown()
+    if args.listen:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(args.listen)
 
 
 # --------------------------------------------------------------------------------------
@@ -298,8 +377,8 @@ class AgentClient:
             self.running[msg["name"]] = msg["pid"]
             self.exited.pop(msg["name"], None)
         elif op == "exit":
-            if self.running.get(msg["name"]) == msg["pid"]:
-                del self.running[msg["name"]]
+            if self.running.get(msg["name"], msg["pid"]) == msg["pid"]:
+                self.running.pop(msg["name"], None)
                 self.exited[msg["name"]] = msg
         elif op == "scheduler":
             self.schedulers[msg["name"]] = msg
