@@ -1,0 +1,564 @@
+"""The ssh backend: one asyncssh connection and one agent process per host.
+
+Why this shape (and not ``SSHCluster``'s one SSH session and one interpreter per worker):
+
+* **One agent per host** (:mod:`dask_deploy._agent`, started as
+  ``<remote_python> -m dask_deploy._agent --cluster NAME``) imports ``distributed`` once and
+  forks every worker and the remote scheduler from that template, so N workers cost about
+  one interpreter start. The agent speaks JSON lines on its stdin/stdout, which here are the
+  SSH channel; the TLS key of the cluster travels the same way, never on disk or in a
+  command line.
+* **Nothing outlives the client**: when the SSH channel closes (close, crash, lost link),
+  sshd closes the agent's stdin, and the agent stops its workers after ``stop_grace``
+  seconds; forked children also die with the agent. Every process carries
+  ``dask_deploy._agent --cluster NAME`` in its command line, which is how
+  :meth:`SSHBackend.deploy_discover` finds leftovers for ``dask-deploy gc``.
+* **Logs are files on the host** (one per worker), read over SSH, so the log of a worker
+  that died is still there.
+* **The dashboard** of a remote scheduler stays bound to the host's loopback and is reached
+  through a local SSH port forward (works when only SSH is reachable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import shlex
+import warnings
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+from dask_deploy import (
+    BackendError,
+    ClusterSpec,
+    Handle,
+    Phase,
+    SchedulerInfo,
+    StartTimeout,
+    Status,
+    Unit,
+    hookimpl,
+)
+from dask_deploy._agent import AgentClient, agent_command
+from dask_deploy._local import worker_kwargs
+
+from ._options import SSHOptions
+
+__all__ = ["SSHBackend"]
+
+_LOGDIR_MARK = "dask-deploy-logdir "
+#: The most of one log file that is read back (its end).
+_LOG_BYTES = 4 * 1024 * 1024
+#: asyncssh options we set unless the user does: notice a dead link within ~30 s.
+_CONNECT_DEFAULTS: Mapping[str, Any] = {"keepalive_interval": 10, "keepalive_count_max": 3}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _Host:
+    """One distinct host: its SSH connection, its agent and the state around them."""
+
+    def __init__(self, address: str, options: Mapping[str, Any], python: str) -> None:
+        self.address = address
+        self.options = options
+        self.python = python
+        self.conn: asyncssh.SSHClientConnection | None = None
+        self.proc: asyncssh.SSHClientProcess[str] | None = None
+        self.agent: AgentClient | None = None
+        #: The address this client reached the host at: what its processes bind to.
+        self.peer = address
+        self.log_dir: str | None = None
+        self.stderr: deque[str] = deque(maxlen=40)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.lock = asyncio.Lock()
+        self.units: set[str] = set()
+        self.reconnect: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.options.get("port", 22))
+
+    @property
+    def up(self) -> bool:
+        return self.agent is not None and self.agent.alive
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """Where a unit (or the scheduler) was started, and the names of its processes."""
+
+    host: _Host
+    agent: AgentClient
+    names: tuple[str, ...]
+
+
+class SSHBackend:
+    """The backend plugin object of one cluster (built by ``BackendInfo.factory``)."""
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        self.spec = spec
+        self.options: SSHOptions | None = spec.backend_options
+        self._hosts: dict[str, _Host] = {}
+        if self.options is not None:
+            for i, address in enumerate(self.options.hosts):
+                if address not in self._hosts:
+                    self._hosts[address] = _Host(address, self.options.connect_options[i],
+                                                 self.options.remote_python[i])
+        self._agents: dict[str, _Placed] = {}  # unit or scheduler name -> where it runs
+        self._forwards: dict[str, asyncssh.SSHListener] = {}
+        self._closing = False
+
+    # -- connections and agents ---------------------------------------------------------
+
+    def _host(self, address: str) -> _Host:
+        try:
+            return self._hosts[address]
+        except KeyError:
+            raise BackendError(f"host {address!r} is not in this cluster's hosts "
+                               f"{list(self._hosts)}") from None
+
+    async def _connection(self, host: _Host) -> asyncssh.SSHClientConnection:
+        """The host's SSH connection, opened (again) if needed."""
+        if host.conn is not None and not host.conn.is_closed():
+            return host.conn
+        opts = {**_CONNECT_DEFAULTS, "connect_timeout": self.spec.start_timeout, **host.options}
+        where = f"{host.address}:{host.port}"
+        try:
+            host.conn = await asyncssh.connect(host.address, **opts)
+        except asyncssh.HostKeyNotVerifiable as e:
+            raise BackendError(
+                f"the SSH host key of {where} is not trusted ({e}): it is not in known_hosts, or "
+                "it changed. Host keys are always checked. If the key is right, add it with "
+                f"`ssh-keyscan -p {host.port} {host.address} >> ~/.ssh/known_hosts` (check its "
+                "fingerprint), or pass connect_options={'known_hosts': '/path/to/known_hosts'}"
+            ) from None
+        except asyncssh.PermissionDenied as e:
+            user = opts.get("username", "(your local user name)")
+            raise BackendError(
+                f"SSH login to {where} as {user} was refused ({e.reason}): give "
+                "connect_options={'username': ..., 'client_keys': [...]} or load the key "
+                "into ssh-agent") from None
+        except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
+            raise BackendError(f"cannot connect to {where} over SSH: "
+                               f"{type(e).__name__}: {e}") from None
+        peer = host.conn.get_extra_info("peername")
+        if peer:
+            host.peer = str(peer[0])
+        return host.conn
+
+    async def _ensure(self, host: _Host) -> AgentClient:
+        """The host's agent, with its connection, started on first use (and after a loss)."""
+        async with host.lock:
+            if host.up:
+                assert host.agent is not None
+                return host.agent
+            conn = await self._connection(host)
+            grace = self.options.stop_grace if self.options else 3.0
+            agent_cmd = " ".join(shlex.quote(a) for a in agent_command(host.python, self.spec.name,
+                                                                        grace))
+            command = (f"umask 077; d={self._log_dir_expr()}; mkdir -p \"$d\" && "
+                       f"printf '{_LOGDIR_MARK}%s\\n' \"$d\" && "
+                       f"exec env DASK_DEPLOY_CLUSTER={shlex.quote(self.spec.name)} {agent_cmd}")
+            try:
+                proc = await conn.create_process(command, encoding="utf-8", errors="replace")
+            except (OSError, asyncssh.Error) as e:
+                raise BackendError(f"cannot run the agent on {host.address}: {e}") from None
+            agent = AgentClient(proc.stdin.write)
+            host.proc, host.agent, host.log_dir = proc, agent, None
+            host.stderr.clear()
+            host.tasks = [asyncio.ensure_future(self._read(host, proc, agent)),
+                          asyncio.ensure_future(self._drain(host, proc))]
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(agent.ready.wait(), self.spec.start_timeout)
+            if agent.alive and agent.pid is not None and host.log_dir:
+                return agent
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(host.tasks[1]), 2)
+            proc.close()
+            why = "".join(host.stderr).strip() or (
+                "it exited without a word" if not agent.alive else
+                f"no answer within start_timeout={self.spec.start_timeout:g}s")
+            err = BackendError if not agent.alive else StartTimeout
+            raise err(
+                f"the dask-deploy agent did not start on {host.address} with "
+                f"remote_python={host.python!r}: {why}\nThat interpreter needs dask-deploy-core "
+                "(pip install dask-deploy-core) with the same dask/distributed versions as "
+                "here; set remote_python=... to pick another one.")
+
+    async def _read(self, host: _Host, proc: asyncssh.SSHClientProcess[str],
+                    agent: AgentClient) -> None:
+        try:
+            while line := await proc.stdout.readline():
+                if line.startswith(_LOGDIR_MARK):  # printed by our shell before the exec
+                    host.log_dir = line[len(_LOGDIR_MARK):].rstrip("\n")
+                else:
+                    agent.feed(line)  # ignores lines that are not the agent's JSON
+        except (OSError, asyncssh.Error):
+            pass
+        finally:
+            agent.lost()
+            if not self._closing and host.agent is agent and host.units:
+                host.reconnect = asyncio.ensure_future(self._reconnect(host))
+
+    async def _drain(self, host: _Host, proc: asyncssh.SSHClientProcess[str]) -> None:
+        # Keep reading stderr so the channel never stalls; keep its end for error messages.
+        with contextlib.suppress(OSError, asyncssh.Error):
+            while line := await proc.stderr.readline():
+                host.stderr.append(line)
+
+    async def _reconnect(self, host: _Host) -> None:
+        """Bring a lost host back, with backoff, so later starts may use it again."""
+        delay = 1.0
+        while not self._closing:
+            await asyncio.sleep(delay)
+            try:
+                await self._ensure(host)
+                return
+            except Exception:  # keep trying until the cluster closes
+                delay = min(delay * 2, 30.0)
+
+    def _log_dir_expr(self) -> str:
+        """The log folder of this cluster on a host, as a shell expression."""
+        base = self.options.log_directory if self.options else None
+        name = shlex.quote(self.spec.name)
+        if base is None:
+            return f"\"${{TMPDIR:-/tmp}}/dask-deploy-$(id -u)\"/{name}"
+        if base.startswith("~/"):
+            return f"\"$HOME\"/{shlex.quote(base[2:])}/{name}"
+        return f"{shlex.quote(base)}/{name}"
+
+    def _bind(self, host: _Host, requested: str | None) -> str:
+        """Where a process on ``host`` listens: what was asked, unless that is loopback on a
+        host this client reaches from outside (then nobody could dial it), else the address
+        this client reached the host at."""
+        if requested and (not _is_loopback(requested) or _is_loopback(host.peer)):
+            return requested
+        return host.peer
+
+    # -- hooks: preparation ---------------------------------------------------------------
+
+    def _options(self) -> SSHOptions:
+        if self.options is None:
+            raise BackendError("the ssh backend needs hosts=[...] (and connect_options=...)")
+        return self.options
+
+    @hookimpl
+    async def deploy_prepare(self, cluster: ClusterSpec) -> None:
+        """Connect to every host and boot its agent, all at once, while the scheduler starts."""
+        self._options()
+        hosts = list(self._hosts.values())
+        results = await asyncio.gather(*(self._ensure(h) for h in hosts), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            if len(errors) == 1:
+                raise errors[0]
+            raise BackendError("\n".join(str(e) for e in errors))
+        sched = cluster.scheduler
+        if sched.placement == "local" and _is_loopback(sched.host):
+            far = [h.address for h in hosts if not _is_loopback(h.peer)]
+            if far:
+                raise BackendError(
+                    f"workers on {far} cannot reach a scheduler in this process bound to "
+                    f"{sched.host}: pass host=<an address of this machine they can reach>, or "
+                    'scheduler="remote" to run it on the first host')
+
+    # -- hooks: scheduler -----------------------------------------------------------------
+
+    @hookimpl
+    async def deploy_start_scheduler(self, cluster: ClusterSpec) -> SchedulerInfo:
+        host = self._host(self._options().hosts[0])
+        agent = await self._ensure(host)
+        s = cluster.scheduler
+        name = f"{cluster.name}-scheduler"
+        log = f"{host.log_dir}/{name}.log"
+        kwargs = {"host": self._bind(host, s.host), "port": s.port,
+                  "dashboard": s.dashboard_address is not None,
+                  "dashboard_address": s.dashboard_address, "idle_timeout": s.idle_timeout,
+                  **s.options}
+        agent.start(name, "scheduler", kwargs, {}, log, cluster.tls)
+        up = await agent.wait_for(lambda: name in agent.schedulers or name in agent.exited,
+                                  cluster.start_timeout)
+        handle = Handle(cluster.backend, cluster.name, name, f"{host.address}:{agent.pid}",
+                        {"host": host.address, "role": "scheduler", "logs": {name: log}})
+        if name not in agent.schedulers:
+            with contextlib.suppress(Exception):
+                await agent.stop([name], 0, 5)
+            text = ""
+            with contextlib.suppress(Exception):
+                text = await self.deploy_get_logs(cluster, handle)
+            why = agent.exited.get(name, {}).get("reason") or "no answer"
+            err = BackendError if up else StartTimeout
+            raise err(f"the scheduler of {cluster.name} did not start on {host.address} ({why}); "
+                      f"its log:\n{text[-2000:]}")
+        info = agent.schedulers[name]
+        self._agents[name] = _Placed(host, agent, (name,))
+        if not info.get("dashboard"):
+            return SchedulerInfo(handle, info["address"], None)
+        # The dashboard listens on the host's side of dashboard_address (loopback by default):
+        # this client reaches it through a forward over the SSH connection.
+        dash_host = (s.dashboard_address or "").rpartition(":")[0].strip("[]")
+        if not dash_host or dash_host in ("0.0.0.0", "::"):
+            dash_host = "127.0.0.1"
+        data = {**handle.data, "dashboard": f"{dash_host}:{info['dashboard']}"}
+        handle = Handle(handle.backend, handle.cluster, handle.name, handle.backend_id, data)
+        local = await self._forward(handle)
+        return SchedulerInfo(handle, info["address"], local)
+
+    async def _forward(self, handle: Handle) -> str:
+        """``127.0.0.1:PORT`` on this machine, forwarded to the scheduler's dashboard."""
+        if handle.name not in self._forwards:
+            host = self._host(handle.data["host"])
+            conn = await self._connection(host)
+            dest_host, _, dest_port = handle.data["dashboard"].rpartition(":")
+            try:
+                self._forwards[handle.name] = await conn.forward_local_port(
+                    "127.0.0.1", 0, dest_host, int(dest_port))
+            except (OSError, asyncssh.Error) as e:
+                raise BackendError(f"cannot forward the dashboard of {handle.name} from "
+                                   f"{host.address}: {e}") from None
+        return f"127.0.0.1:{self._forwards[handle.name].get_port()}"
+
+    @hookimpl
+    async def deploy_stop_scheduler(self, cluster: ClusterSpec, handle: Handle) -> None:
+        await self._stop_names(cluster, [handle.name])
+
+    @hookimpl
+    async def deploy_dashboard_route(self, cluster: ClusterSpec, scheduler: SchedulerInfo) -> str | None:
+        if "dashboard" not in scheduler.handle.data:
+            return None  # a scheduler in this process serves its dashboard directly
+        return "http://" + await self._forward(scheduler.handle)
+
+    # -- hooks: workers -------------------------------------------------------------------
+
+    def _pick(self, candidates: Sequence[int], down: set[str]) -> _Host | None:
+        """The worker host with the smallest share of units (entries listed twice count twice)."""
+        hosts = self._options().hosts
+        weight: dict[str, int] = {}
+        for i in candidates:
+            weight[hosts[i]] = weight.get(hosts[i], 0) + 1
+        usable = [a for a in weight if a not in down and self._hosts[a].up]
+        if not usable:
+            return None
+        best = min(usable, key=lambda a: (len(self._hosts[a].units) + 1) / weight[a])
+        return self._hosts[best]
+
+    @hookimpl
+    async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
+                                   units: Sequence[Unit]) -> list[Handle]:
+        opts = self._options()
+        candidates = opts.worker_hosts(cluster.scheduler.placement == "remote")
+        if not any(self._hosts[opts.hosts[i]].up for i in candidates):
+            # Every worker host was lost: try them once more before refusing.
+            await asyncio.gather(*(self._ensure(self._hosts[opts.hosts[i]]) for i in candidates),
+                                 return_exceptions=True)
+        handles: list[Handle] = []
+        down: set[str] = set()
+        try:
+            for unit in units:
+                while True:
+                    host = self._pick(candidates, down)
+                    if host is None:
+                        raise BackendError(f"no worker host of {cluster.name} is reachable: "
+                                           f"{[opts.hosts[i] for i in candidates]}")
+                    try:
+                        handles.append(self._start_unit(cluster, scheduler_address, unit, host))
+                        break
+                    except Exception:  # this host's agent is gone: try another
+                        down.add(host.address)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._stop_names(cluster, [h.name for h in handles])
+            raise
+        return handles
+
+    def _start_unit(self, cluster: ClusterSpec, scheduler_address: str, unit: Unit,
+                    host: _Host) -> Handle:
+        agent = host.agent
+        assert agent is not None
+        logs = {}
+        for name, w in zip(unit.worker_names, unit.workers, strict=True):
+            kwargs = worker_kwargs(cluster, scheduler_address, name, w)
+            kwargs["host"] = self._bind(host, w.options.get("host"))
+            logs[name] = f"{host.log_dir}/{name}.log"
+            agent.start(name, "worker", kwargs, dict(w.env), logs[name], cluster.tls)
+        host.units.add(unit.name)
+        self._agents[unit.name] = _Placed(host, agent, unit.worker_names)
+        return Handle(cluster.backend, cluster.name, unit.name, f"{host.address}:{agent.pid}",
+                      {"host": host.address, "workers": list(unit.worker_names), "logs": logs})
+
+    @hookimpl
+    async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
+        ours = [h.name for h in handles if "pids" not in h.data]
+        found = [h for h in handles if "pids" in h.data]  # from deploy_discover (gc)
+        results = await asyncio.gather(self._stop_names(cluster, ours),
+                                       *(self._kill(h) for h in found), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise BackendError("; ".join(str(e) for e in errors))
+
+    async def _stop_names(self, cluster: ClusterSpec, units: Sequence[str]) -> None:
+        """Stop units (or the scheduler) by name, each through the agent that started it."""
+        grace = self._options().stop_grace
+        placed = [self._agents[u] for u in units if u in self._agents]  # unknown: gone already
+        by_agent: dict[int, tuple[AgentClient, list[str]]] = {}
+        for p in placed:
+            by_agent.setdefault(id(p.agent), (p.agent, []))[1].extend(p.names)
+        results = await asyncio.gather(*(a.stop(n, grace, grace + 5) for a, n in by_agent.values()))
+        stuck = {n for (_, names), ok in zip(by_agent.values(), results, strict=True) if not ok
+                 for n in names}
+        for unit in units:
+            done = self._agents.get(unit)
+            if done is not None and not stuck & set(done.names):
+                del self._agents[unit]
+                done.host.units.discard(unit)
+        if stuck:
+            raise BackendError(f"{sorted(stuck)} of {cluster.name} did not stop within {grace + 5:g}s")
+
+    @hookimpl
+    async def deploy_poll(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> list[Status]:
+        # No SSH round trip: the agents report starts and exits as they happen.
+        out = []
+        for h in handles:
+            if h.name not in self._agents:
+                out.append(Status(Phase.GONE))
+                continue
+            p = self._agents[h.name]
+            host, agent, names = p.host, p.agent, p.names
+            ended = [agent.exited[n] for n in names if n in agent.exited]
+            failed = [e for e in ended if e["code"] != 0 and not e["stopped"]]
+            if failed:
+                out.append(Status(Phase.FAILED, f"{failed[0]['name']} on {host.address}: "
+                                                f"{failed[0]['reason']}"))
+            elif ended:
+                out.append(Status(Phase.GONE, "exited"))
+            elif all(n in agent.running for n in names):
+                out.append(Status(Phase.RUNNING))
+            else:
+                out.append(Status(Phase.PENDING))
+        return out
+
+    # -- hooks: logs, discovery, teardown ---------------------------------------------------
+
+    @hookimpl
+    async def deploy_get_logs(self, cluster: ClusterSpec, handle: Handle) -> str:
+        host = self._host(handle.data["host"])
+        logs: Mapping[str, str] = handle.data.get("logs", {})
+        script = "; ".join(f"tail -c {_LOG_BYTES} {shlex.quote(p)} 2>/dev/null; printf '\\0'"
+                           for p in logs.values())
+        if not script:
+            return ""
+        try:
+            conn = await self._connection(host)
+            result = await conn.run(script, check=False, timeout=60)
+        except (OSError, asyncssh.Error, asyncio.TimeoutError, BackendError) as e:
+            raise BackendError(f"cannot read the logs of {handle.name} on {host.address}: "
+                               f"{e}") from None
+        stdout = result.stdout
+        texts = (stdout if isinstance(stdout, str) else (stdout or b"").decode(errors="replace")
+                 ).split("\0")
+        if len(logs) == 1:
+            return texts[0]
+        return "\n".join(f"==> {name} <==\n{text}" for name, text in zip(logs, texts, strict=False))
+
+    @hookimpl
+    async def deploy_discover(self, cluster: ClusterSpec, cluster_id: str | None) -> list[Handle]:
+        """Ask each host for the processes of our agents (by their command line), as this user."""
+        hosts = list(self._hosts.values())
+        results = await asyncio.gather(*(self._discover(h, cluster_id) for h in hosts),
+                                       return_exceptions=True)
+        found = [h for r in results if not isinstance(r, BaseException) for h in r]
+        errors = [f"{h.address}: {r}" for h, r in zip(hosts, results, strict=True)
+                  if isinstance(r, BaseException)]
+        if errors and not found and len(errors) == len(hosts):
+            raise BackendError(f"cannot list dask-deploy processes on any host: {errors}")
+        if errors:
+            warnings.warn(f"could not list dask-deploy processes on {errors}", RuntimeWarning,
+                          stacklevel=2)
+        return found
+
+    async def _discover(self, host: _Host, cluster_id: str | None) -> list[Handle]:
+        conn = await self._connection(host)
+        result = await conn.run('ps -u "$(id -u)" -o pid=,ppid=,stat=,args=', check=True, timeout=60)
+        procs: dict[int, tuple[int, str]] = {}  # pid -> (ppid, cluster id)
+        for line in str(result.stdout).splitlines():
+            parts = line.split(None, 3)
+            if len(parts) < 4 or parts[2].startswith("Z"):
+                continue  # zombies are dead already
+            args = parts[3].split()
+            if "dask_deploy._agent" not in args or "--cluster" not in args[:-1]:
+                continue
+            cid = args[args.index("--cluster") + 1]
+            if cluster_id is None or cid == cluster_id:
+                procs[int(parts[0])] = (int(parts[1]), cid)
+        handles = []
+        for pid, (ppid, cid) in sorted(procs.items()):
+            if ppid in procs:
+                continue  # a worker or scheduler forked by an agent listed below
+            family = [pid]
+            for child, (parent, _) in sorted(procs.items()):
+                if parent in family:
+                    family.append(child)
+            handles.append(Handle(self.spec.backend, cid, f"{cid}-agent@{host.address}",
+                                  f"{host.address}:{pid}",
+                                  {"host": host.address, "role": "agent", "pids": family}))
+        return handles
+
+    async def _kill(self, handle: Handle) -> None:
+        """Stop processes that ``deploy_discover`` found: SIGTERM, then SIGKILL after the grace."""
+        host = self._host(handle.data["host"])
+        pids = " ".join(str(int(p)) for p in handle.data["pids"])
+        wait = int((self._options().stop_grace + 2) * 10)
+        script = (
+            f"pids='{pids}'; alive() {{ for p in $pids; do case \"$(ps -o stat= -p $p)\" in "
+            "''|Z*) ;; *) return 0;; esac; done; return 1; }; "
+            "kill -TERM $pids 2>/dev/null; "
+            f"i=0; while alive && [ $i -lt {wait} ]; do sleep 0.1; i=$((i+1)); done; "
+            "kill -KILL $pids 2>/dev/null; "
+            "i=0; while alive && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; ! alive")
+        conn = await self._connection(host)
+        result = await conn.run(script, check=False, timeout=wait / 10 + 30)
+        if result.exit_status != 0:
+            raise BackendError(f"processes {pids} of {handle.cluster} on {host.address} "
+                               "survived SIGKILL")
+
+    @hookimpl
+    async def deploy_teardown(self, cluster: ClusterSpec) -> None:
+        self._closing = True
+        for listener in self._forwards.values():
+            listener.close()
+        self._forwards.clear()
+        await asyncio.gather(*(self._close_host(cluster, h) for h in self._hosts.values()),
+                             return_exceptions=True)
+
+    async def _close_host(self, cluster: ClusterSpec, host: _Host) -> None:
+        if host.reconnect is not None:
+            host.reconnect.cancel()
+        grace = self.options.stop_grace if self.options else 3.0
+        proc, conn = host.proc, host.conn
+        if proc is not None:
+            # End of input: the agent stops its children (after the grace) and exits.
+            with contextlib.suppress(Exception):
+                proc.stdin.write_eof()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait_closed(), grace + 10)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*host.tasks), 5)
+        if conn is not None and not conn.is_closed():
+            if cluster.shutdown_on_close and host.log_dir:
+                with contextlib.suppress(Exception):
+                    await conn.run(f"rm -rf {shlex.quote(host.log_dir)}", timeout=30)
+            conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), 10)
+        host.conn = host.proc = host.agent = None
