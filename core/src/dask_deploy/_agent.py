@@ -291,7 +291,10 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: os.write(wake_w, b"t"))
     sel = selectors.DefaultSelector()
-    sel.register(0, selectors.EVENT_READ, "conn")
+    try:
+        sel.register(0, selectors.EVENT_READ, "conn")
+    except PermissionError:  # stdin is /dev/null (a detached agent): the socket is the way in
+        conns.pop(0)
     sel.register(wake_r, selectors.EVENT_READ, "wake")
     server = None
     if args.listen:

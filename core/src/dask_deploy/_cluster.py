@@ -13,7 +13,7 @@ import os
 import time
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import dask.config
 from dask.utils import parse_bytes
@@ -23,8 +23,10 @@ from distributed.deploy.cluster import Cluster
 from distributed.security import Security
 from distributed.utils import Log, Logs, NoOpAwaitable, silence_logging_cmgr
 
+from . import _state
 from ._errors import BackendError, CrashLoopError, DeployError, SpecError
 from ._plugins import backend_info, cluster_plugin_manager
+from ._proxy import DashboardProxy
 from ._reconcile import Failures, Observed, Policy, reconcile
 from ._specs import (
     ClusterSpec,
@@ -38,14 +40,15 @@ from ._specs import (
     WorkerSpec,
 )
 
-__all__ = ["SpecCluster", "from_name"]
+__all__ = ["SpecCluster", "attach", "from_name"]
 
 #: Options every backend accepts (LocalCluster's names where it has one).
 GENERIC_OPTIONS = (
     "name", "n_workers", "threads_per_worker", "memory_limit", "resources", "gpus", "env",
     "image", "worker_options", "scheduler", "host", "scheduler_port", "dashboard_address",
     "scheduler_options", "idle_timeout", "start_timeout", "max_failures", "shutdown_on_close", "poll_interval",
-    "asynchronous", "loop", "quiet", "silence_logs", "security",
+    "asynchronous", "loop", "quiet", "silence_logs", "security", "dashboard_proxy_address",
+    "dashboard_token",
 )
 
 
@@ -62,6 +65,15 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
     plus the backend's own. Defaults come from ``dask.config`` under ``deploy.<backend>``.
     Only the named backend's plugin is imported.
     """
+    if "name" in options and (record := _state.load(options["name"])) is not None:
+        if record.backend != backend:
+            raise SpecError("name", options["name"],
+                            f"that cluster exists on backend {record.backend!r}, not {backend!r}")
+        client_side = {"asynchronous", "loop", "quiet", "silence_logs", "name"}
+        if set(options) - client_side:
+            raise SpecError(sorted(set(options) - client_side)[0], "...",
+                            f"cluster {record.name!r} exists: re-attaching takes no options")
+        return attach(record.name, **{k: v for k, v in options.items() if k != "name"})
     info = backend_info(backend)
     config = dask.config.get(f"deploy.{backend}", default={}) or {}
     merged = {**{k.replace("-", "_"): v for k, v in config.items()}, **options}
@@ -96,6 +108,9 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
         idle_timeout=g.get("idle_timeout"),
         options=sched_opts,
     )
+    if not g.get("shutdown_on_close", True) and scheduler.placement != "remote":
+        raise SpecError("shutdown_on_close", False,
+                        'a cluster that outlives this process needs scheduler="remote"')
     if scheduler.placement == "remote" and "remote_scheduler" not in info.capabilities:
         raise SpecError("scheduler", "remote",
                         f'backend {backend!r} can only run the scheduler in this process: use "local"')
@@ -116,7 +131,27 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
         backend_options=backend_options,
     )
     return SpecCluster(spec, asynchronous=g.get("asynchronous", False), loop=g.get("loop"),
-                       quiet=g.get("quiet", False), silence_logs=g.get("silence_logs", logging.WARN))
+                       quiet=g.get("quiet", False), silence_logs=g.get("silence_logs", logging.WARN),
+                       dashboard_proxy_address=g.get("dashboard_proxy_address", "127.0.0.1:0"),
+                       dashboard_token=g.get("dashboard_token"))
+
+
+def attach(name: str, **client_options: Any) -> SpecCluster:
+    """Re-attach to a recorded cluster (e.g. a detached one) from any process of this user.
+
+    ``client_options``: ``asynchronous``, ``loop``, ``quiet``, ``silence_logs``. Scale,
+    adapt, logs and close then work as on the original; ``close()`` leaves a detached
+    cluster running, ``shutdown()`` stops it.
+    """
+    record = _state.load(name)
+    if record is None:
+        known = ", ".join(r.name for r in _state.list_clusters()) or "none"
+        raise DeployError(f"no recorded cluster named {name!r} (recorded: {known}); "
+                          "`dask-deploy list` shows them")
+    if not record.scheduler_answers():
+        raise DeployError(f"cluster {name!r} is recorded but its scheduler at "
+                          f"{record.scheduler_address} does not answer; `dask-deploy gc` removes it")
+    return SpecCluster(record.spec, record=record, **client_options)
 
 
 class SpecCluster(Cluster):  # type: ignore[misc]
@@ -133,8 +168,16 @@ class SpecCluster(Cluster):  # type: ignore[misc]
 
     def __init__(self, spec: ClusterSpec, *, asynchronous: bool = False, loop: Any = None,
                  quiet: bool = False, extensions: Mapping[str, Any] | None = None,
-                 silence_logs: int | str | bool = logging.WARN) -> None:
+                 silence_logs: int | str | bool = logging.WARN,
+                 record: _state.ClusterRecord | None = None,
+                 dashboard_proxy_address: str = "127.0.0.1:0",
+                 dashboard_token: str | None = None) -> None:
         self.spec = spec
+        self._attach_to = record  # set when re-attaching to a cluster that already runs
+        self._shutdown = spec.shutdown_on_close
+        proxy_host, _, proxy_port = dashboard_proxy_address.rpartition(":")
+        self._proxy = _Proxy(proxy_host or "127.0.0.1", int(proxy_port or 0), dashboard_token)
+        self._proxy_server: DashboardProxy | None = None
         self._exit_stack = contextlib.ExitStack()
         if silence_logs:  # like LocalCluster: the in-process scheduler's INFO lines are noise
             self._exit_stack.enter_context(silence_logging_cmgr(level=silence_logs))
@@ -213,16 +256,51 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         sched = self.spec.scheduler
         prepare = asyncio.ensure_future(self._call("deploy_prepare"))
         try:
-            address = await self._start_scheduler(prepare)
+            if self._attach_to is not None:
+                address = self._adopt(self._attach_to)
+                await prepare
+            else:
+                address = await self._start_scheduler(prepare)
         except BaseException:
             prepare.cancel()
             raise
         self.scheduler_comm = rpc(
             address, connection_args=self.security.get_connection_args("client"))
         await super()._start()
+        if self.scheduler_handle is not None:
+            await self._start_proxy(self.scheduler_handle)
+        self._save_record()
         self._loop_task = asyncio.ensure_future(self._reconcile_loop())
-        if self.spec.n_workers:
+        if self.spec.n_workers and self._attach_to is None:
             self.scale(self.spec.n_workers)
+
+    def _adopt(self, record: _state.ClusterRecord) -> str:
+        """Take over the units and scheduler of a recorded cluster."""
+        if record.scheduler_handle is not None:
+            self.scheduler_handle = SchedulerInfo(record.scheduler_handle, record.scheduler_address,
+                                                  record.dashboard_address)
+        now = time.monotonic()
+        for name, handle in record.handles.items():
+            self.units[name] = Unit(name, self._unit_template)
+            self.handles[name] = handle
+            self._observed[name] = Observed(Phase.PENDING, now)
+            self._counter = max(self._counter, _index(name) + 1)
+        return record.scheduler_address
+
+    def _save_record(self) -> None:
+        sched = self.scheduler_handle
+        _state.save(_state.new_record(
+            self.spec, scheduler_address=self.scheduler_address,
+            dashboard_address=sched.dashboard_address if sched else None,
+            scheduler_handle=sched.handle if sched else None, handles=dict(self.handles)))
+
+    async def _start_proxy(self, sched: SchedulerInfo) -> None:
+        route = await self._call("deploy_dashboard_route", scheduler=sched)
+        if route is None and sched.dashboard_address:
+            route = f"http://{sched.dashboard_address}"
+        if route:
+            self._proxy_server = DashboardProxy(route, *self._proxy)
+            await self._proxy_server.start()
 
     async def _start_scheduler(self, prepare: asyncio.Future[Any]) -> str:
         sched = self.spec.scheduler
@@ -394,6 +472,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         for unit, handle in zip(units, handles):
             self.handles[unit.name] = handle
             self._observed[unit.name] = Observed(Phase.PENDING, now)
+        self._save_record()
         self._record(f"Started {len(units)} unit(s): {', '.join(u.name for u in units)}")
 
     async def _stop_units(self, names: Iterable[str]) -> None:
@@ -407,6 +486,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             self._observed.pop(n, None)
         while len(self._dead) > 200:  # keep the logs of the most recent ones
             del self._dead[next(iter(self._dead))]
+        if self.status == ClusterStatus.running:
+            self._save_record()
 
     # -- waiting, logs, closing ---------------------------------------------------------
 
@@ -470,7 +551,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._loop_task
         errors: list[BaseException] = []
-        if self.spec.shutdown_on_close:
+        if self._shutdown:
+            self.spec = dataclasses.replace(self.spec, shutdown_on_close=True)
             self.units.clear()
             try:
                 await self._stop_units(list(self.handles))
@@ -483,6 +565,15 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                     errors.append(e)
         with contextlib.suppress(Exception):
             await self._call("deploy_teardown")
+        if self._proxy_server is not None:
+            await self._proxy_server.close()
+        if self._shutdown:
+            _state.remove(self.name)
+        elif self.scheduler_comm is not None:
+            # Detached: nobody owns it now; another process may attach.
+            record = _state.load(self.name)
+            if record is not None:
+                _state.save(dataclasses.replace(record, owner_pid=None, handles=dict(self.handles)))
         # The base class closes the comms and the status subscription.
         with contextlib.suppress(Exception):
             await super()._close()
@@ -493,6 +584,11 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         if errors:
             raise BackendError(f"cluster {self.name} closed with errors: {errors}")
 
+    def shutdown(self, timeout: float | None = None) -> Any:
+        """Stop the cluster for good, also a detached one (``close()`` leaves those running)."""
+        self._shutdown = True
+        return self.close(timeout)
+
     def close(self, timeout: float | None = None) -> Any:
         aw = super().close(timeout)
         if not self.asynchronous:
@@ -501,14 +597,22 @@ class SpecCluster(Cluster):  # type: ignore[misc]
 
     @property
     def dashboard_link(self) -> str:
-        if self.scheduler_handle is not None and self.scheduler_handle.dashboard_address:
-            return f"http://{self.scheduler_handle.dashboard_address}/status"
+        """The dashboard: through the core's proxy for a remote scheduler, else direct."""
+        if self._proxy_server is not None:
+            token = f"?token={self._proxy_server.token}" if self._proxy_server.token else ""
+            return f"{self._proxy_server.url}/status{token}"
         return super().dashboard_link  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         workers = self.scheduler_info.get("workers", {})
         return (f"SpecCluster({self.spec.backend}, {self.name!r}, {self.scheduler_address!r}, "
                 f"workers={len(workers)}, threads={sum(w['nthreads'] for w in workers.values())})")
+
+
+class _Proxy(NamedTuple):
+    host: str
+    port: int
+    token: str | None
 
 
 def _index(name: str) -> int:
@@ -519,6 +623,6 @@ def _index(name: str) -> int:
 @atexit.register
 def _close_clusters() -> None:
     for cluster in list(SpecCluster._instances):
-        if cluster.status != ClusterStatus.closed and cluster.spec.shutdown_on_close:
+        if cluster.status != ClusterStatus.closed:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=10)

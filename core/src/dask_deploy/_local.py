@@ -87,6 +87,7 @@ class LocalBackend:
         self.options: LocalOptions = spec.backend_options or LocalOptions()
         self.logs = log_directory(spec, self.options.log_directory)
         self._proc: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
         self._agent: AgentClient | None = None
         self._reader: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock | None = None
@@ -99,6 +100,9 @@ class LocalBackend:
             if self._agent is not None:
                 return self._agent
             os.makedirs(self.logs, mode=0o700, exist_ok=True)
+            if not self.spec.shutdown_on_close:
+                self._agent = await self._detached_agent()
+                return self._agent
             stderr = open(os.path.join(self.logs, "agent.log"), "ab")  # noqa: SIM115
             try:
                 self._proc = await asyncio.create_subprocess_exec(
@@ -115,9 +119,40 @@ class LocalBackend:
             self._agent = agent
         return agent
 
-    async def _read(self, proc: asyncio.subprocess.Process, agent: AgentClient) -> None:
-        assert proc.stdout is not None
-        while line := await proc.stdout.readline():
+    async def _detached_agent(self) -> AgentClient:
+        """A detached cluster's agent outlives us: reach it (or start it) over its socket."""
+        from ._state import state_dir
+
+        path = str(state_dir() / f"{self.spec.name}.sock")
+        try:
+            reader, writer = await asyncio.open_unix_connection(path)
+        except OSError:
+            with open(os.path.join(self.logs, "agent.log"), "ab") as stderr:
+                proc = await asyncio.create_subprocess_exec(
+                    *agent_command(self.options.python, self.spec.name, listen=path),
+                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                    stderr=stderr, start_new_session=True)  # not in our Ctrl-C's process group
+            deadline = asyncio.get_running_loop().time() + self.spec.start_timeout
+            while True:
+                try:
+                    reader, writer = await asyncio.open_unix_connection(path)
+                    break
+                except OSError:
+                    if proc.returncode is not None or asyncio.get_running_loop().time() > deadline:
+                        raise BackendError(f"the detached agent of {self.spec.name} did not start; "
+                                           f"see {self.logs}/agent.log") from None
+                    await asyncio.sleep(0.05)
+        self._writer = writer
+        agent = AgentClient(lambda line: writer.write(line.encode()))
+        self._reader = asyncio.ensure_future(self._read(reader, agent))
+        await agent.ready.wait()
+        return agent
+
+    async def _read(self, stream: asyncio.StreamReader | asyncio.subprocess.Process,
+                    agent: AgentClient) -> None:
+        reader = stream.stdout if isinstance(stream, asyncio.subprocess.Process) else stream
+        assert reader is not None
+        while line := await reader.readline():
             agent.feed(line.decode(errors="replace"))
         agent.lost()
 
@@ -234,10 +269,12 @@ class LocalBackend:
             except asyncio.TimeoutError:
                 proc.kill()
                 await proc.wait()
+        if self._writer is not None:  # detached: just hang up, the agent stays
+            self._writer.close()
         if self._reader is not None:
             with contextlib.suppress(Exception):
                 await self._reader
-        self._agent = self._proc = None
+        self._agent = self._proc = self._writer = None
         if cluster.shutdown_on_close:
             shutil.rmtree(self.logs, ignore_errors=True)
 
@@ -266,7 +303,7 @@ INFO = BackendInfo(
     summary="Workers as processes on this machine, forked from a pre-imported agent (the default)",
     factory=LocalBackend,
     options=LocalOptions,
-    capabilities=frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard"}),
+    capabilities=frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard", "detach"}),
     defaults={"n_workers": _default_workers, "threads_per_worker": _default_threads,
               "poll_interval": 0.2},
 )

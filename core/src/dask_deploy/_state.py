@@ -1,0 +1,192 @@
+"""The per-user record of clusters, so that a cluster can outlive the process that made it.
+
+Every cluster writes ``<state dir>/clusters/<name>.json`` (mode 0600: it holds the cluster's
+TLS key) when it has started and whenever its handles change, and removes it when it is
+shut down. A detached cluster (``shutdown_on_close=False``) keeps its record, so another
+process can list it and re-attach; ``dask-deploy gc`` uses the records to tell live
+clusters from what a crashed client left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._specs import TLS, ClusterSpec, Handle, SchedulerSpec, WorkerSpec
+
+__all__ = ["ClusterRecord", "discover", "list_clusters", "state_dir"]
+
+
+def state_dir() -> Path:
+    """``$DASK_DEPLOY_STATE_DIR``, ``deploy.state-directory`` or ``$XDG_STATE_HOME/dask-deploy``."""
+    import dask.config
+
+    path = os.environ.get("DASK_DEPLOY_STATE_DIR") or dask.config.get(
+        "deploy.state-directory", default=None) or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "dask-deploy")
+    p = Path(path)
+    (p / "clusters").mkdir(parents=True, exist_ok=True, mode=0o700)
+    return p
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def spec_to_dict(spec: ClusterSpec) -> dict[str, Any]:
+    d = _plain(spec)
+    d["tls"] = {"cert": spec.tls.cert, "key": spec.tls.key} if spec.tls else None
+    return d  # type: ignore[no-any-return]
+
+
+def spec_from_dict(d: Mapping[str, Any]) -> ClusterSpec:
+    from ._plugins import backend_info
+
+    d = dict(d)
+    info = backend_info(d["backend"])
+    opts = d.pop("backend_options")
+    return ClusterSpec(
+        **{k: v for k, v in d.items() if k not in ("worker", "scheduler", "tls")},
+        worker=WorkerSpec(**d["worker"]),
+        scheduler=SchedulerSpec(**d["scheduler"]),
+        tls=TLS(**d["tls"]) if d.get("tls") else None,
+        backend_options=info.options(**opts) if info.options and opts is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    """What is written down about one cluster."""
+
+    spec: ClusterSpec
+    scheduler_address: str
+    dashboard_address: str | None = None
+    scheduler_handle: Handle | None = None
+    handles: Mapping[str, Handle] = field(default_factory=dict)
+    owner_host: str = ""
+    owner_pid: int | None = None  # None once detached: nobody owns it
+    created: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def backend(self) -> str:
+        return self.spec.backend
+
+    @property
+    def detached(self) -> bool:
+        return not self.spec.shutdown_on_close
+
+    def owner_alive(self) -> bool:
+        """Whether the process that owns this cluster still runs (on this host)."""
+        if self.owner_pid is None or self.owner_host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.owner_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def scheduler_answers(self, timeout: float = 2.0) -> bool:
+        """Whether the scheduler's port accepts connections (a cheap liveness check)."""
+        hostport = self.scheduler_address.split("://", 1)[-1]
+        host, _, port = hostport.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return True
+        except (OSError, ValueError):
+            return False
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "spec": spec_to_dict(self.spec), "scheduler_address": self.scheduler_address,
+            "dashboard_address": self.dashboard_address,
+            "scheduler_handle": self.scheduler_handle.to_dict() if self.scheduler_handle else None,
+            "handles": {k: h.to_dict() for k, h in self.handles.items()},
+            "owner_host": self.owner_host, "owner_pid": self.owner_pid, "created": self.created,
+        }, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> ClusterRecord:
+        d = json.loads(text)
+        return cls(
+            spec=spec_from_dict(d["spec"]), scheduler_address=d["scheduler_address"],
+            dashboard_address=d.get("dashboard_address"),
+            scheduler_handle=Handle.from_dict(d["scheduler_handle"]) if d.get("scheduler_handle") else None,
+            handles={k: Handle.from_dict(h) for k, h in d.get("handles", {}).items()},
+            owner_host=d.get("owner_host", ""), owner_pid=d.get("owner_pid"), created=d.get("created", 0.0),
+        )
+
+
+def _path(name: str) -> Path:
+    return state_dir() / "clusters" / f"{name}.json"
+
+
+def save(record: ClusterRecord) -> None:
+    path = _path(record.name)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(record.to_json())
+    os.replace(tmp, path)
+
+
+def load(name: str) -> ClusterRecord | None:
+    try:
+        return ClusterRecord.from_json(_path(name).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def remove(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        _path(name).unlink()
+
+
+def list_clusters() -> list[ClusterRecord]:
+    """Every recorded cluster of this user, oldest first (unreadable records are skipped)."""
+    out = []
+    for path in (state_dir() / "clusters").glob("*.json"):
+        with contextlib.suppress(Exception):
+            out.append(ClusterRecord.from_json(path.read_text()))
+    return sorted(out, key=lambda r: r.created)
+
+
+def new_record(spec: ClusterSpec, **fields: Any) -> ClusterRecord:
+    return ClusterRecord(spec=spec, owner_host=socket.gethostname(), owner_pid=os.getpid(),
+                         created=time.time(), **fields)
+
+
+class DetachedCluster:
+    """What ``dask_cluster_discovery`` hands to Dask tooling: ``from_name`` re-attaches."""
+
+    @staticmethod
+    def from_name(name: str) -> Any:
+        from ._cluster import attach
+
+        return attach(name)
+
+
+async def discover() -> AsyncIterator[tuple[str, type]]:
+    """The ``dask_cluster_discovery`` entry point: our live clusters, by name."""
+    for record in list_clusters():
+        if record.owner_alive() or (record.detached and record.scheduler_answers(0.5)):
+            yield record.name, DetachedCluster
