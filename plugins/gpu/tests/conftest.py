@@ -1,0 +1,67 @@
+"""Fixtures: fake GPUs (NVML patched in this process and, through the environment, in workers)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dask.config
+import psutil
+import pytest
+from dask_deploy_gpu import _fake_nvml
+from dask_deploy_gpu._nvml import FAKE_ENV
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 60, what: str = "condition") -> None:
+    """Poll ``cond`` until it is true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _live_children() -> set[int]:
+    out = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.add(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _clean_gpu_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests must not depend on the CUDA variables of whoever runs them."""
+    for name in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", FAKE_ENV, "DASK_DEPLOY_CPU_AFFINITY",
+                 "DASK_DEPLOY_GPU_DEVICE"):
+        monkeypatch.delenv(name, raising=False)
+    # distributed's own GPU dashboard metrics would call NVML too; keep them out of the way.
+    monkeypatch.setenv("DASK_DISTRIBUTED__DIAGNOSTICS__NVML", "False")
+    with dask.config.set({"distributed.diagnostics.nvml": False}):
+        yield
+    _fake_nvml.uninstall()
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]]:
+    """``fake_gpus(4)`` or ``fake_gpus(spec=...)``: fake GPUs here and in every worker started after."""
+
+    def use(n: int = 0, *, spec: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        spec = spec if spec is not None else _fake_nvml.gpus(n, **kwargs)
+        monkeypatch.setenv(FAKE_ENV, json.dumps(spec))
+        return spec
+
+    return use
+
+
+@pytest.fixture
+def no_leaked_processes() -> Iterator[None]:
+    """Fail the test if it leaves a child process of ours running."""
+    before = _live_children()
+    yield
+    wait_until(lambda: not (_live_children() - before), 30, "the cluster's processes to end")
