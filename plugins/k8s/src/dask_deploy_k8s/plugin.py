@@ -1,8 +1,49 @@
-"""Backend plugin (work in progress): provides no backend yet."""
+"""The ``k8s`` backend's entry point: cheap to import (the Kubernetes client loads in the factory)."""
 
-from dask_deploy import hookimpl
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from dask_deploy import BackendInfo, ClusterSpec, hookimpl
+
+from ._options import K8sOptions
+
+__all__ = ["INFO", "deploy_backends"]
+
+
+def _factory(spec: ClusterSpec) -> object:
+    from ._backend import K8sBackend
+
+    return K8sBackend(spec)
+
+
+def _default_image(options: dict[str, Any]) -> str:
+    # The scheduler and workers must run the client's version of distributed.
+    try:
+        return f"ghcr.io/dask/dask:{version('distributed')}"
+    except PackageNotFoundError:
+        return "ghcr.io/dask/dask:latest"
+
+
+def _default_host(options: dict[str, Any]) -> str:
+    # A scheduler pod listens on all its addresses: the Service reaches it on the pod IP and
+    # a port-forward on the pod's localhost. In this process, stay on loopback.
+    return "0.0.0.0" if options.get("scheduler") == "remote" else "127.0.0.1"
+
+
+INFO = BackendInfo(
+    name="k8s",
+    summary="Scheduler and workers as Kubernetes pods (kubernetes-asyncio; namespace rights only)",
+    factory=_factory,
+    options=K8sOptions,
+    capabilities=frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard", "detach"}),
+    extra="k8s",
+    defaults={"scheduler": "remote", "host": _default_host, "image": _default_image,
+              "security": True, "poll_interval": 0.5, "start_timeout": 300},
+)
 
 
 @hookimpl
-def deploy_backends() -> list:
-    return []
+def deploy_backends() -> list[BackendInfo]:
+    return [INFO]
