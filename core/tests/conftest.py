@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -25,11 +26,12 @@ def wait_until(cond: Callable[[], object], timeout: float = 60, what: str = "con
 def agents_of(cluster_name: str) -> list[psutil.Process]:
     """Live agent processes of a cluster, found by their command line."""
     out = []
-    for p in psutil.process_iter(["cmdline", "status"]):
+    for p in psutil.process_iter(["cmdline", "status", "ppid"]):
         cmd = p.info["cmdline"] or []
         if "dask_deploy._agent" in cmd and cluster_name in cmd and p.info["status"] != "zombie":
             out.append(p)
-    return out
+    pids = {p.pid for p in out}
+    return [p for p in out if p.info["ppid"] not in pids]  # forked children share the cmdline
 
 
 def live_descendants() -> set[int]:
@@ -41,6 +43,23 @@ def live_descendants() -> set[int]:
         except psutil.NoSuchProcess:
             pass
     return out
+
+
+@pytest.fixture(autouse=True)
+def state_dir(monkeypatch: pytest.MonkeyPatch) -> object:
+    """Each test gets its own cluster records (a short path: agents put unix sockets there)."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="dds-", dir="/tmp")
+    monkeypatch.setenv("DASK_DEPLOY_STATE_DIR", path)
+    yield path
+    # A detached agent left by a failed test listens under this directory: stop it.
+    for p in psutil.process_iter(["cmdline"]):
+        if any(path in arg for arg in p.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(name="wait_until")

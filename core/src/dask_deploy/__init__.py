@@ -10,7 +10,8 @@ implement is :mod:`dask_deploy.hookspecs`.
 
 from __future__ import annotations
 
-from ._cluster import SpecCluster, from_name
+from ._cluster import SpecCluster, attach, from_name
+from ._state import ClusterRecord, list_clusters
 from ._errors import BackendError, BackendNotFound, CrashLoopError, DeployError, SpecError, StartTimeout
 from ._plugins import get_plugin_manager, installed_backends, register_backend
 from ._specs import (
@@ -33,6 +34,7 @@ Cluster = SpecCluster
 __all__ = [
     "BackendError",
     "BackendInfo",
+    "ClusterRecord",
     "BackendNotFound",
     "Cluster",
     "ClusterSpec",
@@ -49,10 +51,12 @@ __all__ = [
     "Status",
     "Unit",
     "WorkerSpec",
+    "attach",
     "from_name",
     "get_plugin_manager",
     "hookimpl",
     "installed_backends",
+    "list_clusters",
     "register_backend",
 ]
 __version__ = "0.1.0"

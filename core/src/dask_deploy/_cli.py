@@ -1,7 +1,9 @@
-"""The ``dask-deploy`` command line."""
+"""The ``dask-deploy`` command line (also ``dask deploy`` through distributed's ``dask_cli``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 import time
 from typing import Any
@@ -12,7 +14,7 @@ from ._errors import DeployError
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; values are read as YAML scalars/lists (``4``, ``true``, ``[a, b]``)."""
+    """``KEY=VALUE`` pairs; values are read as YAML (``4``, ``true``, ``[a, b]``, ``{x: 1}``)."""
     import yaml
 
     out: dict[str, Any] = {}
@@ -24,13 +26,67 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+option_flag = click.option(
+    "--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+    help="cluster or backend option (repeatable), e.g. -o threads_per_worker=2")
+
+
+class _Group(click.Group):
+    """Errors of ours print as one line (the message says what to do), unless --debug."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (DeployError, TimeoutError) as e:
+            if ctx.params.get("debug"):
+                raise
+            raise click.ClickException(f"{type(e).__name__}: {e}") from None
+
+
+@click.group(name="deploy", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="show full tracebacks")
 @click.version_option(package_name="dask-deploy-core")
-def main() -> None:
+def main(debug: bool) -> None:
     """Start, inspect and clean up Dask clusters on any backend.
 
     Backends are plugins: `dask-deploy backends` lists those installed.
     """
+
+
+def _wait(cluster: Any, n: int, timeout: float) -> None:
+    """Wait for n workers, showing progress on stderr."""
+    deadline = time.monotonic() + timeout
+    tty = sys.stderr.isatty()
+    last = ""
+    while True:
+        have = len(cluster.scheduler_info["workers"])
+        line = f"Waiting for workers: {have}/{n} connected, {len(cluster.handles)} started"
+        if line != last:
+            click.echo(("\r" if tty else "") + line, err=True, nl=not tty)
+            last = line
+        if have >= n:
+            break
+        if cluster.error is not None:
+            raise cluster.error
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {have} of {n} workers connected within {timeout:g}s; "
+                               f"`dask-deploy logs {cluster.name}` shows why")
+        time.sleep(0.2)
+    if tty:
+        click.echo(err=True)
+
+
+def _attach(name: str) -> Any:
+    from ._cluster import attach
+
+    return attach(name, quiet=True)
+
+
+def _block_until_interrupted(cluster: Any, message: str) -> None:
+    click.echo(message)
+    with contextlib.suppress(KeyboardInterrupt):
+        while cluster.status.name not in ("closing", "closed"):
+            time.sleep(0.5)
 
 
 @main.command()
@@ -46,10 +102,187 @@ def backends() -> None:
 
 
 @main.command()
+@click.argument("backend", required=False)
+@option_flag
+@click.option("--workers", "-n", "n_workers", type=int, help="number of workers to start")
+@click.option("--detach", is_flag=True,
+              help="leave the cluster running after this command (scheduler placed remotely)")
+@click.option("--file", "-f", "spec_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML spec: {backend, options: {...}, workers: N, adapt: {minimum, maximum}, detach}")
+@click.option("--timeout", default=600.0, show_default=True, help="seconds to wait for the workers")
+def up(backend: str | None, options: tuple[str, ...], n_workers: int | None, detach: bool,
+       spec_file: str | None, timeout: float) -> None:
+    """Start a cluster on BACKEND.
+
+    Without --detach it runs until Ctrl-C; with --detach it keeps running and this command
+    prints its name for `list`, `scale`, `logs`, `dashboard` and `down`.
+    """
+    import yaml
+
+    from ._cluster import from_name
+
+    spec: dict[str, Any] = {}
+    if spec_file:
+        with open(spec_file) as f:
+            spec = yaml.safe_load(f) or {}
+        unknown = set(spec) - {"backend", "options", "workers", "adapt", "detach"}
+        if unknown:
+            raise click.BadParameter(f"unknown keys {sorted(unknown)}; accepted: backend, options, "
+                                     "workers, adapt, detach", param_hint="--file")
+    backend = backend or spec.get("backend")
+    if not backend:
+        raise click.UsageError("name a BACKEND or give --file with a 'backend' key")
+    opts = {**(spec.get("options") or {}), **_parse_options(options)}
+    n = n_workers if n_workers is not None else spec.get("workers", opts.pop("n_workers", 1))
+    detach = detach or bool(spec.get("detach"))
+    if detach:
+        opts.setdefault("scheduler", "remote")
+        opts["shutdown_on_close"] = False
+    cluster = from_name(backend, n_workers=n, quiet=True, **opts)
+    try:
+        click.echo(f"Cluster {cluster.name} on {backend}: scheduler {cluster.scheduler_address}")
+        if spec.get("adapt"):
+            cluster.adapt(**spec["adapt"])
+        if n:
+            _wait(cluster, n, timeout)
+        click.echo(f"Dashboard: {cluster.dashboard_link}")
+        if detach:
+            click.echo(f"Detached. Attach with dask_deploy.attach({cluster.name!r}); "
+                       f"stop with `dask-deploy down {cluster.name}`.")
+        else:
+            _block_until_interrupted(cluster, "Running; press Ctrl-C to stop.")
+    finally:
+        cluster.close()
+
+
+@main.command("list")
+def list_() -> None:
+    """List recorded clusters of this user (detached ones and those of running programs)."""
+    from ._state import list_clusters
+
+    records = list_clusters()
+    if not records:
+        click.echo("no clusters")
+        return
+    click.echo(f"{'NAME':<24} {'BACKEND':<9} {'UNITS':>5} {'STATE':<9} SCHEDULER")
+    for r in records:
+        state = ("attached" if r.owner_alive() else "detached" if r.detached else "orphaned")
+        if state != "attached" and not r.scheduler_answers(1.0):
+            state = "dead"
+        click.echo(f"{r.name:<24} {r.backend:<9} {len(r.handles):>5} {state:<9} {r.scheduler_address}")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("n", type=int)
+@click.option("--timeout", default=600.0, show_default=True, help="seconds to wait for the workers")
+def scale(name: str, n: int, timeout: float) -> None:
+    """Scale detached cluster NAME to N workers and wait for them."""
+    cluster = _attach(name)
+    try:
+        cluster.scale(n)
+        if n:
+            _wait(cluster, n, timeout)
+        else:
+            while cluster.handles:
+                time.sleep(0.2)
+        click.echo(f"{name}: {len(cluster.scheduler_info['workers'])} workers")
+    finally:
+        cluster.close()
+
+
+@main.command()
+@click.argument("name")
+@click.option("--minimum", default=0, show_default=True, help="fewest workers")
+@click.option("--maximum", default=10, show_default=True, help="most workers")
+@click.option("--interval", default="1s", show_default=True, help="how often to decide")
+def adapt(name: str, minimum: int, maximum: int, interval: str) -> None:
+    """Scale detached cluster NAME with the load, while this command runs (Ctrl-C stops)."""
+    cluster = _attach(name)
+    try:
+        cluster.adapt(minimum=minimum, maximum=maximum, interval=interval)
+        _block_until_interrupted(cluster, f"Adapting {name} between {minimum} and {maximum} "
+                                          "workers; press Ctrl-C to stop adapting.")
+    finally:
+        cluster.close()
+
+
+@main.command()
+@click.argument("name")
+@click.option("--worker", "-w", help="only this worker (or unit) name")
+def logs(name: str, worker: str | None) -> None:
+    """Print the logs of cluster NAME: cluster, scheduler and every worker, also dead ones."""
+    cluster = _attach(name)
+    try:
+        if worker:
+            unit = next((u for u in cluster.units.values() if worker in u.worker_names), None)
+            click.echo(cluster.sync(cluster.logs_of, unit.name if unit else worker))
+            return
+        for title, text in cluster.get_logs().items():
+            click.echo(f"==> {title} <==\n{text}\n")
+    finally:
+        cluster.close()
+
+
+@main.command()
+@click.argument("name")
+def dashboard(name: str) -> None:
+    """Serve the dashboard of cluster NAME through a local proxy until Ctrl-C."""
+    cluster = _attach(name)
+    try:
+        _block_until_interrupted(cluster, f"Dashboard of {name}: {cluster.dashboard_link}\n"
+                                          "Press Ctrl-C to stop.")
+    finally:
+        cluster.close()
+
+
+@main.command()
+@click.argument("name")
+def down(name: str) -> None:
+    """Stop cluster NAME and everything it runs."""
+    cluster = _attach(name)
+    cluster.shutdown()
+    click.echo(f"{name}: stopped")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="only list what would be removed")
+@click.option("--backend", "-b", "backend_names", multiple=True,
+              help="only this backend (repeatable); default: every installed one")
+@option_flag
+def gc(dry_run: bool, backend_names: tuple[str, ...], options: tuple[str, ...]) -> None:
+    """Remove what crashed or killed clients left behind.
+
+    Each backend is asked what it runs for dask-deploy; whatever belongs to no live
+    cluster is stopped. Options (-o) reach the backends named with --backend.
+    """
+    from ._gc import collect_garbage
+
+    opts = _parse_options(options)
+    per_backend = {b: opts for b in backend_names}
+    found = asyncio.run(collect_garbage(backend_names or None, per_backend, dry_run, click.echo))
+    click.echo(f"{len(found)} {'found' if dry_run else 'removed'}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("backend")
+@option_flag
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def conformance(backend: str, options: tuple[str, ...], pytest_args: tuple[str, ...]) -> None:
+    """Run the conformance suite against BACKEND (extra arguments go to pytest)."""
+    try:
+        from dask_deploy_conformance import main as run_suite
+    except ImportError:
+        raise click.ClickException(
+            'the conformance suite is not installed: pip install "dask-deploy[conformance]"') from None
+    argv = [backend, *[a for o in options for a in ("--option", o)], *pytest_args]
+    sys.exit(run_suite(argv))
+
+
+@main.command()
 @click.option("--backend", default="local", show_default=True, help="backend to run the demo on")
 @click.option("--workers", "n_workers", default=4, show_default=True, help="number of workers")
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
-              help="backend option (repeatable), e.g. -o threads_per_worker=2")
+@option_flag
 def demo(backend: str, n_workers: int, options: tuple[str, ...]) -> None:
     """Start a cluster, run a small computation, print timings and shut down."""
     from distributed import Client
@@ -58,14 +291,11 @@ def demo(backend: str, n_workers: int, options: tuple[str, ...]) -> None:
 
     t0 = time.perf_counter()
     click.echo(f"Starting {n_workers} workers on {backend!r} ...")
-    try:
-        cluster = from_name(backend, n_workers=n_workers, **_parse_options(options))
-    except DeployError as e:
-        raise click.ClickException(str(e)) from e
+    cluster = from_name(backend, n_workers=n_workers, quiet=True, **_parse_options(options))
     with cluster, Client(cluster) as client:
-        cluster.wait_for_workers(n_workers, timeout=300)
-        ready = time.perf_counter() - t0
-        click.echo(f"Cluster {cluster.name}: {n_workers} workers ready in {ready:.2f} s")
+        _wait(cluster, n_workers, 300)
+        click.echo(f"Cluster {cluster.name}: {n_workers} workers ready in "
+                   f"{time.perf_counter() - t0:.2f} s")
         click.echo(f"Dashboard: {cluster.dashboard_link}")
         t1 = time.perf_counter()
         total = client.submit(sum, client.map(lambda x: x * x, range(1000))).result()
@@ -76,4 +306,4 @@ def demo(backend: str, n_workers: int, options: tuple[str, ...]) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

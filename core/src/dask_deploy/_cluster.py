@@ -148,6 +148,10 @@ def attach(name: str, **client_options: Any) -> SpecCluster:
         known = ", ".join(r.name for r in _state.list_clusters()) or "none"
         raise DeployError(f"no recorded cluster named {name!r} (recorded: {known}); "
                           "`dask-deploy list` shows them")
+    if not record.detached and record.owner_alive():
+        raise DeployError(f"cluster {name!r} belongs to process {record.owner_pid} on "
+                          f"{record.owner_host}; only detached clusters (shutdown_on_close=False) "
+                          "can be attached from another process")
     if not record.scheduler_answers():
         raise DeployError(f"cluster {name!r} is recorded but its scheduler at "
                           f"{record.scheduler_address} does not answer; `dask-deploy gc` removes it")
@@ -174,7 +178,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                  dashboard_token: str | None = None) -> None:
         self.spec = spec
         self._attach_to = record  # set when re-attaching to a cluster that already runs
-        self._shutdown = spec.shutdown_on_close
+        # An attachment never stops the cluster on close; only shutdown() does.
+        self._shutdown = spec.shutdown_on_close and record is None
         proxy_host, _, proxy_port = dashboard_proxy_address.rpartition(":")
         self._proxy = _Proxy(proxy_host or "127.0.0.1", int(proxy_port or 0), dashboard_token)
         self._proxy_server: DashboardProxy | None = None

@@ -212,7 +212,11 @@ class LocalBackend:
 
     @hookimpl
     async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
-        if self._agent is None:
+        found = [pid for h in handles for pid in h.data.get("pids", [])]
+        if found:  # handles from deploy_discover (gc): the agent and its children by pid
+            await _kill(found, self.options.stop_grace)
+        handles = [h for h in handles if "workers" in h.data]
+        if self._agent is None or not handles:
             return
         names = [w for h in handles for w in h.data["workers"]]
         grace = self.options.stop_grace
@@ -279,13 +283,33 @@ class LocalBackend:
             shutil.rmtree(self.logs, ignore_errors=True)
 
 
+async def _kill(pids: list[int], grace: float) -> None:
+    """SIGTERM, then SIGKILL whatever still runs after ``grace`` seconds."""
+    import psutil
+
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+            procs[-1].terminate()
+        except psutil.Error:
+            pass
+    loop = asyncio.get_running_loop()
+    _, alive = await loop.run_in_executor(None, lambda: psutil.wait_procs(procs, timeout=grace))
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
 def discover_agents(backend: str, cluster_id: str | None) -> list[Handle]:
-    """Agents of ``cluster_id`` (all clusters if None) on this machine, and their children."""
+    """This user's agents of ``cluster_id`` (all clusters if None), and their children."""
     import psutil
 
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    for proc in psutil.process_iter(["pid", "cmdline", "uids"]):
         cmd = proc.info["cmdline"] or []
+        if proc.info["uids"] is None or proc.info["uids"].real != os.getuid():
+            continue
         if "dask_deploy._agent" not in cmd or "--cluster" not in cmd:
             continue
         cid = cmd[cmd.index("--cluster") + 1]
