@@ -43,7 +43,8 @@ def probe(dask_worker: Any = None) -> dict[str, Any]:
         pynvml.nvmlShutdown()
     return {"name": dask_worker.name, "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
             "env": {k: v for k, v in os.environ.items()
-                    if ("CUDA" in k or k.startswith("DASK_DEPLOY")) and k != "DASK_DEPLOY_GPU_FAKE_NVML"},
+                    if k.startswith(("CUDA_VISIBLE", "CUDA_DEVICE", "DASK_DEPLOY"))
+                    and k != "DASK_DEPLOY_GPU_FAKE_NVML"},
             "affinity": sorted(os.sched_getaffinity(0)),
             "threads": sorted({tuple(sorted(os.sched_getaffinity(int(t))))
                                for t in os.listdir("/proc/self/task")}),
@@ -114,13 +115,15 @@ def main() -> int:
     import dask
     import distributed
     from dask_deploy import Cluster, SpecError
-    from dask_deploy_gpu._nvml import all_devices
+    from dask_deploy_gpu._nvml import all_devices, resolve
 
     print(f"python {sys.version.split()[0]} ({sys.executable}); dask {dask.__version__}; "
           f"distributed {distributed.__version__}; nvidia-ml-py {version('nvidia-ml-py')}; "
           f"{os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} usable", flush=True)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [s.strip() for s in visible.split(",") if s.strip()] if visible else None
     try:
-        devices = all_devices()
+        devices = resolve(ids) if ids else all_devices()
     except Exception as e:
         check("NVML finds the GPUs", False, repr(e))
         return 1
@@ -130,10 +133,13 @@ def main() -> int:
     if not check("NVML finds the GPUs", len(devices) > 0, len(devices)):
         return 1
     n = len(devices)
+    ids = ids or [d.visible_id for d in devices]
+    print(f"      CUDA_VISIBLE_DEVICES={visible!r}; usable CPUs {sorted(os.sched_getaffinity(0))}",
+          flush=True)
 
     t0 = time.monotonic()
     with Cluster.from_name("cuda", name="devcheck-cuda") as cluster:
-        check_cluster("cuda", cluster, devices, [f"devcheck-cuda-0-{d.visible_id}" for d in devices])
+        check_cluster("cuda", cluster, devices, [f"devcheck-cuda-0-{i}" for i in ids])
     print(f"      cuda backend round trip {time.monotonic() - t0:.1f}s", flush=True)
 
     t0 = time.monotonic()
@@ -144,7 +150,8 @@ def main() -> int:
     try:
         cluster = Cluster.from_name("local", n_workers=1, gpus=n + 1, name="devcheck-toomany")
     except SpecError as e:
-        check(f"local gpus={n + 1}: a clear error naming what was looked for", "NVML" in str(e), e)
+        check(f"local gpus={n + 1}: a clear error naming what was looked for",
+              "NVML" in str(e) or "CUDA_VISIBLE_DEVICES" in str(e), e)
     else:
         cluster.close()
         check(f"local gpus={n + 1}: a clear error naming what was looked for", False, "no error")
