@@ -1,8 +1,76 @@
-"""Backend plugin (work in progress): provides no backend yet."""
+"""The ``ecs``, ``fargate`` and ``ec2`` backends, as the core finds them (entry points).
 
-from dask_deploy import hookimpl
+Cheap to import: aiobotocore is imported only when a cluster is built (the factories).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dask_deploy import BackendInfo, ClusterSpec, hookimpl
+
+from ._options import EC2Options, ECSOptions
+
+__all__ = ["deploy_backends"]
+
+_CAPABILITIES = frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard", "detach"})
+
+
+def _remote(options: dict[str, Any]) -> bool:
+    return options.get("scheduler", "remote") == "remote"
+
+
+def _threads(cpu_option: str, default_units: int) -> Any:
+    # One thread per vCPU of the task, like a LocalCluster on a machine that size.
+    return lambda o: max(1, int(o.get(cpu_option, default_units)) // 1024)
+
+
+def _defaults(**extra: Any) -> dict[str, Any]:
+    # The scheduler runs as a task / instance of its own, with TLS (the secret never leaves
+    # AWS's secret store); its well-known ports apply only there (a scheduler in this
+    # process keeps the core's loopback defaults).
+    return {
+        "scheduler": "remote",
+        "security": True,
+        "scheduler_port": lambda o: 8786 if _remote(o) else 0,
+        "dashboard_address": lambda o: ":8787" if _remote(o) else "127.0.0.1:0",
+        "start_timeout": 300.0,
+        "poll_interval": 2.0,
+        **extra,
+    }
+
+
+def _ecs(spec: ClusterSpec) -> object:
+    from ._ecs import ECSBackend
+
+    return ECSBackend(spec)
+
+
+def _fargate(spec: ClusterSpec) -> object:
+    from ._ecs import FargateBackend
+
+    return FargateBackend(spec)
+
+
+def _ec2(spec: ClusterSpec) -> object:
+    from ._ec2 import EC2Backend
+
+    return EC2Backend(spec)
 
 
 @hookimpl
-def deploy_backends() -> list:
-    return []
+def deploy_backends() -> list[BackendInfo]:
+    return [
+        BackendInfo(
+            name="ecs", factory=_ecs, options=ECSOptions, capabilities=_CAPABILITIES, extra="cloud",
+            summary="AWS ECS: scheduler and workers as tasks on an existing cluster's EC2 instances",
+            defaults=_defaults(threads_per_worker=_threads("worker_cpu", 4096))),
+        BackendInfo(
+            name="fargate", factory=_fargate, options=ECSOptions, capabilities=_CAPABILITIES,
+            extra="cloud", summary="AWS Fargate: scheduler and workers as serverless ECS tasks",
+            defaults=_defaults(threads_per_worker=_threads("worker_cpu", 4096))),
+        BackendInfo(
+            name="ec2", factory=_ec2, options=EC2Options, capabilities=_CAPABILITIES, extra="cloud",
+            summary="AWS EC2: scheduler and each worker unit on a VM of its own, running a container",
+            defaults=_defaults(threads_per_worker=lambda o: 2)),
+    ]

@@ -1,0 +1,222 @@
+"""``fargate`` and ``ecs`` against moto, with every task run as a local process.
+
+What each test checks is read back from the emulator's API (tags, task definitions,
+overrides, security group rules, log streams), never from the backend's own records.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from distributed import Client
+
+from dask_deploy import BackendError, Cluster, CrashLoopError, Phase
+from dask_deploy_cloud._entry import METADATA_KEY
+from dask_deploy_cloud.testing import TaskRunner, run_hook
+
+pytestmark = pytest.mark.timeout(300)
+
+CLUSTER = "dask-deploy:cluster"
+
+
+def tags(item: dict[str, Any]) -> dict[str, str]:
+    return {t.get("key", t.get("Key")): t.get("value", t.get("Value")) for t in item.get("tags", item.get("Tags", []))}
+
+
+def tasks_of(boto: Callable[[str], Any], name: str) -> list[dict[str, Any]]:
+    """Every task (any state) tagged with cluster ``name``, in any ECS cluster."""
+    ecs = boto("ecs")
+    out = []
+    for cluster in ecs.list_clusters()["clusterArns"]:
+        arns = ecs.list_tasks(cluster=cluster)["taskArns"]  # moto lists all states
+        for i in range(0, len(arns), 100):
+            for t in ecs.describe_tasks(cluster=cluster, tasks=arns[i:i + 100], include=["TAGS"])["tasks"]:
+                if tags(t).get(CLUSTER) == name:
+                    out.append(t)
+    return out
+
+
+def test_fargate_lifecycle(options: dict[str, Any], runner: TaskRunner, boto: Any,
+                           discover: Any, name: str) -> None:
+    with Cluster.from_name("fargate", n_workers=2, **options) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=120)
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+        workers = client.scheduler_info()["workers"]
+        assert {w["name"] for w in workers.values()} == {f"{name}-0", f"{name}-1"}
+        # Only loopback is ever dialled, and the cluster speaks TLS.
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
+        assert all(a.startswith("tls://127.0.0.1:") for a in workers)
+
+        tasks = tasks_of(boto, name)
+        assert sorted(tags(t)["dask-deploy:kind"] for t in tasks) == ["scheduler", "worker", "worker"]
+        assert all(t["launchType"] == "FARGATE" and t["lastStatus"] == "RUNNING" for t in tasks)
+        # Workers of one start share one run_task call (count=2), the scheduler has its own.
+        assert cluster.backend.aws.calls["ecs.run_task"] == 2
+        found = Counter(h.data["kind"] for h in discover("fargate", name))
+        assert found == {"task": 3, "task-definition": 2, "ecs-cluster": 1, "security-group": 1,
+                         "secret": 1, "role": 2}
+        assert "Scheduler at" in cluster.get_logs()["Scheduler"]  # read from CloudWatch
+    ids = {t["taskArn"].rsplit("/", 1)[-1] for t in tasks}
+    assert not ids & set(runner.running()), "close returned before the task processes ended"
+    assert all(t["lastStatus"] == "STOPPED" for t in tasks_of(boto, name))
+    assert discover("fargate", name) == []
+
+
+def test_ecs_scale_and_logs_after_stop(wait_until: Any, options: dict[str, Any], ecs_cluster: str, boto: Any,
+                                       discover: Any, name: str) -> None:
+    with Cluster.from_name("ecs", cluster_arn=ecs_cluster, n_workers=1, **options) as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(1, timeout=120)
+        cluster.scale(3)
+        client.wait_for_workers(3, timeout=120)
+        assert client.submit(lambda: 40 + 2).result() == 42
+        tasks = tasks_of(boto, name)
+        assert all(t["launchType"] == "EC2" and t.get("containerInstanceArn") for t in tasks)
+        assert len(tasks) == 4
+        cluster.scale(1)
+        wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, what="scale down to 1")
+        wait_until(lambda: sum(t["lastStatus"] == "STOPPED" for t in tasks_of(boto, name)) == 2,
+                   what="two worker tasks stopped")
+        logs = cluster.get_logs()
+        # Logs of units that were stopped, read from their CloudWatch streams.
+        for unit in (f"{name}-1", f"{name}-2"):
+            assert f"unit {unit} starts workers" in logs[unit]
+            assert "Registered to" in logs[unit]
+        stopped = [t for t in tasks_of(boto, name) if t["lastStatus"] == "STOPPED"]
+        assert all(t.get("stopCode") == "UserInitiated" for t in stopped)
+    assert discover("ecs", name, cluster_arn=ecs_cluster) == []
+
+
+def test_failed_worker_reports_reason_and_log(options: dict[str, Any], name: str, discover: Any) -> None:
+    with Cluster.from_name("fargate", n_workers=1, max_failures=2,
+                           worker_options={"no_such_option": 1}, **options) as cluster:
+        with pytest.raises(CrashLoopError):
+            cluster.wait_for_workers(1, timeout=120)
+        logs = cluster.get_logs()
+        assert "EssentialContainerExited" in logs["Cluster"]
+        assert "exit code 1" in logs["Cluster"]
+        # The dead task's own log (CloudWatch) says why.
+        assert "no_such_option" in logs[f"{name}-0"]
+    assert discover("fargate", name) == []
+
+
+def test_failed_scheduler_start_cleans_up(options: dict[str, Any], name: str, discover: Any) -> None:
+    with pytest.raises(BackendError) as err:
+        Cluster.from_name("fargate", scheduler_options={"no_such_option": 1}, **options)
+    assert "EssentialContainerExited" in str(err.value)
+    assert "no_such_option" in str(err.value)  # its log is in the error
+    assert discover("fargate", name) == []
+
+
+def test_secure_defaults(options: dict[str, Any], boto: Any, runner: TaskRunner, name: str) -> None:
+    with Cluster.from_name("fargate", n_workers=1, **options) as cluster, Client(cluster) as client:
+        client.wait_for_workers(1, timeout=120)
+        tls = cluster.spec.tls
+        assert tls is not None
+        # The security group admits the client's address and its own members, nothing else.
+        (gid,) = cluster.backend.infra.security_groups
+        group = boto("ec2").describe_security_groups(GroupIds=[gid])["SecurityGroups"][0]
+        for perm in group["IpPermissions"]:
+            sources = [r["CidrIp"] for r in perm["IpRanges"]] + [p["GroupId"] for p in perm["UserIdGroupPairs"]]
+            assert sources in (["127.0.0.1/32"], [gid]), perm
+            assert not perm["Ipv6Ranges"]
+        # The TLS identity lives in Secrets Manager, readable only through the task role.
+        secret = boto("secretsmanager").get_secret_value(SecretId=f"dask-deploy/{name}/tls")
+        assert json.loads(secret["SecretString"])["key"] == tls.key
+        policy = boto("iam").get_role_policy(RoleName=f"{name}-task", PolicyName="dask-deploy")
+        (statement,) = policy["PolicyDocument"]["Statement"]
+        assert statement["Resource"] == secret["ARN"]
+        assert statement["Action"] == ["secretsmanager:GetSecretValue"]
+        # ... and nowhere else: task definitions, overrides, environment, commands, logs.
+        ecs, logs = boto("ecs"), boto("logs")
+        seen = []
+        for task in tasks_of(boto, name):
+            seen.append(json.dumps(task))
+            seen.append(json.dumps(ecs.describe_task_definition(
+                taskDefinition=task["taskDefinitionArn"])["taskDefinition"]))
+            seen.append(json.dumps(runner.commands[task["taskArn"].rsplit("/", 1)[-1]]))
+        for stream in logs.describe_log_streams(logGroupName="/dask-deploy",
+                                                logStreamNamePrefix=name)["logStreams"]:
+            seen.append(json.dumps(logs.get_log_events(logGroupName="/dask-deploy",
+                                                       logStreamName=stream["logStreamName"])))
+        assert len(seen) >= 7
+        text = "\n".join(seen)
+        for pem in (tls.key, tls.cert):
+            body = "".join(pem.strip().splitlines()[1:-1])
+            for chunk in (body[:40], body[-40:], base64.b64encode(pem.encode()).decode()[:40]):
+                assert chunk not in text
+        assert "PRIVATE KEY" not in text
+
+
+def test_local_scheduler_plain_tcp(options: dict[str, Any], boto: Any, discover: Any, name: str) -> None:
+    with Cluster.from_name("fargate", scheduler="local", security=False, n_workers=1,
+                           **{**options, "dashboard_address": "127.0.0.1:0"}) as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(1, timeout=120)
+        assert cluster.scheduler is not None  # in this process
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert client.submit(lambda: 1).result() == 1
+        kinds = Counter(h.data["kind"] for h in discover("fargate", name))
+        assert "secret" not in kinds and kinds["task"] == 1  # no TLS, no scheduler task
+        (gid,) = cluster.backend.infra.security_groups
+        group = boto("ec2").describe_security_groups(GroupIds=[gid])["SecurityGroups"][0]
+        # The scheduler here dials the workers: the client's address may reach every port.
+        client_rule = next(p for p in group["IpPermissions"] if p["IpRanges"])
+        assert (client_rule["FromPort"], client_rule["ToPort"]) == (0, 65535)
+    assert discover("fargate", name) == []
+
+
+def test_batched_start_and_stop(wait_until: Any, options: dict[str, Any], runner: TaskRunner, discover: Any,
+                                name: str) -> None:
+    """12 units: two run_task calls (10 + 2); names reach the tasks through the scheduler."""
+    with runner.holding():  # tasks stay PROVISIONING: this is about the API calls
+        cluster = Cluster.from_name("fargate", scheduler="local", n_workers=12,
+                                    **{**options, "dashboard_address": None})
+        try:
+            wait_until(lambda: len(cluster.handles) == 12, what="12 units started")
+            calls = cluster.backend.aws.calls
+            assert calls["ecs.run_task"] == 2
+            published = cluster.scheduler.get_metadata([METADATA_KEY])
+            assert sorted(len(batch) for batch in published.values()) == [2, 10]
+            names = {unit for batch in published.values() for unit in batch.values()}
+            assert names == set(cluster.units)
+            tasks = {h.backend_id for h in cluster.handles.values()}
+            assert tasks == {arn for batch in published.values() for arn in batch}
+            statuses = cluster.sync(cluster.backend.deploy_poll, cluster=cluster.spec,
+                                    handles=list(cluster.handles.values()))
+            assert {s.phase for s in statuses} == {Phase.PENDING}
+            before = sum(calls.values())
+        finally:
+            cluster.close()
+        stop_calls = sum(calls.values()) - before
+        assert calls["ecs.stop_task"] == 12
+        assert stop_calls < 12 + 30  # one stop each, then a few batched describes + teardown
+    assert discover("fargate", name) == []
+
+
+def test_detach_attach_and_gc(options: dict[str, Any], runner: TaskRunner, discover: Any,
+                              name: str) -> None:
+    cluster = Cluster.from_name("fargate", n_workers=1, shutdown_on_close=False, **options)
+    with Client(cluster) as client:
+        client.wait_for_workers(1, timeout=120)
+    cluster.close()  # detached: everything keeps running
+    assert Counter(h.data["kind"] for h in discover("fargate", name))["task"] == 2
+
+    again = Cluster.from_name("fargate", name=name)  # re-attach from the record
+    with Client(again) as client:
+        again.scale(2)  # the new task must learn the scheduler's private address again
+        client.wait_for_workers(2, timeout=120)
+        assert client.submit(lambda: 2).result() == 2
+    again.close()
+
+    # gc: a backend built from default options finds all of it by tag and deletes it.
+    leftovers = [h for h in discover("fargate", None) if h.cluster == name]
+    assert Counter(h.data["kind"] for h in leftovers)["task"] == 3
+    run_hook("fargate", "deploy_stop_workers", handles=leftovers)
+    assert discover("fargate", name) == []
+    assert not {h.backend_id.rsplit("/", 1)[-1] for h in leftovers} & set(runner.running())
