@@ -1,8 +1,51 @@
-"""Backend plugin (work in progress): provides no backend yet."""
+"""The ``slurm``, ``pbs``, ``sge``, ``lsf`` and ``htcondor`` backends (one module for all five).
 
-from dask_deploy import hookimpl
+Importing this module is cheap: the backend itself (:mod:`._backend`) is imported by the
+factory when a cluster is made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dask_deploy import BackendInfo, ClusterSpec, hookimpl
+
+from ._options import (
+    HTCondorOptions,
+    JobqueueOptions,
+    LSFOptions,
+    PBSOptions,
+    SGEOptions,
+    SLURMOptions,
+    defaults,
+)
+
+__all__ = ["deploy_backends"]
+
+_SYSTEMS: tuple[tuple[str, str, type[JobqueueOptions]], ...] = (
+    ("slurm", "Workers as SLURM jobs (job arrays, sbatch/squeue/scancel)", SLURMOptions),
+    ("pbs", "Workers as PBS Pro / OpenPBS jobs (job arrays, qsub/qstat/qdel)", PBSOptions),
+    ("sge", "Workers as Grid Engine jobs (task arrays, qsub/qstat/qdel)", SGEOptions),
+    ("lsf", "Workers as LSF jobs (job arrays, bsub/bjobs/bkill)", LSFOptions),
+    ("htcondor", "Workers as HTCondor jobs (one cluster of procs, condor_submit/condor_q)",
+     HTCondorOptions),
+)
+
+
+def _factory(spec: ClusterSpec) -> Any:
+    from ._backend import JobqueueBackend
+
+    return JobqueueBackend(spec)
 
 
 @hookimpl
-def deploy_backends() -> list:
-    return []
+def deploy_backends() -> list[BackendInfo]:
+    return [
+        BackendInfo(
+            name=name, summary=summary, factory=_factory, options=options,
+            capabilities=frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard",
+                                    "detach"}),
+            extra="jobqueue", defaults=defaults(name, options),
+        )
+        for name, summary, options in _SYSTEMS
+    ]

@@ -1,0 +1,534 @@
+"""The batch-system backend: one object per cluster that implements the core's hooks.
+
+A *unit* (what the core starts and replaces) is one batch job, running ``processes`` worker
+processes. Many units asked for in one ``deploy_start_workers`` call become one job array:
+one submission and one queue entry, whose elements are still polled, stopped and read one
+by one. Everything runs through the system's own commands (``sbatch``, ``squeue``,
+``scancel``, ...) as asynchronous subprocesses, so the client's event loop never blocks.
+
+Files, all under ``<log_directory>/<cluster>/`` on a filesystem the compute nodes share:
+job scripts (``job-N.sh``), each job's output file (what ``get_logs`` reads, also after the
+job ended), the remote scheduler's ``scheduler.json``, and ``tls/`` (mode 0700) with the
+cluster's certificate and key (mode 0600), which the job scripts reference by path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from dask_deploy import (
+    BackendError,
+    ClusterSpec,
+    Handle,
+    Phase,
+    SchedulerInfo,
+    StartTimeout,
+    Status,
+    Unit,
+    WorkerSpec,
+    hookimpl,
+)
+
+from . import _script
+from ._options import (
+    HTCondorOptions,
+    JobqueueOptions,
+    LSFOptions,
+    PBSOptions,
+    SGEOptions,
+    SLURMOptions,
+    parse_walltime,
+)
+from ._systems import SYSTEMS, HTCondor, JobRequest, System, job_name, parse_job_name
+
+__all__ = ["OPTIONS", "JobqueueBackend"]
+
+OPTIONS: dict[str, type[JobqueueOptions]] = {
+    "slurm": SLURMOptions, "pbs": PBSOptions, "sge": SGEOptions, "lsf": LSFOptions,
+    "htcondor": HTCondorOptions,
+}
+#: Seconds a submitted job may be invisible to the status command before it counts as gone.
+_SUBMIT_GRACE = 60.0
+_COMMAND_TIMEOUT = 120.0
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def lifetime(walltime: float, margin: float | None) -> tuple[float, float]:
+    """``(--lifetime, --lifetime-stagger)`` in seconds for jobs of ``walltime`` seconds.
+
+    Workers retire ``margin`` seconds before the wall clock would kill the job (default 10%
+    of it, between 30 s and 5 min, never more than half of it), staggered by a quarter of
+    the margin so that the workers of a cluster do not all leave at the same moment.
+    """
+    if margin is None:
+        margin = min(max(0.1 * walltime, 30.0), 300.0)
+    margin = min(margin, walltime / 2)
+    return walltime - margin, margin / 4
+
+
+class JobqueueBackend:
+    """One cluster on one batch system (SLURM, PBS, SGE, LSF or HTCondor)."""
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        import dask.config
+
+        self.spec = spec
+        self.system: System = SYSTEMS[spec.backend]
+        self.options: JobqueueOptions = spec.backend_options or OPTIONS[spec.backend]()
+        base = (self.options.log_directory
+                or dask.config.get("deploy.log-directory", default=None)
+                or os.path.join("~", ".dask-deploy", "jobqueue"))
+        self.log_dir = os.path.join(os.path.abspath(os.path.expanduser(base)), spec.name)
+        self.tls_dir = os.path.join(self.log_dir, "tls")
+        self._scripts = 0
+
+    # -- what one job asks for -----------------------------------------------------------
+
+    @property
+    def python(self) -> str:
+        return self.options.python or sys.executable
+
+    @property
+    def processes(self) -> int:
+        from ._options import default_processes
+
+        if self.options.processes:
+            return self.options.processes
+        return default_processes(self.options.cores) if self.options.cores else 1
+
+    def _job_resources(self, workers: Sequence[WorkerSpec]) -> tuple[int, int | None]:
+        """Cores and memory (bytes or None) of a job running ``workers``."""
+        cores = self.options.cores or sum(w.nthreads for w in workers)
+        memory = self.options.memory_bytes
+        if memory is None and all(isinstance(w.memory_limit, int) for w in workers):
+            memory = sum(w.memory_limit for w in workers)  # type: ignore[misc]
+        return cores, memory
+
+    def _request(self, role: str, count: int, workers: Sequence[WorkerSpec]) -> JobRequest:
+        o = self.options
+        if role == "scheduler":
+            from dask.utils import parse_bytes
+
+            mem = o.scheduler_memory
+            return JobRequest(job_name(self.spec.name, role), self.log_dir, 1, o.scheduler_cores,
+                              parse_bytes(mem) if isinstance(mem, str) else mem,
+                              o.scheduler_walltime or o.walltime, o)
+        cores, memory = self._job_resources(workers)
+        return JobRequest(job_name(self.spec.name, role), self.log_dir, count, cores, memory,
+                          o.walltime, o)
+
+    # -- resource expansion: ``processes`` workers per job -------------------------------
+
+    @hookimpl
+    def deploy_expand_resources(self, cluster: ClusterSpec, workers: Sequence[WorkerSpec]
+                                ) -> list[WorkerSpec] | None:
+        """One job runs ``processes`` workers named ``<unit>-0``, ``<unit>-1``, ...
+
+        Their threads and memory are already per worker: ``threads_per_worker`` and
+        ``memory_limit`` default to ``cores // processes`` and ``memory / processes``.
+        """
+        n = self.processes
+        if n == 1:
+            return None
+        return [w.replace(suffix=f"{w.suffix}-{i}") for w in workers for i in range(n)]
+
+    # -- the job script -----------------------------------------------------------------
+
+    def _tls_args(self, role: str) -> list[str]:
+        if self.spec.tls is None:
+            return []
+        cert, key = os.path.join(self.tls_dir, "cert.pem"), os.path.join(self.tls_dir, "key.pem")
+        args = ["--tls-ca-file", cert, "--tls-cert", cert, "--tls-key", key]
+        return ["--protocol", "tls", *args] if role == "scheduler" else args
+
+    def _host_args(self) -> list[str]:
+        if self.options.interface:
+            return ["--interface", self.options.interface]
+        host = self.spec.scheduler.host
+        # On a real cluster the workers run elsewhere and bind to their own address; on one
+        # machine (tests, a laptop) everything stays on loopback.
+        return ["--host", host] if host and _is_loopback(host) else []
+
+    def worker_argv(self, address: str, w: WorkerSpec) -> list[str]:
+        """The command line of one worker process (``_script.NAME`` stands for its name)."""
+        o = self.options
+        argv = [self.python, "-m", o.worker_command, address, "--name", _script.NAME,
+                "--nthreads", str(w.nthreads),
+                "--memory-limit", str(w.memory_limit if w.memory_limit is not None else 0),
+                "--nanny" if o.nanny else "--no-nanny", *self._host_args()]
+        if o.death_timeout is not None:
+            argv += ["--death-timeout", f"{o.death_timeout:g}"]
+        if o.local_directory:
+            argv += ["--local-directory", o.local_directory]
+        if w.resources:
+            argv += ["--resources", " ".join(f"{k}={v:g}" for k, v in w.resources.items())]
+        options = dict(w.options)
+        if o.walltime and "lifetime" not in options:
+            life, stagger = lifetime(parse_walltime(o.walltime, self.system.walltime_colon),
+                                     o.lifetime_margin)
+            options.update(lifetime=f"{life:.0f}s", lifetime_stagger=f"{stagger:.0f}s")
+        argv += _script.cli_flags(options)
+        argv += self._tls_args("worker")
+        return argv + list(o.worker_extra_args)
+
+    def scheduler_argv(self) -> list[str]:
+        s = self.spec.scheduler
+        argv = [self.python, "-m", "distributed.cli.dask_scheduler",
+                "--scheduler-file", self.scheduler_file, "--port", str(s.port)]
+        if self.options.interface:
+            argv += ["--interface", self.options.interface]
+        elif s.host:
+            argv += ["--host", s.host]
+        if s.dashboard_address is None:
+            argv.append("--no-dashboard")
+        else:
+            argv += ["--dashboard-address", s.dashboard_address]
+        if s.idle_timeout is not None:
+            argv += ["--idle-timeout", f"{s.idle_timeout:g}s"]
+        return argv + self._tls_args("scheduler") + _script.cli_flags(s.options)
+
+    @property
+    def scheduler_file(self) -> str:
+        return os.path.join(self.log_dir, "scheduler.json")
+
+    def render(self, req: JobRequest, units: Sequence[str],
+               commands: Sequence[tuple[str, dict[str, str], list[str]]],
+               env: dict[str, str]) -> str:
+        """The whole job script for ``units`` (the elements of ``req``, in order)."""
+        lines = [self.options.shebang, *self.system.header(req), *self.system.prologue()]
+        lines += _script.body(cluster=self.spec.name, index_var=self.system.index_var,
+                              first_index=self.system.first_index, units=units,
+                              prologue=self.options.job_script_prologue, env=env,
+                              commands=commands)
+        return "\n".join(lines) + "\n"
+
+    def _worker_script(self, address: str, units: Sequence[Unit]) -> tuple[JobRequest, str]:
+        workers = units[0].workers
+        common = dict(set.intersection(*(set(w.env.items()) for w in workers)))
+        commands = [(w.suffix, {k: v for k, v in w.env.items() if k not in common},
+                     self.worker_argv(address, w)) for w in workers]
+        req = self._request("worker", len(units), workers)
+        return req, self.render(req, [u.name for u in units], commands, common)
+
+    def job_script(self, scheduler_address: str | None = None, count: int = 1,
+                   workers: Sequence[WorkerSpec] | None = None) -> str:
+        """The script that would start ``count`` units (an array when more than one).
+
+        What ``SLURMCluster.job_script()`` shows in dask-jobqueue; reachable as
+        ``cluster.backend.job_script()`` or :func:`dask_deploy_jobqueue.job_script`.
+        ``workers`` is a unit's expanded workers (default: this backend's own expansion of
+        the spec). For HTCondor the submit description comes first, then the script it runs.
+        """
+        template = tuple(workers) if workers else self._template()
+        units = [Unit(f"{self.spec.name}-{i}", template) for i in range(count)]
+        protocol = "tls" if self.spec.tls else "tcp"
+        address = scheduler_address or f"{protocol}://SCHEDULER-ADDRESS"
+        req, script = self._worker_script(address, units)
+        if isinstance(self.system, HTCondor):
+            path = os.path.join(self.log_dir, "job-N.sh")
+            return f"{self.system.submit_description(req, path)}\n# {path}:\n{script}"
+        return script
+
+    def _template(self) -> tuple[WorkerSpec, ...]:
+        expanded = self.deploy_expand_resources(self.spec, [self.spec.worker])
+        return tuple(expanded) if expanded else (self.spec.worker,)
+
+    # -- running the system's commands --------------------------------------------------
+
+    async def _exec(self, argv: Sequence[str], stdin: str | None = None) -> tuple[int, str, str]:
+        """Run one of the system's commands: (exit code, stdout, stderr)."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except FileNotFoundError as e:
+            raise BackendError(
+                f"{argv[0]} is not on PATH: the {self.system.name} backend runs the batch "
+                f"system's commands on this machine (a login node of the cluster)") from e
+        try:
+            out, err = await asyncio.wait_for(
+                proc.communicate(stdin.encode() if stdin is not None else None), _COMMAND_TIMEOUT)
+        except asyncio.TimeoutError as e:
+            proc.kill()
+            await proc.wait()
+            raise BackendError(f"{' '.join(argv)} did not answer within {_COMMAND_TIMEOUT:g}s") from e
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace").strip()
+
+    async def _run(self, argv: Sequence[str], stdin: str | None = None, check: bool = True) -> str:
+        code, out, err = await self._exec(argv, stdin)
+        if check and code != 0:
+            raise BackendError(f"{' '.join(argv)} failed (exit {code}): {err}")
+        return out
+
+    def _ensure_dirs(self) -> None:
+        os.makedirs(self.log_dir, mode=0o700, exist_ok=True)
+        tls = self.spec.tls
+        if tls is None or os.path.exists(os.path.join(self.tls_dir, "key.pem")):
+            return
+        # Only the user may read the key: a 0700 directory and 0600 files, created with
+        # those modes (no window in which they are readable by others).
+        os.makedirs(self.tls_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.tls_dir, 0o700)
+        for name, text in (("cert.pem", tls.cert), ("key.pem", tls.key)):
+            fd = os.open(os.path.join(self.tls_dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+
+    async def _submit(self, req: JobRequest, script: str) -> tuple[str, list[str], list[str]]:
+        """Submit one job or array; return its id, element ids and output file paths."""
+        self._ensure_dirs()
+        self._scripts += 1
+        path = os.path.join(self.log_dir, f"job-{os.getpid()}-{self._scripts}.sh")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+        with os.fdopen(fd, "w") as f:
+            f.write(script)
+        target = path
+        if isinstance(self.system, HTCondor):
+            target = path[:-3] + ".sub"
+            with open(target, "w") as f:
+                f.write(self.system.submit_description(req, path))
+        stdin = script if self.system.submit_stdin else None
+        out = await self._run(self.system.submit_command(target), stdin=stdin)
+        job_id = self.system.parse_submit(out)
+        return job_id, self.system.element_ids(job_id, req.count), self.system.log_paths(req, job_id)
+
+    # -- lifecycle hooks ------------------------------------------------------------------
+
+    @hookimpl
+    async def deploy_prepare(self, cluster: ClusterSpec) -> None:
+        if shutil.which(self.system.submit_binary) is None:
+            raise BackendError(
+                f"{self.system.submit_binary} is not on PATH: run the {self.system.name} backend "
+                "on a machine that can submit jobs (a login node), with the system's commands "
+                "installed")
+        self._ensure_dirs()
+
+    @hookimpl
+    async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
+                                   units: Sequence[Unit]) -> list[Handle]:
+        # Units with the same workers share one job script: one array, one submission.
+        groups: dict[str, list[Unit]] = {}
+        for unit in units:  # (WorkerSpec holds mappings, so it is not hashable: key by repr)
+            groups.setdefault(repr(unit.workers), []).append(unit)
+        batches = [[u] for g in groups.values() for u in g] if not self.options.array \
+            else list(groups.values())
+        results = await asyncio.gather(*(self._start_batch(scheduler_address, b) for b in batches),
+                                       return_exceptions=True)
+        handles: dict[str, Handle] = {}
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for r in results:
+            if not isinstance(r, BaseException):
+                handles.update({h.name: h for h in r})
+        if errors:
+            # The batch was refused as a whole: take back what was submitted.
+            with contextlib.suppress(Exception):
+                await self._stop(list(handles.values()))
+            raise errors[0] if isinstance(errors[0], BackendError) else BackendError(str(errors[0]))
+        return [handles[u.name] for u in units]
+
+    async def _start_batch(self, address: str, units: Sequence[Unit]) -> list[Handle]:
+        req, script = self._worker_script(address, units)
+        job_id, elements, logs = await self._submit(req, script)
+        now = time.time()
+        return [Handle(self.spec.backend, self.spec.name, u.name, element,
+                       {"job": req.name, "array": job_id, "log": log, "role": "worker",
+                        "workers": list(u.worker_names), "submitted": now})
+                for u, element, log in zip(units, elements, logs, strict=True)]
+
+    @hookimpl
+    async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
+        await self._stop(handles)
+
+    async def _stop(self, handles: Sequence[Handle]) -> None:
+        """SIGTERM first (the job ends COMPLETED), the system's kill after ``stop_grace``."""
+        if not handles:
+            return
+        ids = [h.backend_id for h in handles]
+        for cmd in self.system.stop_commands(ids, self.options.stop_grace):
+            await self._run(cmd, check=False)
+        if await self._wait_ended(handles, self.options.stop_grace):
+            return
+        for cmd in self.system.kill_commands(ids):
+            await self._run(cmd, check=False)
+        if not await self._wait_ended(handles, 60.0):
+            raise BackendError(f"jobs {ids} of {self.spec.name} are still in the queue after "
+                               f"{' '.join(self.system.kill_commands(ids)[0])}")
+
+    async def _wait_ended(self, handles: Sequence[Handle], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while True:
+            listing = await self._listing(handles)
+            active = [h for h in handles if listing.get(h.backend_id, (Phase.GONE, ""))[0]
+                      in (Phase.PENDING, Phase.RUNNING)]
+            if not active or time.monotonic() >= deadline:
+                return not active
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    async def _listing(self, handles: Sequence[Handle]) -> dict[str, tuple[Phase, str]]:
+        """One status query per job name: element id -> (phase, reason)."""
+        by_name: dict[str, list[str]] = {}
+        for h in handles:
+            by_name.setdefault(h.data.get("job") or job_name(h.cluster, "worker"), []).append(h.backend_id)
+        out: dict[str, tuple[Phase, str]] = {}
+        for name, ids in by_name.items():
+            argv = self.system.status_command(name, ids)
+            code, text, err = await self._exec(argv)
+            # A failed query must not read as "every job is gone": it raises, and the core
+            # retries next round. Some systems fail when only some jobs are gone, though.
+            if code != 0 and not self.system.partial_answer(text, err):
+                raise BackendError(f"{' '.join(argv)} failed (exit {code}): {err}")
+            out.update(self.system.parse_status(text))
+        return out
+
+    @hookimpl
+    async def deploy_poll(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> list[Status]:
+        listing = await self._listing(handles)
+        statuses = []
+        for h in handles:
+            found = listing.get(h.backend_id)
+            if found is None:
+                statuses.append(self._status_from_log(h))
+            elif found[0] is Phase.FAILED:
+                detail = _last_error(self._read_log(h))
+                statuses.append(Status(Phase.FAILED, f"{found[1]}: {detail}" if detail else found[1]))
+            else:
+                statuses.append(Status(found[0], found[1]))
+        return statuses
+
+    def _read_log(self, handle: Handle) -> str:
+        path = handle.data.get("log")
+        if not path:
+            return ""
+        try:
+            with open(path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def _status_from_log(self, h: Handle) -> Status:
+        """The system no longer lists the job: its output file says how it ended."""
+        text = self._read_log(h)
+        codes = re.findall(_script.TRAILER_RE, text)
+        if codes:
+            code = int(codes[-1])
+            if code == 0:
+                return Status(Phase.GONE, "the job finished")
+            return Status(Phase.FAILED, f"exit code {code}: {_last_error(text)}")
+        if text:
+            return Status(Phase.FAILED, f"the job ended before its script did: {_last_error(text)}")
+        if time.time() - float(h.data.get("submitted", 0)) < _SUBMIT_GRACE:
+            return Status(Phase.PENDING, "submitted")
+        return Status(Phase.GONE, f"no longer known to {self.system.name}")
+
+    @hookimpl
+    async def deploy_get_logs(self, cluster: ClusterSpec, handle: Handle) -> str:
+        return self._read_log(handle)
+
+    # -- remote scheduler ---------------------------------------------------------------
+
+    @hookimpl
+    async def deploy_start_scheduler(self, cluster: ClusterSpec) -> SchedulerInfo:
+        self._ensure_dirs()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.scheduler_file)
+        req = self._request("scheduler", 1, [])
+        script = self.render(req, [f"{cluster.name}-scheduler"], [("", {}, self.scheduler_argv())], {})
+        job_id, elements, logs = await self._submit(req, script)
+        handle = Handle(cluster.backend, cluster.name, f"{cluster.name}-scheduler", elements[0],
+                        {"job": req.name, "array": job_id, "log": logs[0], "role": "scheduler",
+                         "submitted": time.time()})
+        deadline = time.monotonic() + cluster.start_timeout
+        try:
+            while time.monotonic() < deadline:
+                ident = self._read_scheduler_file()
+                if ident is not None:
+                    address = ident["address"]
+                    dash = ident.get("services", {}).get("dashboard")
+                    host = address.split("://")[-1].rsplit(":", 1)[0]
+                    return SchedulerInfo(handle, address, f"{host}:{dash}" if dash else None)
+                status = (await self.deploy_poll(cluster, [handle]))[0]
+                if status.phase in (Phase.FAILED, Phase.GONE):
+                    raise BackendError(
+                        f"the scheduler job {handle.backend_id} of {cluster.name} ended before it "
+                        f"was up ({status.reason}); its output:\n{self._read_log(handle)[-2000:]}")
+                await asyncio.sleep(0.2)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._stop([handle])
+            raise
+        with contextlib.suppress(Exception):
+            await self._stop([handle])
+        raise StartTimeout(f"the scheduler job {handle.backend_id} of {cluster.name} did not write "
+                           f"{self.scheduler_file} within start_timeout={cluster.start_timeout:g}s")
+
+    def _read_scheduler_file(self) -> dict[str, Any] | None:
+        try:
+            with open(self.scheduler_file) as f:
+                ident = json.load(f)
+        except (OSError, ValueError):
+            return None  # not there yet, or half written
+        return ident if isinstance(ident, dict) and "address" in ident else None
+
+    @hookimpl
+    async def deploy_stop_scheduler(self, cluster: ClusterSpec, handle: Handle) -> None:
+        await self._stop([handle])
+
+    # -- discovery and teardown ---------------------------------------------------------
+
+    @hookimpl
+    async def deploy_discover(self, cluster: ClusterSpec, cluster_id: str | None) -> list[Handle]:
+        """Jobs of ``cluster_id`` (every dask-deploy cluster if None) still queued or running.
+
+        Asks the batch system (its listing of this user's jobs), not our records, so it works
+        from any process, e.g. ``dask-deploy gc`` after the client was killed.
+        """
+        out = await self._run(self.system.list_command(getpass.getuser()))
+        found = []
+        for job in self.system.parse_listing(out):
+            tag = parse_job_name(job.name)
+            if tag is None or job.phase not in (Phase.PENDING, Phase.RUNNING):
+                continue
+            cid, role = tag
+            if cluster_id is not None and cid != cluster_id:
+                continue
+            name = f"{cid}-scheduler" if role == "scheduler" else f"{cid}-job-{job.element}"
+            found.append(Handle(cluster.backend, cid, name, job.element,
+                                {"job": job_name(cid, role), "role": role}))
+        return found
+
+    @hookimpl
+    async def deploy_teardown(self, cluster: ClusterSpec) -> None:
+        if cluster.shutdown_on_close:
+            # The key is not needed once every job has stopped; the output files stay (they
+            # are the record of what ran, as with dask-jobqueue's log_directory).
+            shutil.rmtree(self.tls_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.unlink(self.scheduler_file)
+
+
+def _last_error(text: str) -> str:
+    """The most telling line of a job's output: the last error-looking line, else the last."""
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not re.search(_script.TRAILER_RE, line)]
+    if not lines:
+        return "no output"
+    for line in reversed(lines[-30:]):
+        if re.search(r"error|Error|No such file|not found|Killed|CANCELLED|TIME LIMIT", line):
+            return line[-500:]
+    return lines[-1][-500:]

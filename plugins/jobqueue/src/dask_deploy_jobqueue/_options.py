@@ -1,0 +1,336 @@
+"""The options of the batch-system backends: dask-jobqueue's names, validated at the edge.
+
+Moving from ``SLURMCluster(cores=8, memory="16GB", queue="regular")`` to
+``Cluster.from_name("slurm", cores=8, memory="16GB", queue="regular")`` is the whole
+migration: the option names and meanings are dask-jobqueue's. A ``jobqueue.yaml`` that is
+already in the Dask configuration (``jobqueue.<system>.*``) supplies defaults the same way
+(see :func:`defaults`); ``deploy.<system>.*`` and explicit arguments win over it.
+
+``cores`` and ``memory`` are what one *job* asks the batch system for; ``processes``
+workers share them, each with ``cores // processes`` threads and ``memory / processes``
+bytes (dask-jobqueue's rule).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dask.utils import parse_bytes
+from dask_deploy import SpecError
+
+__all__ = [
+    "HTCondorOptions",
+    "JobqueueOptions",
+    "LSFOptions",
+    "PBSOptions",
+    "SGEOptions",
+    "SLURMOptions",
+    "default_processes",
+    "defaults",
+    "parse_walltime",
+]
+
+
+def _tuple_of_str(value: object, option: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence) \
+            or not all(isinstance(v, str) for v in value):
+        raise SpecError(option, value, "expected a list of strings")
+    return tuple(value)
+
+
+def _opt_int(value: object, option: str, minimum: int = 1) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError(option, value, f"expected an integer >= {minimum} (or None)")
+    return value
+
+
+def _opt_bytes(value: object, option: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        parsed = parse_bytes(value) if isinstance(value, str) else value
+    except (ValueError, TypeError):
+        parsed = None
+    if isinstance(parsed, bool) or not isinstance(parsed, (int, float)) or parsed <= 0:
+        raise SpecError(option, value, 'expected a size such as "16GB" or a number of bytes')
+    return int(parsed)
+
+
+def _opt_seconds(value: object, option: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise SpecError(option, value, "expected a number of seconds >= 0")
+    return float(value)
+
+
+_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def parse_walltime(value: str, colon_means: str = "minutes:seconds") -> float:
+    """Seconds in a walltime: ``[D-]HH:MM:SS``, ``MM:SS`` or ``HH:MM``, or plain minutes.
+
+    One colon is ambiguous between systems: SLURM reads ``30:00`` as minutes:seconds and
+    LSF as hours:minutes; ``colon_means`` says which (``"hours:minutes"`` for LSF).
+    """
+    m = _WALLTIME.match(value.strip()) if isinstance(value, str) else None
+    if m is None:
+        raise SpecError("walltime", value, 'expected "[D-]HH:MM:SS" (e.g. "01:30:00")')
+    days, a, b, c = (int(g) if g else None for g in m.groups())
+    assert a is not None
+    if c is not None:
+        seconds = a * 3600 + (b or 0) * 60 + c
+    elif b is not None:
+        seconds = a * 3600 + b * 60 if colon_means == "hours:minutes" else a * 60 + b
+    else:
+        seconds = a * 60
+    return float(seconds + (days or 0) * 86400)
+
+
+def default_processes(cores: int) -> int:
+    """dask-jobqueue's (and distributed's) rule: one single-threaded process per core up to
+    4 cores, then the smallest divisor of ``cores`` that is at least its square root."""
+    if cores <= 4:
+        return cores
+    return min(p for p in range(1, cores + 1) if cores % p == 0 and p >= math.sqrt(cores))
+
+
+@dataclass(frozen=True)
+class JobqueueOptions:
+    """Options shared by every batch system (dask-jobqueue's names and meanings).
+
+    Fields left ``None`` take a system default at submission time, e.g. ``python`` is the
+    interpreter of this process, as in dask-jobqueue (the same path must exist on the
+    compute nodes).
+    """
+
+    #: Cores one job asks for (default: ``threads_per_worker * processes``).
+    cores: int | None = None
+    #: Memory one job asks for, e.g. ``"16GB"`` (default: none asked; workers use "auto").
+    memory: str | int | None = None
+    #: Worker processes per job; they share ``cores`` and ``memory``.
+    processes: int | None = None
+    queue: str | None = None
+    account: str | None = None
+    #: Wall-clock limit in the system's format; workers retire ``lifetime_margin`` before it.
+    walltime: str | None = "00:30:00"
+    #: Extra lines for the job script's header, each prefixed with the system's directive.
+    job_extra_directives: Sequence[str] = ()
+    #: Generated directives to leave out: any directive line containing one of these strings.
+    job_directives_skip: Sequence[str] = ()
+    #: Shell lines run before the workers start (``module load``, ``source activate``...).
+    job_script_prologue: Sequence[str] = ()
+    #: The interpreter on the compute nodes (default: this process's ``sys.executable``).
+    python: str | None = None
+    #: A directory on a filesystem shared with the compute nodes: job scripts, output files
+    #: and the TLS files of each cluster go to ``<log_directory>/<cluster name>/``.
+    #: Default: ``deploy.log-directory`` or ``~/.dask-deploy/jobqueue``.
+    log_directory: str | None = None
+    #: Network interface the workers (and a remote scheduler) bind to, e.g. ``"ib0"``.
+    interface: str | None = None
+    #: Seconds a worker waits for an unreachable scheduler before it exits.
+    death_timeout: float | None = 60
+    local_directory: str | None = None
+    #: Extra command-line arguments of each ``dask worker``.
+    worker_extra_args: Sequence[str] = ()
+    #: The module run with ``python -m`` for each worker.
+    worker_command: str = "distributed.cli.dask_worker"
+    #: Run a nanny per worker. Off by default: the batch system already supervises the job
+    #: and the reconciler replaces a job whose worker died, while a nanny would double each
+    #: worker's memory and start-up time (see the README).
+    nanny: bool = False
+    shebang: str = "#!/usr/bin/env bash"
+    #: Submit many workers at once as one job array (one submission, one queue entry).
+    array: bool = True
+    #: Seconds between the graceful stop (SIGTERM, so the job ends COMPLETED) and the kill.
+    stop_grace: float = 10.0
+    #: How long before ``walltime`` workers retire (``--lifetime``); default: 10% of the
+    #: walltime, between 30 s and 5 min.
+    lifetime_margin: float | None = None
+    #: Resources of the scheduler's own job when ``scheduler="remote"``.
+    scheduler_cores: int = 1
+    scheduler_memory: str | int | None = None
+    #: Wall-clock limit of the scheduler's job (default: ``walltime``).
+    scheduler_walltime: str | None = None
+
+    def __post_init__(self) -> None:
+        _opt_int(self.cores, "cores")
+        _opt_bytes(self.memory, "memory")
+        _opt_int(self.processes, "processes")
+        for name in ("queue", "account", "walltime", "python", "log_directory", "interface",
+                     "local_directory", "scheduler_walltime"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise SpecError(name, value, "expected a non-empty string (or None)")
+        for name in ("job_extra_directives", "job_directives_skip", "job_script_prologue",
+                     "worker_extra_args"):
+            object.__setattr__(self, name, _tuple_of_str(getattr(self, name), name))
+        _opt_seconds(self.death_timeout, "death_timeout")
+        _opt_seconds(self.lifetime_margin, "lifetime_margin")
+        if _opt_seconds(self.stop_grace, "stop_grace") is None:
+            raise SpecError("stop_grace", None, "expected a number of seconds >= 0")
+        for name in ("nanny", "array"):
+            if not isinstance(getattr(self, name), bool):
+                raise SpecError(name, getattr(self, name), "expected True or False")
+        if not isinstance(self.worker_command, str) or not self.worker_command:
+            raise SpecError("worker_command", self.worker_command,
+                            'expected a module name such as "distributed.cli.dask_worker"')
+        _opt_int(self.scheduler_cores, "scheduler_cores")
+        _opt_bytes(self.scheduler_memory, "scheduler_memory")
+        if self.cores is not None and self.processes is not None and self.processes > self.cores:
+            raise SpecError("processes", self.processes,
+                            f"expected at most cores={self.cores} processes per job")
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return _opt_bytes(self.memory, "memory")
+
+
+@dataclass(frozen=True)
+class SLURMOptions(JobqueueOptions):
+    """SLURM: ``--cpus-per-task`` and ``--mem`` default to ``cores`` and ``memory``."""
+
+    #: ``--cpus-per-task`` when it should differ from ``cores``.
+    job_cpu: int | None = None
+    #: ``--mem`` when it should differ from ``memory``.
+    job_mem: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _opt_int(self.job_cpu, "job_cpu")
+        _opt_bytes(self.job_mem, "job_mem")
+
+
+@dataclass(frozen=True)
+class PBSOptions(JobqueueOptions):
+    """PBS Pro / OpenPBS: ``resource_spec`` replaces the generated ``-l select=...``."""
+
+    resource_spec: str | None = None
+
+
+@dataclass(frozen=True)
+class SGEOptions(JobqueueOptions):
+    """Grid Engine: ``resource_spec`` is the ``-l`` list; ``project`` is ``-P``."""
+
+    resource_spec: str | None = None
+    project: str | None = None
+
+
+@dataclass(frozen=True)
+class LSFOptions(JobqueueOptions):
+    """LSF: ``ncpus``/``mem`` default to ``cores``/``memory``; ``project`` is ``-P``."""
+
+    ncpus: int | None = None
+    mem: str | int | None = None
+    project: str | None = None
+    #: Unit of ``-M``/``rusage[mem=]`` as configured by LSF_UNIT_FOR_LIMITS.
+    lsf_units: str = "KB"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _opt_int(self.ncpus, "ncpus")
+        _opt_bytes(self.mem, "mem")
+        if self.lsf_units.upper() not in ("B", "KB", "MB", "GB", "TB"):
+            raise SpecError("lsf_units", self.lsf_units, 'expected one of "KB", "MB", "GB", "TB"')
+
+
+@dataclass(frozen=True)
+class HTCondorOptions(JobqueueOptions):
+    """HTCondor: ``disk`` is ``request_disk``; there is no queue or wall clock by default."""
+
+    disk: str | int | None = None
+    walltime: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _opt_bytes(self.disk, "disk")
+
+
+# --------------------------------------------------------------------------------------
+# Defaults: jobqueue.yaml compatibility and the generic options derived from cores/memory
+# --------------------------------------------------------------------------------------
+
+#: dask-jobqueue config key (``jobqueue.<system>.<key>``) -> our option name.
+_JOBQUEUE_KEYS = {
+    "cores": "cores", "memory": "memory", "processes": "processes", "queue": "queue",
+    "account": "account", "project": "project", "walltime": "walltime",
+    "job-extra-directives": "job_extra_directives", "job-directives-skip": "job_directives_skip",
+    "job-script-prologue": "job_script_prologue", "python": "python",
+    "log-directory": "log_directory", "interface": "interface", "death-timeout": "death_timeout",
+    "local-directory": "local_directory", "worker-extra-args": "worker_extra_args",
+    "worker-command": "worker_command", "nanny": "nanny", "shebang": "shebang",
+    "resource-spec": "resource_spec", "job-cpu": "job_cpu", "job-mem": "job_mem",
+    "ncpus": "ncpus", "mem": "mem", "lsf-units": "lsf_units", "disk": "disk",
+}
+
+
+def _from_jobqueue_yaml(system: str, option: str, fallback: Any) -> Callable[[dict[str, Any]], Any]:
+    import dask.config
+
+    def default(_: dict[str, Any]) -> Any:
+        for key, name in _JOBQUEUE_KEYS.items():
+            if name == option:
+                value = dask.config.get(f"jobqueue.{system}.{key}", default=None)
+                if value not in (None, [], ""):
+                    return value
+        return fallback
+
+    return default
+
+
+def _job_processes(options: Mapping[str, Any]) -> int:
+    if options.get("processes"):
+        return int(options["processes"])
+    cores = options.get("cores")
+    return default_processes(cores) if isinstance(cores, int) and cores > 0 else 1
+
+
+def defaults(system: str, options_cls: type[JobqueueOptions]) -> dict[str, Any]:
+    """``BackendInfo.defaults`` of one system.
+
+    Each backend option takes its ``jobqueue.<system>.*`` value when the user did not give it
+    (so an existing ``jobqueue.yaml`` keeps working), and the generic per-worker options
+    follow from the per-job ones: ``threads_per_worker = cores // processes`` and
+    ``memory_limit = memory / processes``. Scheduler traffic is TLS by default (the workers
+    run on other machines), and a job may wait in the queue for a long time, so the start
+    timeout is generous.
+    """
+    out: dict[str, Any] = {}
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
+    for name, f in fields.items():
+        if name in _JOBQUEUE_KEYS.values():
+            fallback = f.default if f.default is not dataclasses.MISSING else None
+            out[name] = _from_jobqueue_yaml(system, name, fallback)
+
+    def resolved(options: dict[str, Any], name: str) -> Any:
+        value = options.get(name)
+        return out[name](options) if value is None and name in out else value
+
+    def threads(options: dict[str, Any]) -> int:
+        cores = resolved(options, "cores")
+        opts = {**options, "cores": cores, "processes": resolved(options, "processes")}
+        return max(1, cores // _job_processes(opts)) if isinstance(cores, int) else 1
+
+    def memory_limit(options: dict[str, Any]) -> int | str:
+        memory = _opt_bytes(resolved(options, "memory"), "memory")
+        opts = {**options, "cores": resolved(options, "cores"),
+                "processes": resolved(options, "processes")}
+        return memory // _job_processes(opts) if memory else "auto"
+
+    out.update(threads_per_worker=threads, memory_limit=memory_limit, security=True,
+               poll_interval=2.0, start_timeout=3600.0)
+    return out
+
+
+def field_names(cls: type[Any]) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+

@@ -1,0 +1,104 @@
+"""The body of a job script: which unit am I, start its workers, leave cleanly on SIGTERM.
+
+The body is the same on every system; only the header (directives) and the variable that
+holds the array index differ (:mod:`._systems`). It is plain bash and needs only the
+Python environment with ``distributed`` on the compute nodes, like dask-jobqueue's.
+
+What the body does, and why:
+
+* An array element maps its index to its unit's name (``case``), so that each element's
+  workers join the scheduler under the names the core expects (``<unit><suffix>``).
+* All of the unit's worker processes (``processes`` per job) run in the background, and
+  the shell waits for them. When one fails, the others are stopped and the job exits with
+  that code, so the batch system marks the job FAILED and the core replaces the unit as a
+  whole, instead of a half-working job lingering.
+* SIGTERM (our graceful stop) is forwarded once to every worker; they leave and the shell
+  exits 0, so the batch system records the job as COMPLETED, not CANCELLED or FAILED.
+* The last line of the output file is ``dask-deploy: job finished (exit N)``: the backend
+  reads it to tell a clean end from a failure after the system has forgotten the job.
+* TLS material is never in the script: it references files in a 0700 directory.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["NAME", "TRAILER", "TRAILER_RE", "body", "cli_flags"]
+
+#: The line a finished job prints last (``{code}`` is its exit code).
+TRAILER = "dask-deploy: job finished (exit {code})"
+TRAILER_RE = r"dask-deploy: job finished \(exit (-?\d+)\)"
+#: Placeholder in a worker's argv for its name, ``"${UNIT}<suffix>"`` in the script.
+NAME = "\0name"
+
+
+def cli_flags(options: Mapping[str, Any]) -> list[str]:
+    """``{"lifetime": "1h", "nanny": False}`` -> ``["--lifetime", "1h", "--no-nanny"]``."""
+    out: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value is False:
+            out.append("--no-" + key.replace("_", "-"))
+        elif value is None:
+            continue
+        elif isinstance(value, Mapping):  # resources
+            out += [flag, " ".join(f"{k}={v}" for k, v in value.items())]
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                out += [flag, str(item)]
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def quote(args: Sequence[str]) -> str:
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequence[str],
+         prologue: Sequence[str], env: Mapping[str, str],
+         commands: Sequence[tuple[str, Mapping[str, str], list[str]]]) -> list[str]:
+    """The script lines after the header.
+
+    ``commands`` holds one ``(name suffix, extra env, argv)`` per worker process; the
+    argument :data:`NAME` in ``argv`` becomes ``"${UNIT}<suffix>"``. ``units`` are the unit
+    names by array element (one name: a plain job).
+    """
+    lines = [f"# dask-deploy: cluster {cluster}, {len(units)} job(s) of {len(commands)} "
+             "worker process(es)"]
+    if len(units) == 1:
+        lines.append(f"UNIT={shlex.quote(units[0])}")
+    else:
+        lines.append(f'case "{index_var}" in')
+        lines += [f"  {first_index + i}) UNIT={shlex.quote(u)} ;;" for i, u in enumerate(units)]
+        lines += ['  *) echo "dask-deploy: no unit for array index ' + (index_var or "") + '"; exit 1 ;;',
+                  "esac"]
+    lines += list(prologue)
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in {"DASK_DEPLOY_CLUSTER": cluster, **env}.items()]
+    lines += ["stopping=", "pids=",
+              "trap 'stopping=1; kill -TERM $pids 2>/dev/null' TERM INT"]
+    for suffix, extra_env, argv in commands:
+        name = '"${UNIT}"' + (shlex.quote(suffix) if suffix else "")
+        prefix = ("env " + quote([f"{k}={v}" for k, v in extra_env.items()]) + " ") if extra_env else ""
+        words = " ".join(name if a == NAME else shlex.quote(a) for a in argv)
+        lines += [f"{prefix}{words} &",
+                  'pids="$pids $!"']
+    lines += [
+        "status=0",
+        "while [ -n \"$pids\" ]; do",
+        "  wait -n; rc=$?",
+        "  left=; for p in $pids; do kill -0 \"$p\" 2>/dev/null && left=\"$left $p\"; done",
+        "  if [ \"$left\" = \"$pids\" ]; then [ \"$rc\" = 127 ] && break; continue; fi  # a signal",
+        "  pids=$left",
+        "  if [ \"$rc\" -ne 0 ] && [ -z \"$stopping\" ] && [ \"$status\" = 0 ]; then",
+        "    status=$rc; kill -TERM $pids 2>/dev/null  # one worker failed: end the job",
+        "  fi",
+        "done",
+        f'echo "{TRAILER.format(code="$status")}"',
+        "exit $status",
+    ]
+    return lines

@@ -1,0 +1,623 @@
+"""What differs between batch systems: directives, commands and how to read their output.
+
+Each :class:`System` is a stateless description. It writes the header of a job script for a
+:class:`JobRequest` (one job, or an array of ``count`` elements), builds the command lines
+that submit, query, stop and list jobs, and parses what those commands print into the
+core's phases. The backend (:mod:`._backend`) runs the commands; nothing here does I/O, so
+every system's behaviour is tested against recorded command output.
+
+Element ids are the system's own names for one job or one array element, so that a user
+can paste them into its commands: SLURM ``123_4``, PBS ``123[4].server``, SGE ``123.4``,
+LSF ``123[4]``, HTCondor ``123.3``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dask_deploy import BackendError, Phase
+
+from ._options import JobqueueOptions
+
+__all__ = ["SYSTEMS", "JobRequest", "Listed", "System"]
+
+#: Every job of a cluster is named ``dask-deploy.<cluster>.<role>`` (role: worker or
+#: scheduler), which is how ``deploy_discover`` and ``dask-deploy gc`` find them.
+NAME_PREFIX = "dask-deploy."
+
+
+def job_name(cluster: str, role: str) -> str:
+    return f"{NAME_PREFIX}{cluster}.{role}"
+
+
+def parse_job_name(name: str) -> tuple[str, str] | None:
+    """``(cluster, role)`` of one of our job names (LSF appends ``[1-4]``), else None."""
+    name = re.sub(r"\[[^\]]*\]$", "", name.strip())
+    if not name.startswith(NAME_PREFIX):
+        return None
+    cluster, _, role = name[len(NAME_PREFIX):].rpartition(".")
+    return (cluster, role) if cluster and role in ("worker", "scheduler") else None
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One submission: a plain job (``count == 1``) or an array of ``count`` elements."""
+
+    name: str
+    log_dir: str
+    count: int
+    cores: int
+    memory: int | None
+    walltime: str | None
+    options: JobqueueOptions
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One job element as a listing command shows it."""
+
+    element: str
+    name: str
+    phase: Phase
+    reason: str = ""
+
+
+def _mib(n: int) -> int:
+    return max(1, math.ceil(n / 2**20))
+
+
+def _ranges(spec: str) -> list[int]:
+    """``"2-8:2,10"`` -> [2, 4, 6, 8, 10] (SGE task ranges)."""
+    out: list[int] = []
+    for part in spec.split(","):
+        m = re.match(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$", part.strip())
+        if m:
+            lo = int(m.group(1))
+            hi = int(m.group(2) or lo)
+            out.extend(range(lo, hi + 1, int(m.group(3) or 1)))
+    return out
+
+
+class System:
+    """Base class: the parts every batch system has, overridden where they differ."""
+
+    name = ""
+    directive = ""
+    #: Shell expression of the array element's index inside the job.
+    index_var = ""
+    #: Index of the first array element (the job script maps index -> unit).
+    first_index = 1
+    #: How one-colon walltimes read (see :func:`~._options.parse_walltime`).
+    walltime_colon = "minutes:seconds"
+    #: Whether the submit command reads the script from stdin instead of a path argument.
+    submit_stdin = False
+    #: The command that must be on PATH (named in the error when it is missing).
+    submit_binary = ""
+    #: What the status command prints on stderr for a job it no longer knows, when it then
+    #: exits non-zero although it answered for the others (PBS qstat, LSF bjobs).
+    unknown_job_markers: tuple[str, ...] = ()
+
+    def header(self, req: JobRequest) -> list[str]:
+        lines = self.directives(req)
+        lines = [line for line in lines
+                 if not any(skip in line for skip in req.options.job_directives_skip)]
+        lines += [f"{self.directive} {d}" for d in req.options.job_extra_directives]
+        return lines
+
+    def directives(self, req: JobRequest) -> list[str]:
+        raise NotImplementedError
+
+    def prologue(self) -> list[str]:
+        """Shell lines that must come first in the body (after the header)."""
+        return []
+
+    def submit_command(self, script: str) -> list[str]:
+        raise NotImplementedError
+
+    def parse_submit(self, out: str) -> str:
+        raise NotImplementedError
+
+    def element_ids(self, job_id: str, count: int) -> list[str]:
+        raise NotImplementedError
+
+    def log_paths(self, req: JobRequest, job_id: str) -> list[str]:
+        raise NotImplementedError
+
+    def status_command(self, name: str, job_ids: Sequence[str]) -> list[str]:
+        raise NotImplementedError
+
+    def partial_answer(self, out: str, err: str) -> bool:
+        """Whether a non-zero exit of the status command is only about forgotten jobs."""
+        return bool(self.unknown_job_markers) and any(m in err for m in self.unknown_job_markers)
+
+    def parse_status(self, out: str) -> dict[str, tuple[Phase, str]]:
+        return {j.element: (j.phase, j.reason) for j in self.parse_listing(out)}
+
+    def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
+        """Graceful: the job's shell gets SIGTERM and lets the workers leave, exit 0."""
+        raise NotImplementedError
+
+    def kill_commands(self, ids: Sequence[str]) -> list[list[str]]:
+        raise NotImplementedError
+
+    def list_command(self, user: str) -> list[str]:
+        raise NotImplementedError
+
+    def parse_listing(self, out: str) -> list[Listed]:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------
+# SLURM (tested against a real slurmctld)
+# --------------------------------------------------------------------------------------
+
+_SLURM_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
+_SLURM_PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                  "RESV_DEL_HOLD", "SPECIAL_EXIT", "SUSPENDED", "STOPPED"}
+#: Pending reasons that never resolve by waiting: the job is refused, so it failed.
+_SLURM_HOPELESS = {"BadConstraints", "InvalidAccount", "InvalidQOS", "PartitionTimeLimit",
+                   "PartitionNodeLimit", "DependencyNeverSatisfied", "QOSMaxWallDurationPerJobLimit",
+                   "AccountNotAllowed"}
+
+
+class Slurm(System):
+    name = "slurm"
+    directive = "#SBATCH"
+    index_var = "${SLURM_ARRAY_TASK_ID}"
+    submit_binary = "sbatch"
+
+    def directives(self, req: JobRequest) -> list[str]:
+        o = req.options
+        d = self.directive
+        array = req.count > 1
+        lines = [f"{d} --job-name={req.name}",
+                 f"{d} --output={req.log_dir}/{'%A_%a' if array else '%j'}.out"]
+        if array:
+            lines.append(f"{d} --array={self.first_index}-{self.first_index + req.count - 1}")
+        if o.queue:
+            lines.append(f"{d} --partition={o.queue}")
+        if o.account:
+            lines.append(f"{d} --account={o.account}")
+        lines += [f"{d} --ntasks=1", f"{d} --cpus-per-task={getattr(o, 'job_cpu', None) or req.cores}"]
+        mem = getattr(o, "job_mem", None)
+        if mem or req.memory:
+            from dask.utils import parse_bytes
+
+            lines.append(f"{d} --mem={_mib(parse_bytes(mem) if mem else req.memory or 0)}M")
+        if req.walltime:
+            lines.append(f"{d} --time={req.walltime}")
+        return lines
+
+    def submit_command(self, script: str) -> list[str]:
+        return ["sbatch", "--parsable", script]
+
+    def parse_submit(self, out: str) -> str:
+        m = re.search(r"^(\d+)(;.*)?$", out.strip(), re.M)
+        if not m:
+            raise BackendError(f"could not read a job id from sbatch's output: {out!r}")
+        return m.group(1)
+
+    def element_ids(self, job_id: str, count: int) -> list[str]:
+        if count == 1:
+            return [job_id]
+        return [f"{job_id}_{i}" for i in range(self.first_index, self.first_index + count)]
+
+    def log_paths(self, req: JobRequest, job_id: str) -> list[str]:
+        return [f"{req.log_dir}/{e}.out" for e in self.element_ids(job_id, req.count)]
+
+    def status_command(self, name: str, job_ids: Sequence[str]) -> list[str]:
+        # By name, not by id: squeue refuses a whole query when one id has been purged.
+        return ["squeue", "--noheader", "--array", "--states=all", f"--name={name}",
+                "--format=%i|%T|%r|%j"]
+
+    def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
+        # Pending elements never ran: cancel them. Running ones: SIGTERM to the batch shell
+        # only (--batch); its trap forwards it once to each worker, which then leaves, and
+        # the job ends with exit code 0, i.e. COMPLETED instead of CANCELLED.
+        return [["scancel", "--state=PENDING", *ids],
+                ["scancel", "--batch", "--signal=TERM", "--state=RUNNING", *ids]]
+
+    def kill_commands(self, ids: Sequence[str]) -> list[list[str]]:
+        return [["scancel", *ids]]
+
+    def list_command(self, user: str) -> list[str]:
+        return ["squeue", "--noheader", "--array", f"--user={user}", "--format=%i|%T|%r|%j"]
+
+    def parse_listing(self, out: str) -> list[Listed]:
+        jobs = []
+        for line in out.splitlines():
+            parts = line.strip().split("|", 3)
+            if len(parts) != 4:
+                continue
+            element, state, why, name = parts
+            state = state.split()[0] if state else ""
+            reason = f"{state} ({why})" if why not in ("", "None") else state
+            if state in _SLURM_RUNNING:
+                phase, reason = Phase.RUNNING, ""
+            elif state in _SLURM_PENDING:
+                hopeless = state == "PENDING" and why in _SLURM_HOPELESS
+                phase = Phase.FAILED if hopeless else Phase.PENDING
+            elif state == "COMPLETED":
+                phase, reason = Phase.GONE, ""
+            else:  # FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, BOOT_FAIL, ...
+                phase = Phase.FAILED
+            jobs.append(Listed(element, name, phase, reason))
+        return jobs
+
+
+# --------------------------------------------------------------------------------------
+# PBS Pro / OpenPBS (recorded output)
+# --------------------------------------------------------------------------------------
+
+_PBS_PHASE = {"Q": Phase.PENDING, "H": Phase.PENDING, "W": Phase.PENDING, "T": Phase.PENDING,
+              "S": Phase.PENDING, "U": Phase.PENDING, "M": Phase.PENDING,
+              "R": Phase.RUNNING, "E": Phase.RUNNING, "B": Phase.RUNNING,
+              "F": Phase.GONE, "X": Phase.GONE}
+
+
+class PBS(System):
+    name = "pbs"
+    directive = "#PBS"
+    index_var = "${PBS_ARRAY_INDEX}"
+    submit_binary = "qsub"
+    unknown_job_markers = ("Unknown Job Id", "Job has finished")
+
+    def directives(self, req: JobRequest) -> list[str]:
+        o = req.options
+        d = self.directive
+        lines = [f"{d} -N {req.name}", f"{d} -j oe", f"{d} -o {req.log_dir}/"]
+        if req.count > 1:
+            lines.append(f"{d} -J {self.first_index}-{self.first_index + req.count - 1}")
+        if o.queue:
+            lines.append(f"{d} -q {o.queue}")
+        if o.account:
+            lines.append(f"{d} -A {o.account}")
+        spec = getattr(o, "resource_spec", None)
+        if not spec:
+            spec = f"select=1:ncpus={req.cores}" + (f":mem={_mib(req.memory)}MB" if req.memory else "")
+        lines.append(f"{d} -l {spec}")
+        if req.walltime:
+            lines.append(f"{d} -l walltime={req.walltime}")
+        return lines
+
+    def submit_command(self, script: str) -> list[str]:
+        return ["qsub", script]
+
+    def parse_submit(self, out: str) -> str:
+        m = re.search(r"^(\d+(?:\[\])?(?:\.\S+)?)$", out.strip(), re.M)
+        if not m:
+            raise BackendError(f"could not read a job id from qsub's output: {out!r}")
+        return m.group(1)
+
+    def element_ids(self, job_id: str, count: int) -> list[str]:
+        if count == 1:
+            return [job_id]
+        seq, _, server = job_id.partition(".")
+        seq = seq.removesuffix("[]")
+        tail = f".{server}" if server else ""
+        return [f"{seq}[{i}]{tail}" for i in range(self.first_index, self.first_index + count)]
+
+    def log_paths(self, req: JobRequest, job_id: str) -> list[str]:
+        # With -o naming a directory, PBS writes <job name>.o<sequence>[.<index>] there.
+        seq = re.match(r"\d+", job_id)
+        assert seq is not None
+        if req.count == 1:
+            return [f"{req.log_dir}/{req.name}.o{seq.group()}"]
+        return [f"{req.log_dir}/{req.name}.o{seq.group()}.{i}"
+                for i in range(self.first_index, self.first_index + req.count)]
+
+    def status_command(self, name: str, job_ids: Sequence[str]) -> list[str]:
+        arrays = sorted({re.sub(r"\[\d+\]", "[]", j) for j in job_ids})
+        return ["qstat", "-f", "-F", "json", "-x", "-t", *arrays]
+
+    def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
+        # qdel sends SIGTERM, waits -W seconds, then SIGKILL.
+        return [["qdel", "-W", str(max(1, math.ceil(grace))), *ids]]
+
+    def kill_commands(self, ids: Sequence[str]) -> list[list[str]]:
+        return [["qdel", "-W", "force", *ids]]
+
+    def list_command(self, user: str) -> list[str]:
+        return ["qstat", "-f", "-F", "json", "-t", "-u", user]
+
+    def parse_listing(self, out: str) -> list[Listed]:
+        try:
+            jobs = json.loads(out or "{}").get("Jobs", {}) or {}
+        except ValueError as e:
+            raise BackendError(f"qstat printed something that is not JSON: {out[:200]!r}") from e
+        listed = []
+        for element, attrs in jobs.items():
+            if element.endswith("[]") or "[]." in element:
+                continue  # the array itself; its subjobs are listed with -t
+            state = attrs.get("job_state", "")
+            phase = _PBS_PHASE.get(state, Phase.PENDING)
+            reason = ""
+            exit_status = attrs.get("Exit_status")
+            if phase is Phase.GONE and exit_status not in (None, 0, "0"):
+                phase, reason = Phase.FAILED, f"exit status {exit_status}"
+            elif phase is Phase.PENDING:
+                reason = str(attrs.get("comment", state))
+            listed.append(Listed(element, attrs.get("Job_Name", ""), phase, reason))
+        return listed
+
+
+# --------------------------------------------------------------------------------------
+# Grid Engine (recorded output)
+# --------------------------------------------------------------------------------------
+
+
+class SGE(System):
+    name = "sge"
+    directive = "#$"
+    index_var = "${SGE_TASK_ID}"
+    submit_binary = "qsub"
+
+    def directives(self, req: JobRequest) -> list[str]:
+        o = req.options
+        d = self.directive
+        lines = [f"{d} -N {req.name}", f"{d} -S /bin/bash", f"{d} -j y",
+                 f"{d} -o {req.log_dir}/$JOB_ID.$TASK_ID.out", f"{d} -cwd"]
+        if req.count > 1:
+            lines.append(f"{d} -t {self.first_index}-{self.first_index + req.count - 1}")
+        if o.queue:
+            lines.append(f"{d} -q {o.queue}")
+        project = getattr(o, "project", None) or o.account
+        if project:
+            lines.append(f"{d} -P {project}")
+        spec = getattr(o, "resource_spec", None)
+        if spec:
+            lines.append(f"{d} -l {spec}")
+        if req.walltime:
+            lines.append(f"{d} -l h_rt={req.walltime}")
+        return lines
+
+    def submit_command(self, script: str) -> list[str]:
+        return ["qsub", "-terse", script]
+
+    def parse_submit(self, out: str) -> str:
+        m = re.search(r"^(\d+)(?:\.\S+)?$", out.strip(), re.M)
+        if not m:
+            raise BackendError(f"could not read a job id from qsub's output: {out!r}")
+        return m.group(1)
+
+    def element_ids(self, job_id: str, count: int) -> list[str]:
+        if count == 1:
+            return [job_id]
+        return [f"{job_id}.{i}" for i in range(self.first_index, self.first_index + count)]
+
+    def log_paths(self, req: JobRequest, job_id: str) -> list[str]:
+        if req.count == 1:
+            return [f"{req.log_dir}/{job_id}.undefined.out"]  # $TASK_ID of a plain job
+        return [f"{req.log_dir}/{e}.out" for e in self.element_ids(job_id, req.count)]
+
+    def status_command(self, name: str, job_ids: Sequence[str]) -> list[str]:
+        return ["qstat", "-xml"]  # this user's jobs; finished ones are read from their files
+
+    def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
+        # Grid Engine's qdel sends SIGKILL unless the queue's terminate_method says
+        # otherwise; a site that wants SIGTERM first configures it there.
+        return [["qdel", *ids]]
+
+    def kill_commands(self, ids: Sequence[str]) -> list[list[str]]:
+        return [["qdel", "-f", *ids]]
+
+    def list_command(self, user: str) -> list[str]:
+        return ["qstat", "-xml", "-u", user]
+
+    def parse_listing(self, out: str) -> list[Listed]:
+        try:
+            root = ET.fromstring(out)
+        except ET.ParseError as e:
+            raise BackendError(f"qstat -xml printed something that is not XML: {out[:200]!r}") from e
+        listed = []
+        for job in root.iter("job_list"):
+            number = job.findtext("JB_job_number", "")
+            name = job.findtext("JB_name", "")
+            state = job.findtext("state", "")
+            tasks = job.findtext("tasks")
+            if "E" in state:
+                phase, reason = Phase.FAILED, f"error state {state} (qstat -j {number} -explain E)"
+            elif "d" in state:
+                phase, reason = Phase.RUNNING, ""  # being deleted: still there
+            elif "r" in state or "t" in state:
+                phase, reason = Phase.RUNNING, ""
+            else:
+                phase, reason = Phase.PENDING, state
+            elements = [f"{number}.{i}" for i in _ranges(tasks)] if tasks else [number]
+            listed += [Listed(e, name, phase, reason) for e in elements]
+        return listed
+
+
+# --------------------------------------------------------------------------------------
+# LSF (recorded output)
+# --------------------------------------------------------------------------------------
+
+_LSF_PHASE = {"PEND": Phase.PENDING, "PSUSP": Phase.PENDING, "WAIT": Phase.PENDING,
+              "RUN": Phase.RUNNING, "USUSP": Phase.RUNNING, "SSUSP": Phase.RUNNING,
+              "PROV": Phase.PENDING, "DONE": Phase.GONE, "EXIT": Phase.FAILED,
+              "UNKWN": Phase.FAILED, "ZOMBI": Phase.FAILED}
+_LSF_FIELDS = "jobid stat exit_code jobindex job_name pend_reason"
+
+
+class LSF(System):
+    name = "lsf"
+    directive = "#BSUB"
+    index_var = "${LSB_JOBINDEX}"
+    walltime_colon = "hours:minutes"
+    submit_stdin = True  # bsub reads #BSUB lines only from a script on its stdin
+    submit_binary = "bsub"
+    unknown_job_markers = ("is not found",)
+
+    def directives(self, req: JobRequest) -> list[str]:
+        o = req.options
+        d = self.directive
+        name = req.name
+        if req.count > 1:
+            name += f"[{self.first_index}-{self.first_index + req.count - 1}]"
+        lines = [f"{d} -J {name}", f"{d} -o {req.log_dir}/%J.%I.out"]
+        if o.queue:
+            lines.append(f"{d} -q {o.queue}")
+        project = getattr(o, "project", None) or o.account
+        if project:
+            lines.append(f"{d} -P {project}")
+        ncpus = getattr(o, "ncpus", None) or req.cores
+        lines += [f"{d} -n {ncpus}", f'{d} -R "span[hosts=1]"']
+        mem = getattr(o, "mem", None)
+        from dask.utils import parse_bytes
+
+        nbytes = (parse_bytes(mem) if isinstance(mem, str) else mem) or req.memory
+        if nbytes:
+            units = getattr(o, "lsf_units", "KB").upper()
+            scale = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}[units]
+            amount = max(1, math.ceil(nbytes / scale))
+            lines += [f"{d} -M {amount}", f'{d} -R "rusage[mem={amount}]"']
+        if req.walltime:
+            lines.append(f"{d} -W {req.walltime}")
+        return lines
+
+    def submit_command(self, script: str) -> list[str]:
+        return ["bsub"]
+
+    def parse_submit(self, out: str) -> str:
+        m = re.search(r"Job <(\d+)> is submitted", out)
+        if not m:
+            raise BackendError(f"could not read a job id from bsub's output: {out!r}")
+        return m.group(1)
+
+    def element_ids(self, job_id: str, count: int) -> list[str]:
+        if count == 1:
+            return [job_id]
+        return [f"{job_id}[{i}]" for i in range(self.first_index, self.first_index + count)]
+
+    def log_paths(self, req: JobRequest, job_id: str) -> list[str]:
+        if req.count == 1:
+            return [f"{req.log_dir}/{job_id}.0.out"]  # %I is 0 outside arrays
+        return [f"{req.log_dir}/{job_id}.{i}.out"
+                for i in range(self.first_index, self.first_index + req.count)]
+
+    def status_command(self, name: str, job_ids: Sequence[str]) -> list[str]:
+        arrays = sorted({re.sub(r"\[\d+\]$", "", j) for j in job_ids})
+        return ["bjobs", "-a", "-noheader", "-o", f"{_LSF_FIELDS} delimiter='|'", *arrays]
+
+    def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
+        return [["bkill", "-s", "TERM", *ids]]
+
+    def kill_commands(self, ids: Sequence[str]) -> list[list[str]]:
+        return [["bkill", *ids]]
+
+    def list_command(self, user: str) -> list[str]:
+        return ["bjobs", "-noheader", "-u", user, "-o", f"{_LSF_FIELDS} delimiter='|'"]
+
+    def parse_listing(self, out: str) -> list[Listed]:
+        listed = []
+        for line in out.splitlines():
+            parts = line.strip().split("|", 5)
+            if len(parts) != 6 or not parts[0].isdigit():
+                continue  # "Job <123> is not found" and the like
+            jobid, stat, exit_code, index, name, pend = parts
+            phase = _LSF_PHASE.get(stat, Phase.PENDING)
+            element = f"{jobid}[{index}]" if index not in ("", "0", "-") else jobid
+            reason = ""
+            if phase is Phase.FAILED:
+                reason = f"{stat} (exit code {exit_code})" if exit_code not in ("", "-") else stat
+            elif phase is Phase.PENDING:
+                reason = pend if pend not in ("", "-") else stat
+            listed.append(Listed(element, name, phase, reason))
+        return listed
+
+
+# --------------------------------------------------------------------------------------
+# HTCondor (recorded output)
+# --------------------------------------------------------------------------------------
+
+_CONDOR_PHASE = {"1": Phase.PENDING, "2": Phase.RUNNING, "3": Phase.GONE, "4": Phase.GONE,
+                 "5": Phase.FAILED, "6": Phase.RUNNING, "7": Phase.PENDING}
+
+
+class HTCondor(System):
+    """HTCondor takes a submit description, not a script: :meth:`submit_description`."""
+
+    name = "htcondor"
+    directive = ""
+    index_var = "${1}"  # the submit description passes $(Process) as the first argument
+    first_index = 0
+    submit_binary = "condor_submit"
+
+    def header(self, req: JobRequest) -> list[str]:
+        return []  # the batch settings live in the submit description
+
+    def prologue(self) -> list[str]:
+        return ["exec 2>&1  # one output file per job, as on the other systems"]
+
+    def submit_description(self, req: JobRequest, script: str) -> str:
+        o = req.options
+        lines = ["universe = vanilla", f"executable = {script}", "arguments = $(Process)",
+                 f'batch_name = "{req.name}"', f"+JobBatchName = \"{req.name}\"",
+                 f"output = {req.log_dir}/$(Cluster).$(Process).out",
+                 f"request_cpus = {req.cores}"]
+        if req.memory:
+            lines.append(f"request_memory = {_mib(req.memory)}")
+        disk = getattr(o, "disk", None)
+        if disk:
+            from dask.utils import parse_bytes
+
+            nbytes = parse_bytes(disk) if isinstance(disk, str) else disk
+            lines.append(f"request_disk = {max(1, math.ceil(nbytes / 1024))}")
+        lines = [line for line in lines if not any(s in line for s in o.job_directives_skip)]
+        lines += list(o.job_extra_directives)
+        lines.append(f"queue {req.count}")
+        return "\n".join(lines) + "\n"
+
+    def submit_command(self, script: str) -> list[str]:
+        return ["condor_submit", script]
+
+    def parse_submit(self, out: str) -> str:
+        m = re.search(r"submitted to cluster (\d+)", out)
+        if not m:
+            raise BackendError(f"could not read a cluster id from condor_submit's output: {out!r}")
+        return m.group(1)
+
+    def element_ids(self, job_id: str, count: int) -> list[str]:
+        return [f"{job_id}.{i}" for i in range(count)]
+
+    def log_paths(self, req: JobRequest, job_id: str) -> list[str]:
+        return [f"{req.log_dir}/{e}.out" for e in self.element_ids(job_id, req.count)]
+
+    def status_command(self, name: str, job_ids: Sequence[str]) -> list[str]:
+        clusters = sorted({j.split(".")[0] for j in job_ids})
+        return ["condor_q", *clusters, "-af:j", "JobStatus", "ExitCode", "JobBatchName",
+                "HoldReason"]
+
+    def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
+        return [["condor_rm", *ids]]  # SIGTERM (the job's KillSig), SIGKILL later
+
+    def kill_commands(self, ids: Sequence[str]) -> list[list[str]]:
+        return [["condor_rm", "-forcex", *ids]]
+
+    def list_command(self, user: str) -> list[str]:
+        return ["condor_q", user, "-af:j", "JobStatus", "ExitCode", "JobBatchName", "HoldReason"]
+
+    def parse_listing(self, out: str) -> list[Listed]:
+        listed = []
+        for line in out.splitlines():
+            parts = line.split(None, 4)
+            if len(parts) < 4 or not re.match(r"^\d+\.\d+$", parts[0]):
+                continue
+            element, status, exit_code, name = parts[:4]
+            hold = parts[4] if len(parts) > 4 else "undefined"
+            phase = _CONDOR_PHASE.get(status, Phase.PENDING)
+            reason = ""
+            if status == "5":
+                reason = f"held: {hold}"
+            elif status == "4" and exit_code not in ("0", "undefined"):
+                phase, reason = Phase.FAILED, f"exit code {exit_code}"
+            listed.append(Listed(element, name.strip('"'), phase, reason))
+        return listed
+
+
+SYSTEMS: dict[str, System] = {s.name: s for s in (Slurm(), PBS(), SGE(), LSF(), HTCondor())}

@@ -1,0 +1,50 @@
+"""Fixtures: one real single-node SLURM for the whole session (see dask_deploy_jobqueue.testing)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from dask_deploy_jobqueue.testing import LocalSlurm, local_slurm
+
+
+@pytest.fixture(scope="session")
+def slurm_session() -> Iterator[LocalSlurm]:
+    """munged + slurmctld + slurmd from a generated slurm.conf; stopped by PID at the end.
+
+    Under CI=true a SLURM that cannot be started fails the tests instead of skipping them.
+    """
+    try:
+        cm = local_slurm()
+        slurm = cm.__enter__()
+    except Exception as e:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"a real SLURM is required under CI=true: {e}")
+        pytest.skip(f"no SLURM here: {e}")
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = slurm.conf  # the backend's commands (and the jobs) use it
+    try:
+        yield slurm
+    finally:
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def slurm(slurm_session: LocalSlurm) -> Iterator[LocalSlurm]:
+    """The session's SLURM, checked for leaks: no job may still be queued or running after
+    a test (every test closes its clusters, and closing must stop every job)."""
+    slurm_session.cancel_all()
+    yield slurm_session
+    left = slurm_session.job_ids()
+    slurm_session.cancel_all()
+    assert not left, f"jobs left in the queue after the test: {left}"
+
+
+@pytest.fixture
+def log_dir(tmp_path: object) -> str:
+    return str(tmp_path)

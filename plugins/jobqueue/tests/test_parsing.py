@@ -1,0 +1,280 @@
+"""Reading what the systems' commands print: submit, status and listing output.
+
+SLURM's samples were recorded from the real slurmctld 22.05 these tests start. PBS Pro,
+Grid Engine, LSF and HTCondor are not packaged for Debian, so their samples follow the
+formats their documentation shows (``qstat -f -F json``, ``qstat -xml``, ``bjobs -o``,
+``condor_q -af:j``); the SLURM tests check the same code paths for real.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from dask_deploy import BackendError, ClusterSpec, Handle, Phase
+from dask_deploy_jobqueue._backend import JobqueueBackend, _last_error
+from dask_deploy_jobqueue._options import SLURMOptions
+from dask_deploy_jobqueue._systems import SYSTEMS, JobRequest, parse_job_name
+
+S = SYSTEMS
+
+
+def req(system: str, count: int) -> JobRequest:
+    return JobRequest("dask-deploy.c1.worker", "/logs/c1", count, 1, None, None, SLURMOptions())
+
+
+# -- SLURM (recorded) -------------------------------------------------------------------
+
+SQUEUE = """\
+1_2|CANCELLED|None|dask-deploy.rec.worker
+1_10|PENDING|Resources|dask-deploy.rec.worker
+2|PENDING|Priority|dask-deploy.rec.worker
+4|PENDING|JobHeldUser|dask-deploy.rec.scheduler
+1_9|RUNNING|None|dask-deploy.rec.worker
+7|COMPLETED|None|dask-deploy.rec.worker
+8|FAILED|NonZeroExitCode|dask-deploy.rec.worker
+9|PENDING|PartitionTimeLimit|dask-deploy.rec.worker
+10|COMPLETING|None|dask-deploy.rec.worker
+"""
+
+
+def test_slurm_submit_and_elements() -> None:
+    slurm = S["slurm"]
+    assert slurm.parse_submit("1234\n") == "1234"
+    assert slurm.parse_submit("1234;cluster2\n") == "1234"
+    with pytest.raises(BackendError, match="sbatch"):
+        slurm.parse_submit("sbatch: error: Batch job submission failed: Invalid partition\n")
+    assert slurm.element_ids("55", 3) == ["55_1", "55_2", "55_3"]
+    assert slurm.element_ids("56", 1) == ["56"]
+    assert slurm.log_paths(req("slurm", 2), "55") == ["/logs/c1/55_1.out", "/logs/c1/55_2.out"]
+    assert slurm.log_paths(req("slurm", 1), "56") == ["/logs/c1/56.out"]
+
+
+def test_slurm_status() -> None:
+    st = S["slurm"].parse_status(SQUEUE)
+    assert st["1_9"] == (Phase.RUNNING, "")
+    assert st["10"] == (Phase.RUNNING, "")
+    assert st["1_10"] == (Phase.PENDING, "PENDING (Resources)")
+    assert st["2"] == (Phase.PENDING, "PENDING (Priority)")
+    assert st["7"] == (Phase.GONE, "")
+    assert st["8"] == (Phase.FAILED, "FAILED (NonZeroExitCode)")
+    assert st["1_2"] == (Phase.FAILED, "CANCELLED")
+    # a pending reason that waiting cannot fix fails the job at once
+    assert st["9"] == (Phase.FAILED, "PENDING (PartitionTimeLimit)")
+
+
+def test_slurm_status_query_is_by_name() -> None:
+    # squeue -j refuses the whole query when one id has been purged ("Invalid job id")
+    cmd = S["slurm"].status_command("dask-deploy.c1.worker", ["1_1", "2"])
+    assert "--name=dask-deploy.c1.worker" in cmd and not any(c.startswith("-j") for c in cmd)
+
+
+def test_slurm_stop_is_graceful() -> None:
+    stop = S["slurm"].stop_commands(["5_1", "6"], 10)
+    assert ["scancel", "--state=PENDING", "5_1", "6"] in stop
+    assert ["scancel", "--batch", "--signal=TERM", "--state=RUNNING", "5_1", "6"] in stop
+    assert S["slurm"].kill_commands(["5_1"]) == [["scancel", "5_1"]]
+
+
+def test_job_names_carry_the_cluster() -> None:
+    assert parse_job_name("dask-deploy.my-cluster.worker") == ("my-cluster", "worker")
+    assert parse_job_name("dask-deploy.c.scheduler") == ("c", "scheduler")
+    assert parse_job_name("dask-deploy.c.worker[1-4]") == ("c", "worker")  # LSF arrays
+    assert parse_job_name("dask-worker") is None
+    assert parse_job_name("dask-deploy.c.other") is None
+
+
+# -- PBS Pro / OpenPBS ------------------------------------------------------------------
+
+QSTAT_JSON = """{
+    "timestamp":1764136300,
+    "pbs_version":"22.05.11",
+    "pbs_server":"pbs01",
+    "Jobs":{
+        "101[].pbs01":{
+            "Job_Name":"dask-deploy.c1.worker",
+            "job_state":"B",
+            "array":"True",
+            "array_indices_submitted":"1-3"
+        },
+        "101[1].pbs01":{"Job_Name":"dask-deploy.c1.worker","job_state":"R"},
+        "101[2].pbs01":{"Job_Name":"dask-deploy.c1.worker","job_state":"Q",
+                        "comment":"Not Running: Insufficient amount of resource: ncpus"},
+        "101[3].pbs01":{"Job_Name":"dask-deploy.c1.worker","job_state":"F","Exit_status":271},
+        "102.pbs01":{"Job_Name":"dask-deploy.c1.worker","job_state":"F","Exit_status":0},
+        "103.pbs01":{"Job_Name":"dask-deploy.c1.scheduler","job_state":"E"}
+    }
+}"""
+
+
+def test_pbs() -> None:
+    pbs = S["pbs"]
+    assert pbs.parse_submit("101[].pbs01\n") == "101[].pbs01"
+    assert pbs.parse_submit("102.pbs01\n") == "102.pbs01"
+    assert pbs.element_ids("101[].pbs01", 2) == ["101[1].pbs01", "101[2].pbs01"]
+    assert pbs.log_paths(req("pbs", 2), "101[].pbs01") == [
+        "/logs/c1/dask-deploy.c1.worker.o101.1", "/logs/c1/dask-deploy.c1.worker.o101.2"]
+    assert pbs.status_command("n", ["101[1].pbs01", "101[2].pbs01", "102.pbs01"]) == [
+        "qstat", "-f", "-F", "json", "-x", "-t", "101[].pbs01", "102.pbs01"]
+    st = pbs.parse_status(QSTAT_JSON)
+    assert "101[].pbs01" not in st  # the array itself is not an element
+    assert st["101[1].pbs01"] == (Phase.RUNNING, "")
+    assert st["101[2].pbs01"] == (Phase.PENDING, "Not Running: Insufficient amount of resource: ncpus")
+    assert st["101[3].pbs01"] == (Phase.FAILED, "exit status 271")
+    assert st["102.pbs01"] == (Phase.GONE, "")
+    assert st["103.pbs01"] == (Phase.RUNNING, "")
+    assert pbs.partial_answer("", "qstat: Unknown Job Id 99.pbs01")
+    assert not pbs.partial_answer("", "Connection refused")
+    with pytest.raises(BackendError, match="JSON"):
+        pbs.parse_status("qstat: cannot connect to server")
+
+
+# -- Grid Engine ------------------------------------------------------------------------
+
+QSTAT_XML = """<?xml version='1.0'?>
+<job_info  xmlns:xsd="http://arc.liv.ac.uk/repos/darcs/sge/source/dist/util/resources/schemas/qstat/qstat.xsd">
+  <queue_info>
+    <job_list state="running">
+      <JB_job_number>12</JB_job_number>
+      <JAT_prio>0.55500</JAT_prio>
+      <JB_name>dask-deploy.c1.worker</JB_name>
+      <JB_owner>alice</JB_owner>
+      <state>r</state>
+      <JAT_start_time>2026-11-26T05:51:44</JAT_start_time>
+      <queue_name>all.q@node1</queue_name>
+      <slots>1</slots>
+      <tasks>1</tasks>
+    </job_list>
+  </queue_info>
+  <job_info>
+    <job_list state="pending">
+      <JB_job_number>12</JB_job_number>
+      <JAT_prio>0.00000</JAT_prio>
+      <JB_name>dask-deploy.c1.worker</JB_name>
+      <JB_owner>alice</JB_owner>
+      <state>qw</state>
+      <JB_submission_time>2026-11-26T05:51:40</JB_submission_time>
+      <queue_name></queue_name>
+      <slots>1</slots>
+      <tasks>2-6:2</tasks>
+    </job_list>
+    <job_list state="pending">
+      <JB_job_number>13</JB_job_number>
+      <JAT_prio>0.00000</JAT_prio>
+      <JB_name>dask-deploy.c1.scheduler</JB_name>
+      <JB_owner>alice</JB_owner>
+      <state>Eqw</state>
+      <JB_submission_time>2026-11-26T05:51:41</JB_submission_time>
+      <queue_name></queue_name>
+      <slots>1</slots>
+    </job_list>
+  </job_info>
+</job_info>
+"""
+
+
+def test_sge() -> None:
+    sge = S["sge"]
+    assert sge.parse_submit("12.1-6:1\n") == "12"
+    assert sge.parse_submit("14\n") == "14"
+    assert sge.element_ids("12", 3) == ["12.1", "12.2", "12.3"]
+    assert sge.log_paths(req("sge", 1), "14") == ["/logs/c1/14.undefined.out"]
+    listed = {j.element: j for j in sge.parse_listing(QSTAT_XML)}
+    assert listed["12.1"].phase is Phase.RUNNING
+    assert [e for e in listed if e.startswith("12.")] == ["12.1", "12.2", "12.4", "12.6"]
+    assert listed["12.4"].phase is Phase.PENDING and listed["12.4"].reason == "qw"
+    assert listed["13"].phase is Phase.FAILED and "Eqw" in listed["13"].reason
+    assert listed["13"].name == "dask-deploy.c1.scheduler"
+
+
+# -- LSF --------------------------------------------------------------------------------
+
+BJOBS = """\
+3001|RUN|-|1|dask-deploy.c1.worker[1]|-
+3001|PEND|-|2|dask-deploy.c1.worker[2]|New job is waiting for scheduling;
+3001|EXIT|127|3|dask-deploy.c1.worker[3]|-
+3002|DONE|-|0|dask-deploy.c1.worker|-
+Job <2999> is not found
+"""
+
+
+def test_lsf() -> None:
+    lsf = S["lsf"]
+    assert lsf.parse_submit("Job <3001> is submitted to queue <normal>.\n") == "3001"
+    assert lsf.submit_stdin and lsf.submit_command("/x/job.sh") == ["bsub"]
+    assert lsf.element_ids("3001", 2) == ["3001[1]", "3001[2]"]
+    assert lsf.log_paths(req("lsf", 1), "3002") == ["/logs/c1/3002.0.out"]
+    assert lsf.status_command("n", ["3001[1]", "3001[2]", "3002"])[-2:] == ["3001", "3002"]
+    st = lsf.parse_status(BJOBS)
+    assert st["3001[1]"] == (Phase.RUNNING, "")
+    assert st["3001[2]"] == (Phase.PENDING, "New job is waiting for scheduling;")
+    assert st["3001[3]"] == (Phase.FAILED, "EXIT (exit code 127)")
+    assert st["3002"] == (Phase.GONE, "")
+    assert len(st) == 4
+    assert lsf.partial_answer("", "Job <2999> is not found")
+
+
+# -- HTCondor ---------------------------------------------------------------------------
+
+CONDOR_Q = """\
+77.0 2 undefined "dask-deploy.c1.worker" undefined
+77.1 1 undefined "dask-deploy.c1.worker" undefined
+77.2 5 undefined "dask-deploy.c1.worker" Error from slot1@node3: Failed to execute '/x/job.sh'
+77.3 4 1 "dask-deploy.c1.worker" undefined
+78.0 4 0 "dask-deploy.c1.worker" undefined
+"""
+
+
+def test_htcondor() -> None:
+    condor = S["htcondor"]
+    assert condor.parse_submit("Submitting job(s)...\n3 job(s) submitted to cluster 77.\n") == "77"
+    assert condor.element_ids("77", 3) == ["77.0", "77.1", "77.2"]
+    assert condor.status_command("n", ["77.0", "77.1", "78.0"])[:3] == ["condor_q", "77", "78"]
+    st = condor.parse_status(CONDOR_Q)
+    assert st["77.0"] == (Phase.RUNNING, "")
+    assert st["77.1"] == (Phase.PENDING, "")
+    assert st["77.2"] == (Phase.FAILED, "held: Error from slot1@node3: Failed to execute '/x/job.sh'")
+    assert st["77.3"] == (Phase.FAILED, "exit code 1")
+    assert st["78.0"] == (Phase.GONE, "")
+    assert {j.name for j in condor.parse_listing(CONDOR_Q)} == {"dask-deploy.c1.worker"}
+
+
+# -- how an ended job's output file is read ---------------------------------------------
+
+
+def handle(log: str, submitted: float = 0.0) -> Handle:
+    return Handle("slurm", "c1", "c1-0", "5", {"log": log, "job": "dask-deploy.c1.worker",
+                                              "submitted": submitted})
+
+
+def test_status_from_the_output_file(tmp_path: object) -> None:
+    backend = JobqueueBackend(ClusterSpec(backend="slurm", name="c1",
+                                          backend_options=SLURMOptions(log_directory=str(tmp_path))))
+    ok = f"{tmp_path}/ok.out"
+    with open(ok, "w") as f:
+        f.write("worker output\ndask-deploy: job finished (exit 0)\n")
+    assert backend._status_from_log(handle(ok)).phase is Phase.GONE
+    bad = f"{tmp_path}/bad.out"
+    with open(bad, "w") as f:
+        f.write("/x/job.sh: line 9: /nope/python: No such file or directory\n"
+                "dask-deploy: job finished (exit 127)\n")
+    status = backend._status_from_log(handle(bad))
+    assert status.phase is Phase.FAILED
+    assert status.reason == "exit code 127: /x/job.sh: line 9: /nope/python: No such file or directory"
+    killed = f"{tmp_path}/killed.out"
+    with open(killed, "w") as f:
+        f.write("worker output\nslurmstepd: error: *** JOB 5 ON n1 CANCELLED AT 2026-01-01T00:00:00 "
+                "DUE TO TIME LIMIT ***\n")
+    status = backend._status_from_log(handle(killed))
+    assert status.phase is Phase.FAILED and "DUE TO TIME LIMIT" in status.reason
+    # not listed and no output yet: just submitted (queue listings may lag), else gone
+    missing = f"{tmp_path}/missing.out"
+    assert backend._status_from_log(handle(missing, time.time())).phase is Phase.PENDING
+    assert backend._status_from_log(handle(missing, 0.0)).phase is Phase.GONE
+
+
+def test_last_error_prefers_error_lines() -> None:
+    text = "a\nValueError: bad thing\nINFO - End worker\ndask-deploy: job finished (exit 1)\n"
+    assert _last_error(text) == "ValueError: bad thing"
+    assert _last_error("just this\n") == "just this"
+    assert _last_error("") == "no output"
