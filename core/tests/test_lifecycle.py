@@ -15,10 +15,9 @@ from typing import Any
 import aiohttp
 import psutil
 import pytest
-from distributed import Client
-
 from dask_deploy import Cluster, SpecError, attach, list_clusters
 from dask_deploy._proxy import DashboardProxy
+from distributed import Client
 
 
 def test_detached_cluster_outlives_its_creator_and_is_attached_elsewhere(

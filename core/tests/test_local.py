@@ -10,16 +10,15 @@ import textwrap
 from typing import Any
 
 import pytest
-from distributed import Client
-
 from dask_deploy import Cluster, CrashLoopError, SpecCluster
+from distributed import Client
 
 
 def worker_pids(client: Client) -> dict[str, int]:
     return client.run(os.getpid)
 
 
-def test_client_work_names_and_loopback(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+def test_client_work_names_and_loopback(no_leaked_processes: None) -> None:
     with Cluster.from_name("local", n_workers=2, threads_per_worker=1, name="t-work") as cluster, \
             Client(cluster) as client:
         assert isinstance(cluster, SpecCluster)
@@ -46,7 +45,7 @@ def test_scale_up_and_down(no_leaked_processes: None, wait_until: Any, agents_of
         assert cluster.plan == cluster.requested == {"t-scale-0"}
 
 
-def test_scale_by_cores_and_memory(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+def test_scale_by_cores_and_memory(no_leaked_processes: None) -> None:
     with Cluster.from_name("local", n_workers=0, threads_per_worker=2, memory_limit="300MiB",
                            name="t-res") as cluster:
         cluster.scale(cores=5)
@@ -55,7 +54,7 @@ def test_scale_by_cores_and_memory(no_leaked_processes: None, wait_until: Any, a
         assert len(cluster.units) == 4
 
 
-def test_killed_worker_is_replaced_and_its_log_survives(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+def test_killed_worker_is_replaced_and_its_log_survives(no_leaked_processes: None, wait_until: Any) -> None:
     with Cluster.from_name("local", n_workers=2, name="t-kill") as cluster, Client(cluster) as client:
         cluster.wait_for_workers(2, timeout=60)
         by_name = {w["name"]: a for a, w in client.scheduler_info()["workers"].items()}
@@ -70,7 +69,7 @@ def test_killed_worker_is_replaced_and_its_log_survives(no_leaked_processes: Non
         assert "t-kill-1 failed: t-kill-1: killed by signal 9" in logs["Cluster"]
 
 
-def test_crash_loop_limit_surfaces_a_clear_error(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+def test_crash_loop_limit_surfaces_a_clear_error(no_leaked_processes: None) -> None:
     with Cluster.from_name("local", n_workers=1, worker_options={"no_such_option": 1},
                            max_failures=3, name="t-crash") as cluster:
         with pytest.raises(CrashLoopError, match="3 consecutive worker failures") as info:
@@ -83,7 +82,7 @@ def test_crash_loop_limit_surfaces_a_clear_error(no_leaked_processes: None, wait
         assert not cluster.handles  # nothing is retried while the limit holds
 
 
-def test_remote_scheduler_with_tls(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+def test_remote_scheduler_with_tls(no_leaked_processes: None, agents_of: Any) -> None:
     with Cluster.from_name("local", n_workers=1, scheduler="remote", name="t-remote") as cluster, \
             Client(cluster) as client:
         assert cluster.scheduler is None  # not in this process
@@ -93,7 +92,7 @@ def test_remote_scheduler_with_tls(no_leaked_processes: None, wait_until: Any, a
         assert len(agents_of("t-remote")[0].children()) == 2  # scheduler + worker
 
 
-def test_worker_over_memory_limit_is_killed_and_replaced(no_leaked_processes: None, wait_until: Any, agents_of: Any) -> None:
+def test_worker_over_memory_limit_is_killed_and_replaced(no_leaked_processes: None, wait_until: Any) -> None:
     def hog() -> int:
         block = bytearray(400 * 2**20)  # far above the limit
         import time

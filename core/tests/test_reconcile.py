@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
-
 from dask_deploy._reconcile import Failures, Observed, Policy, reconcile
 from dask_deploy._specs import Phase
+from hypothesis import given
+from hypothesis import strategies as st
 
 P = Policy(start_timeout=10, max_failures=3, backoff_base=1, backoff_max=8, stable_after=5)
 

@@ -11,10 +11,10 @@ implement is :mod:`dask_deploy.hookspecs`.
 from __future__ import annotations
 
 from ._cluster import SpecCluster, attach, from_name
-from ._state import ClusterRecord, list_clusters
 from ._errors import BackendError, BackendNotFound, CrashLoopError, DeployError, SpecError, StartTimeout
 from ._plugins import get_plugin_manager, installed_backends, register_backend
 from ._specs import (
+    TLS,
     BackendInfo,
     ClusterSpec,
     Handle,
@@ -22,21 +22,22 @@ from ._specs import (
     SchedulerInfo,
     SchedulerSpec,
     Status,
-    TLS,
     Unit,
     WorkerSpec,
 )
+from ._state import ClusterRecord, list_clusters
 from .hookspecs import hookimpl
 
 #: ``Cluster.from_name("ssh", ...)``: every cluster is a :class:`SpecCluster`.
 Cluster = SpecCluster
 
 __all__ = [
+    "TLS",
     "BackendError",
     "BackendInfo",
-    "ClusterRecord",
     "BackendNotFound",
     "Cluster",
+    "ClusterRecord",
     "ClusterSpec",
     "CrashLoopError",
     "DeployError",
@@ -47,7 +48,6 @@ __all__ = [
     "SpecCluster",
     "SpecError",
     "StartTimeout",
-    "TLS",
     "Status",
     "Unit",
     "WorkerSpec",

@@ -138,7 +138,7 @@ class _Agent:
                 return False
             else:
                 self.out({"op": "error", "message": f"unknown op {op!r}"})
-        except Exception as e:  # noqa: BLE001 - report, keep serving
+        except Exception as e:
             self.out({"op": "error", "message": f"{type(e).__name__}: {e}"})
         return True
 
@@ -260,9 +260,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     # The template: everything a worker needs is imported once, before any fork.
-    import distributed  # noqa: F401
-    import distributed.comm.tcp  # noqa: F401
-    import distributed.scheduler  # noqa: F401
+    import distributed
+    import distributed.comm.tcp
+    import distributed.scheduler
     import distributed.worker  # noqa: F401
 
     stdout = os.fdopen(os.dup(1), "wb", buffering=0)
@@ -333,8 +333,8 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             conn.buf += data
             while b"\n" in conn.buf:
-                line, conn.buf = conn.buf.split(b"\n", 1)
-                running = agent.handle(line) and running
+                request, conn.buf = conn.buf.split(b"\n", 1)
+                running = agent.handle(request) and running
         agent.reap()
         agent.tick()
         if args.listen and agent.scheduler_gone:

@@ -29,13 +29,13 @@ from ._plugins import backend_info, cluster_plugin_manager
 from ._proxy import DashboardProxy
 from ._reconcile import Failures, Observed, Policy, reconcile
 from ._specs import (
+    TLS,
     ClusterSpec,
     Handle,
     Phase,
     SchedulerInfo,
     SchedulerSpec,
     Status,
-    TLS,
     Unit,
     WorkerSpec,
 )
@@ -46,7 +46,8 @@ __all__ = ["SpecCluster", "attach", "from_name"]
 GENERIC_OPTIONS = (
     "name", "n_workers", "threads_per_worker", "memory_limit", "resources", "gpus", "env",
     "image", "worker_options", "scheduler", "host", "scheduler_port", "dashboard_address",
-    "scheduler_options", "idle_timeout", "start_timeout", "max_failures", "shutdown_on_close", "poll_interval",
+    "scheduler_options", "idle_timeout", "start_timeout", "max_failures", "shutdown_on_close",
+    "poll_interval",
     "asynchronous", "loop", "quiet", "silence_logs", "security", "dashboard_proxy_address",
     "dashboard_token",
 )
@@ -101,8 +102,8 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
     )
     scheduler = SchedulerSpec(
         placement=g.get("scheduler", "local"),
-        host=g.get("host", sched_opts.pop("host", "127.0.0.1")),
-        port=g.get("scheduler_port", sched_opts.pop("port", 0)),
+        host=str(g.get("host", sched_opts.pop("host", "127.0.0.1"))),
+        port=int(g.get("scheduler_port", sched_opts.pop("port", 0)) or 0),
         dashboard_address=g.get("dashboard_address",
                                 sched_opts.pop("dashboard_address", "127.0.0.1:0")),
         idle_timeout=g.get("idle_timeout"),
@@ -186,9 +187,13 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         self._exit_stack = contextlib.ExitStack()
         if silence_logs:  # like LocalCluster: the in-process scheduler's INFO lines are noise
             self._exit_stack.enter_context(silence_logging_cmgr(level=silence_logs))
-        self._pm, self.backend = cluster_plugin_manager(spec, extensions)
-        self._hook = self._pm.hook
-        self._unit_template = self._expand(spec)
+        try:
+            self._pm, self.backend = cluster_plugin_manager(spec, extensions)
+            self._hook = self._pm.hook
+            self._unit_template = self._expand(spec)
+        except BaseException:
+            self._exit_stack.close()
+            raise
         self.scheduler: Any = None  # the in-process distributed.Scheduler, if local
         self.scheduler_handle: SchedulerInfo | None = None
         self.units: dict[str, Unit] = {}  # desired
@@ -226,8 +231,9 @@ class SpecCluster(Cluster):  # type: ignore[misc]
 
     def _expand(self, spec: ClusterSpec) -> tuple[WorkerSpec, ...]:
         workers: list[WorkerSpec] = [spec.worker]
-        for impl in reversed(self._hook.deploy_expand_resources.get_hookimpls()):
-            result = impl.function(cluster=spec, workers=tuple(workers))
+        # Registration order: the backend first, then extensions (see the hookspec).
+        for impl in self._hook.deploy_expand_resources.get_hookimpls():
+            result: Any = impl.function(cluster=spec, workers=tuple(workers))
             if result is not None:
                 workers = list(result)
         if not workers:
@@ -258,7 +264,6 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         self.status = ClusterStatus.starting
         self._kick = asyncio.Event()
         self._lock = asyncio.Lock()
-        sched = self.spec.scheduler
         prepare = asyncio.ensure_future(self._call("deploy_prepare"))
         try:
             if self._attach_to is not None:
@@ -312,7 +317,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         if sched.placement == "local":
             from distributed import Scheduler
 
-            tls = {"protocol": "tls", "security": self.security} if self.spec.tls else {}
+            tls: dict[str, Any] = {"protocol": "tls", "security": self.security} if self.spec.tls else {}
             self.scheduler = Scheduler(
                 **tls, host=sched.host, port=sched.port, dashboard_address=sched.dashboard_address,
                 dashboard=sched.dashboard_address is not None, idle_timeout=sched.idle_timeout,
@@ -393,9 +398,6 @@ class SpecCluster(Cluster):  # type: ignore[misc]
     def worker_spec(self) -> dict[str, Unit]:  # what distributed's widget counts
         return dict(self.units)
 
-    def _scaling_status(self) -> str:
-        return super()._scaling_status()  # type: ignore[no-any-return]
-
     def retry(self) -> None:
         """Clear the crash-loop stop after fixing its cause, so that starts resume."""
         self._failures = Failures()
@@ -452,7 +454,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             statuses = list(await self._call("deploy_poll", handles=handles))
         seen = {w["name"] for w in self.scheduler_info["workers"].values()}
         now = time.monotonic()
-        for handle, status in zip(handles, statuses):
+        for handle, status in zip(handles, statuses, strict=True):
             old = self._observed[handle.name]
             connected = set(self.units[handle.name].worker_names) <= seen \
                 if handle.name in self.units else False
@@ -474,7 +476,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                 self._observed[unit.name] = Observed(Phase.FAILED, now, f"start refused: {e}")
             self._wake()
             return
-        for unit, handle in zip(units, handles):
+        for unit, handle in zip(units, handles, strict=True):
             self.handles[unit.name] = handle
             self._observed[unit.name] = Observed(Phase.PENDING, now)
         self._save_record()
@@ -534,7 +536,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         if scheduler:
             if self.scheduler_handle is not None:
                 logs["Scheduler"] = Log(await self.logs_of(self.scheduler_handle.handle.name))
-            else:
+            elif self.scheduler_comm is not None:
                 lines = await self.scheduler_comm.get_logs()
                 logs["Scheduler"] = Log("\n".join(line for _, line in lines))
         if workers:
@@ -549,7 +551,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         if self.status == ClusterStatus.closed:
             return
         self.status = ClusterStatus.closing
-        with contextlib.suppress(AttributeError):
+        if self._adaptive is not None:
             self._adaptive.stop()
         if self._loop_task is not None:
             self._loop_task.cancel()

@@ -203,7 +203,7 @@ class LocalBackend:
         agent = await self.agent()
         handles = []
         for unit in units:
-            for name, w in zip(unit.worker_names, unit.workers):
+            for name, w in zip(unit.worker_names, unit.workers, strict=True):
                 agent.start(name, "worker", worker_kwargs(cluster, scheduler_address, name, w),
                             dict(w.env), self._log(name), cluster.tls)
             handles.append(Handle(cluster.backend, cluster.name, unit.name, str(agent.pid),

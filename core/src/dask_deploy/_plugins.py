@@ -63,7 +63,7 @@ def get_plugin_manager(load: bool = True) -> pluggy.PluginManager:
             for name, ep in sorted(_entry_points(group).items()):
                 try:
                     plugin = ep.load()
-                except Exception as e:  # noqa: BLE001 - one broken plugin must not hide the rest
+                except Exception as e:
                     warnings.warn(f"dask-deploy plugin {name!r} ({ep.value}) failed to import: {e}",
                                   RuntimeWarning, stacklevel=2)
                     continue

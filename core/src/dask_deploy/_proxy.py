@@ -61,9 +61,8 @@ class DashboardProxy:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        server: Any = site._server  # aiohttp keeps the bound socket here only
+        self.port = server.sockets[0].getsockname()[1]
         return self.url
 
     async def close(self) -> None:

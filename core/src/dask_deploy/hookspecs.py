@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from ._specs import BackendInfo, ClusterSpec, Handle, SchedulerInfo, Status, Unit, WorkerSpec
+    from ._specs import (
+        BackendInfo,
+        ClusterSpec,
+        Handle,
+        SchedulerInfo,
+        Status,
+        Unit,
+        WorkerSpec,
+    )
 
 __all__ = ["BACKEND_HOOKS", "PROJECT", "hookimpl", "hookspec"]
 
@@ -132,8 +140,9 @@ async def deploy_start_workers(
 
     Called by the reconciler whenever desired units have nothing started for them (scale up,
     replacement of a failed unit), with all such units of that round in one batch, so that
-    a backend can use one job array, one agent per host or one API call for all of them. Each unit's workers must join ``scheduler_address`` with the names
-    ``unit.worker_names``. Return as soon as the units are *accepted* (submitted, created,
+    a backend can use one job array, one agent per host or one API call for all of them.
+    Each unit's workers must join ``scheduler_address`` with the names ``unit.worker_names``.
+    Return as soon as the units are *accepted* (submitted, created,
     forked): readiness is observed through ``deploy_poll`` and the scheduler, and the core
     fails a unit that has not connected after ``cluster.start_timeout``. Tag everything with
     ``cluster.name``. Raise :class:`~dask_deploy.BackendError` if the batch was refused (the
