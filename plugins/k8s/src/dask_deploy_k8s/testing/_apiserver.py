@@ -62,7 +62,7 @@ def label_selector(text: str | None) -> Match:
             key, op, value = m.group(1), m.group(3), m.group(4)
             reqs.append(lambda o, k=key, v=value, neg=(op == "!="): (_labels(o).get(k) == v) != neg)
         elif m := _EXISTS.match(req):
-            reqs.append(lambda o, k=m.group(3), neg=bool(m.group(1)): (k in _labels(o)) != neg)
+            reqs.append(lambda o, k=m.group(2), neg=bool(m.group(1)): (k in _labels(o)) != neg)
         else:
             raise ApiError(400, f"unable to parse requirement: {req.strip()!r}")
     return lambda o: all(r(o) for r in reqs)
@@ -156,6 +156,11 @@ def _strip(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
 
 
+def _flag(request: web.Request, name: str) -> bool:
+    # Go clients send "true", kubernetes-asyncio sends "True".
+    return request.query.get(name, "").lower() in ("true", "1")
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=json.dumps(data).encode(), status=status, content_type="application/json")
 
@@ -170,13 +175,12 @@ class ApiHandler:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 2**20, middlewares=[self._errors])
-        app.router.add_get("/api", self._api)
-        app.router.add_get("/api/", self._api)
-        app.router.add_get("/api/v1", self._resources)
-        app.router.add_get("/apis", self._groups)
-        app.router.add_get("/version", self._version)
+        for path, handler in (("/api", self._api), ("/api/v1", self._resources),
+                              ("/apis", self._groups), ("/version", self._version)):
+            app.router.add_get(path, handler)
+            app.router.add_get(path + "/", handler)
         for probe in ("/healthz", "/readyz", "/livez"):
-            app.router.add_get(probe, lambda r: web.Response(text="ok"))
+            app.router.add_get(probe, self._ok)
         app.router.add_route("*", "/api/v1/{path:.*}", self._dispatch)
         return app
 
@@ -198,6 +202,9 @@ class ApiHandler:
 
     # -- discovery ------------------------------------------------------------------------
 
+    async def _ok(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
     async def _api(self, request: web.Request) -> web.Response:
         return _json({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
             {"clientCIDR": "0.0.0.0/0", "serverAddress": self._server_address()}]})
@@ -207,7 +214,8 @@ class ApiHandler:
 
     async def _version(self, request: web.Request) -> web.Response:
         return _json({"major": "1", "minor": "30", "gitVersion": "v1.30.0-dask-deploy-emulator",
-                      "platform": "linux/amd64"})
+                      "gitCommit": "0" * 40, "gitTreeState": "clean", "buildDate": "2024-04-17T00:00:00Z",
+                      "goVersion": "go1.22.2", "compiler": "gc", "platform": "linux/amd64"})
 
     async def _resources(self, request: web.Request) -> web.Response:
         out = []
@@ -243,7 +251,7 @@ class ApiHandler:
             if kind.namespaced and not ns and method != "GET":
                 raise ApiError(405, f"{method} is not allowed on all namespaces")
             if method == "GET":
-                if request.query.get("watch", "").lower() in ("true", "1"):
+                if _flag(request, "watch"):
                     return await self._watch(request, kind, ns or None)
                 return self._list(request, kind, ns or None)
             if method == "POST":
@@ -415,7 +423,7 @@ class ApiHandler:
             raise ApiError(400, f'container "{container}" in pod "{name}" is waiting to start: '
                                 "ContainerCreating")
         source = self.kubelet.log_source(pod, container,
-                                         request.query.get("previous", "") in ("true", "1"))
+                                         _flag(request, "previous"))
         tail = request.query.get("tailLines")
         limit = request.query.get("limitBytes")
         data = bytes(source.data)
@@ -424,7 +432,7 @@ class ApiHandler:
             data = b"".join(lines[-int(tail):]) if int(tail) > 0 else b""
         if limit is not None:
             data = data[: int(limit)]
-        if request.query.get("follow", "") not in ("true", "1"):
+        if not _flag(request, "follow"):
             return web.Response(body=data, content_type="text/plain")
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
         resp.enable_chunked_encoding()
