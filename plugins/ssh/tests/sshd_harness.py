@@ -148,7 +148,7 @@ class SSHServer:
 
 def user_processes(user: str = USER, needle: str = "dask_deploy._agent") -> list[tuple[int, int, str]]:
     """(pid, ppid, command line) of the user's live processes whose command line has ``needle``."""
-    out = subprocess.run(["ps", "-u", user, "-o", "pid=,ppid=,stat=,args="], capture_output=True,
+    out = subprocess.run(["ps", "-ww", "-u", user, "-o", "pid=,ppid=,stat=,args="], capture_output=True,
                          text=True).stdout
     found = []
     for line in out.splitlines():

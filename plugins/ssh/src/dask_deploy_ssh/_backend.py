@@ -257,6 +257,9 @@ class SSHBackend:
     async def deploy_prepare(self, cluster: ClusterSpec) -> None:
         """Connect to every host and boot its agent, all at once, while the scheduler starts."""
         self._options()
+        if not cluster.shutdown_on_close:
+            raise BackendError("the ssh backend cannot detach a cluster yet: its agents stop "
+                               "their workers when this client disconnects (shutdown_on_close=True)")
         hosts = list(self._hosts.values())
         results = await asyncio.gather(*(self._ensure(h) for h in hosts), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -489,7 +492,7 @@ class SSHBackend:
 
     async def _discover(self, host: _Host, cluster_id: str | None) -> list[Handle]:
         conn = await self._connection(host)
-        result = await conn.run('ps -u "$(id -u)" -o pid=,ppid=,stat=,args=', check=True, timeout=60)
+        result = await conn.run('ps -ww -u "$(id -u)" -o pid=,ppid=,stat=,args=', check=True, timeout=60)
         procs: dict[int, tuple[int, str]] = {}  # pid -> (ppid, cluster id)
         for line in str(result.stdout).splitlines():
             parts = line.split(None, 3)

@@ -1,0 +1,305 @@
+"""The ssh backend against a real OpenSSH server, logged in as a non-root user.
+
+The "remote host" is this machine reached over SSH, so the tests can look at the test
+user's processes directly (``ps -u``) to check what runs there, independently of the code
+under test.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dask_deploy import BackendError, Cluster, ClusterSpec, SpecError
+from dask_deploy_ssh import SSHOptions
+from distributed import Client
+
+pytestmark = pytest.mark.filterwarnings("ignore::distributed.versions.VersionMismatchWarning")
+
+TIMEOUT = 120  # generous: other test runs share these 2 cores
+
+
+def wait_until(cond: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
+    """Poll ``cond`` until it is truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
+        time.sleep(0.05)
+
+
+def new_name() -> str:
+    return f"t-{os.urandom(4).hex()}"
+
+
+def procs(harness: Any, name: str) -> list[tuple[int, int, str]]:
+    """The test user's live processes of cluster ``name`` (agent and its forked children)."""
+    return harness.user_processes(needle=f"--cluster {name} ")
+
+
+def n_workers(cluster: Any) -> int:
+    return len(cluster.scheduler_info["workers"])
+
+
+# -- options -----------------------------------------------------------------------------
+
+
+def test_options_are_validated_and_secrets_hidden() -> None:
+    with pytest.raises(SpecError, match="hosts"):
+        SSHOptions(hosts="node1")  # a string is not a list of hosts
+    with pytest.raises(SpecError, match="hosts"):
+        SSHOptions(hosts=[])
+    with pytest.raises(SpecError, match="one per entry of hosts"):
+        SSHOptions(hosts=["a", "b"], connect_options=[{}])
+    with pytest.raises(SpecError, match="remote_python") as err:
+        SSHOptions(hosts=["a"], remote_python=3)
+    opts = SSHOptions(hosts=["a", "b"], connect_options={"password": "hunter2", "port": 2222},
+                      remote_python=["/p1", "/p2"])
+    assert opts.connect_options[1]["port"] == 2222
+    assert opts.remote_python == ("/p1", "/p2")
+    assert "hunter2" not in repr(opts) and "2222" in repr(opts)
+    with pytest.raises(SpecError) as err:
+        SSHOptions(hosts=["a", "b"], connect_options=[{"password": "hunter2"}])
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(SpecError, match="not an option of backend 'ssh'"):
+        Cluster.from_name("ssh", hosts=["a"], no_such_option=1)
+
+
+# -- the lifecycle on a real server ---------------------------------------------------------
+
+
+def test_scale_up_and_down_after_start_with_client_work(ssh_options: dict[str, Any],
+                                                        ssh_harness: Any) -> None:
+    name = new_name()
+    with Cluster.from_name("ssh", name=name, n_workers=1, **ssh_options) as cluster:
+        assert cluster.scheduler_address.startswith("tls://")  # TLS by default
+        cluster.wait_for_workers(1, timeout=TIMEOUT)
+        with Client(cluster) as client:
+            assert client.submit(lambda x: x + 1, 41).result(timeout=TIMEOUT) == 42
+            # The work really ran on the SSH host, as the user we logged in as.
+            users = set(client.run(getpass.getuser).values())
+            assert users == {ssh_harness.USER} != {getpass.getuser()}
+
+            cluster.scale(3)
+            cluster.wait_for_workers(3, timeout=TIMEOUT)
+            assert client.submit(sum, range(10)).result(timeout=TIMEOUT) == 45
+            # One agent on the host, every worker forked from it.
+            running = wait_until(lambda: len(procs(ssh_harness, name)) == 4 and procs(ssh_harness, name),
+                                 "an agent and 3 workers on the host")
+            agents = [p for p in running if p[1] not in {q[0] for q in running}]
+            assert len(agents) == 1
+            assert all(p[1] == agents[0][0] for p in running if p is not agents[0])
+
+            cluster.scale(1)
+            wait_until(lambda: n_workers(cluster) == 1, "scale down to 1 worker")
+            wait_until(lambda: len(procs(ssh_harness, name)) == 2, "2 workers gone from the host")
+    wait_until(lambda: not procs(ssh_harness, name), "nothing left on the host after close")
+
+
+def test_remote_scheduler_tls_and_dashboard_through_forward(ssh_options: dict[str, Any],
+                                                            ssh_harness: Any) -> None:
+    name = new_name()
+    with Cluster.from_name("ssh", name=name, scheduler="remote", n_workers=1,
+                           **ssh_options) as cluster:
+        assert cluster.scheduler_address.startswith("tls://")
+        cluster.wait_for_workers(1, timeout=TIMEOUT)
+        info = cluster.scheduler_handle
+        assert info is not None and info.handle.data["host"] == "127.0.0.1"
+        # The scheduler is a child of the host's agent, run by the test user.
+        assert len(procs(ssh_harness, name)) == 3  # agent, scheduler, worker
+        route = cluster.sync(cluster._call, "deploy_dashboard_route", scheduler=info)
+        remote_port = int(info.handle.data["dashboard"].rpartition(":")[2])
+        local_port = int(route.rpartition(":")[2])
+        assert route.startswith("http://127.0.0.1:") and local_port != remote_port
+        with urllib.request.urlopen(f"{route}/health", timeout=30) as r:
+            assert r.read() == b"ok"
+        with urllib.request.urlopen(f"{route}/info/main/workers.html", timeout=30) as r:
+            assert cluster.name.encode() in r.read()  # served by *this* cluster's scheduler
+        # The core's dashboard proxy forwards to that route.
+        proxy = cluster.dashboard_link.partition("/status")[0]
+        with urllib.request.urlopen(f"{proxy}/health", timeout=30) as r:
+            assert r.read() == b"ok"
+        with Client(cluster) as client:
+            assert client.submit(lambda: 7).result(timeout=TIMEOUT) == 7
+        logs = cluster.get_logs(cluster=False, workers=False)
+        assert "Scheduler at:" in logs["Scheduler"]
+    wait_until(lambda: not procs(ssh_harness, name), "nothing left on the host after close")
+    with pytest.raises(OSError):  # the forward was closed with the cluster
+        urllib.request.urlopen(f"{route}/health", timeout=10)
+
+
+def test_security_false_gives_plain_tcp(ssh_options: dict[str, Any]) -> None:
+    with Cluster.from_name("ssh", name=new_name(), n_workers=1, security=False,
+                           **ssh_options) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        cluster.wait_for_workers(1, timeout=TIMEOUT)
+
+
+# -- host keys and start failures -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("known", ["empty", "other-key"])
+def test_unknown_host_key_is_refused_with_a_fix(ssh_options: dict[str, Any], sshd: Any,
+                                                tmp_path: Path, known: str, ssh_harness: Any) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    if known == "empty":
+        known_hosts.write_text("")
+    else:  # a different key recorded for this host: someone may be in the middle
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
+                       check=True)
+        kind, key = (tmp_path / "k.pub").read_text().split()[:2]
+        known_hosts.write_text(f"[{sshd.host}]:{sshd.port} {kind} {key}\n")
+    opts = {**ssh_options, "connect_options": {**ssh_options["connect_options"],
+                                               "known_hosts": str(known_hosts)}}
+    name = new_name()
+    with pytest.raises(BackendError) as err:
+        Cluster.from_name("ssh", name=name, n_workers=1, **opts)
+    message = str(err.value)
+    assert f"ssh-keyscan -p {sshd.port} {sshd.host} >> ~/.ssh/known_hosts" in message
+    assert "known_hosts" in message and "not trusted" in message
+    assert not procs(ssh_harness, name)
+
+
+def test_bad_remote_python_says_which(ssh_options: dict[str, Any]) -> None:
+    opts = {**ssh_options, "remote_python": "/nonexistent/python3"}
+    with pytest.raises(BackendError, match="remote_python='/nonexistent/python3'") as err:
+        Cluster.from_name("ssh", name=new_name(), n_workers=1, start_timeout=60, **opts)
+    assert "No such file" in str(err.value)
+
+
+# -- nothing left behind ----------------------------------------------------------------------
+
+_CLIENT = """
+import json, sys, time
+from dask_deploy import Cluster
+cluster = Cluster.from_name("ssh", **json.loads(sys.argv[1]))
+cluster.wait_for_workers(2, timeout=120)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_workers_die_when_the_client_dies(ssh_options: dict[str, Any], ssh_harness: Any) -> None:
+    name = new_name()
+    options = {**ssh_options, "name": name, "n_workers": 2, "scheduler": "remote", "quiet": True}
+    client = subprocess.Popen([sys.executable, "-c", _CLIENT, json.dumps(options)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout is not None
+        assert client.stdout.readline().strip() == "ready"
+        assert len(procs(ssh_harness, name)) == 4  # agent, scheduler, 2 workers
+        client.send_signal(signal.SIGKILL)  # no atexit, no close: only the TCP connection ends
+        client.wait()
+        wait_until(lambda: not procs(ssh_harness, name),
+                   "the host's agent to stop its workers after losing the client")
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+
+
+def test_logs_of_a_killed_worker(ssh_options: dict[str, Any], ssh_harness: Any) -> None:
+    name = new_name()
+    with Cluster.from_name("ssh", name=name, n_workers=1, **ssh_options) as cluster:
+        cluster.wait_for_workers(1, timeout=TIMEOUT)
+        unit = next(iter(cluster.units))
+
+        def worker_pids() -> list[int]:
+            running = procs(ssh_harness, name)
+            return [p[0] for p in running if p[1] in {q[0] for q in running}]
+
+        (killed,) = worker_pids()
+        os.kill(killed, signal.SIGKILL)
+        # The reconciler sees the failure and starts the unit again (same name, new process).
+        wait_until(lambda: n_workers(cluster) == 1 and len(worker_pids()) == 1
+                   and killed not in worker_pids(), "the killed worker to be replaced")
+        assert "killed by signal 9" in cluster.get_logs(scheduler=False, workers=False)["Cluster"]
+        # Its log (a file on the host) still holds the dead process's lines.
+        text = cluster.sync(cluster.logs_of, unit)
+        assert text.count("Start worker at:") == 2 and unit in text
+        # And after scale-down, the stopped unit's log is still there to read.
+        cluster.scale(0)
+        wait_until(lambda: n_workers(cluster) == 0 and not worker_pids(), "scale down to 0")
+        text = cluster.get_logs(scheduler=False)[unit]
+        assert text.count("Start worker at:") == 2
+
+
+async def test_discover_and_remove_orphans(ssh_options: dict[str, Any], sshd: Any,
+                                           ssh_harness: Any) -> None:
+    """A detached agent with a worker, left behind on the host, found and removed by gc's path."""
+    import asyncssh
+    from dask_deploy._plugins import backend_info
+
+    orphan = new_name()
+    sock = f"/tmp/dask-deploy-orphan-{orphan}.sock"
+    start = json.dumps({"op": "start", "name": f"{orphan}-0", "role": "worker",
+                        "kwargs": {"scheduler_ip": "tcp://127.0.0.1:9", "name": f"{orphan}-0"},
+                        "env": {}, "log": f"/tmp/dask-deploy-orphan-{orphan}.log"})
+    async with asyncssh.connect(sshd.host, **sshd.connect_options) as conn:
+        await conn.run(f"setsid {sshd.python} -m dask_deploy._agent --cluster {orphan} --grace 0 "
+                       f"--listen {sock} </dev/null >/dev/null 2>&1 &", check=True)
+        drive = (f"import socket, time\ns = socket.socket(socket.AF_UNIX)\n"
+                 f"for _ in range(600):\n    try: s.connect({sock!r}); break\n"
+                 f"    except OSError: time.sleep(0.1)\ns.sendall({start!r}.encode() + b'\\n')\n"
+                 f"time.sleep(0.5)\n")
+        await conn.run(f"{sshd.python} -c {shlex.quote(drive)}", check=True)
+    wait_until(lambda: len(procs(ssh_harness, orphan)) == 2, "the orphan agent and its worker")
+
+    # What `dask-deploy gc` has: a spec made of connection options only, and a fresh backend.
+    options = SSHOptions(hosts=ssh_options["hosts"], connect_options=ssh_options["connect_options"],
+                         remote_python=ssh_options["remote_python"])
+    spec = ClusterSpec(backend="ssh", name="gc", backend_options=options)
+    backend: Any = backend_info("ssh").factory(spec)
+    try:
+        found = await backend.deploy_discover(cluster=spec, cluster_id=orphan)
+        assert [h.cluster for h in found] == [orphan]
+        assert sorted(found[0].data["pids"]) == sorted(p[0] for p in procs(ssh_harness, orphan))
+        everything = await backend.deploy_discover(cluster=spec, cluster_id=None)
+        assert orphan in {h.cluster for h in everything}
+        await backend.deploy_stop_workers(cluster=spec, handles=found)
+        assert not procs(ssh_harness, orphan)
+        assert await backend.deploy_discover(cluster=spec, cluster_id=orphan) == []
+    finally:
+        await backend.deploy_teardown(cluster=spec)
+        for pid, _, _ in procs(ssh_harness, orphan):  # only if the test failed
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_discover_sees_a_live_cluster_and_nothing_after_close(ssh_options: dict[str, Any]) -> None:
+    name = new_name()
+    cluster = Cluster.from_name("ssh", name=name, n_workers=2, **ssh_options)
+    try:
+        cluster.wait_for_workers(2, timeout=TIMEOUT)
+        found = cluster.sync(cluster._call, "deploy_discover", cluster_id=name)
+        assert len(found) == 1 and len(found[0].data["pids"]) == 3  # agent + 2 workers
+    finally:
+        cluster.close()
+    options = SSHOptions(hosts=ssh_options["hosts"], connect_options=ssh_options["connect_options"],
+                         remote_python=ssh_options["remote_python"])
+    spec = ClusterSpec(backend="ssh", name="probe", backend_options=options)
+    import asyncio
+
+    from dask_deploy_ssh._backend import SSHBackend
+
+    async def discover() -> list[Any]:
+        backend = SSHBackend(spec)
+        try:
+            return list(await backend.deploy_discover(cluster=spec, cluster_id=name))
+        finally:
+            await backend.deploy_teardown(cluster=spec)
+
+    assert asyncio.run(discover()) == []
