@@ -159,3 +159,19 @@ def test_nothing_survives_ctrl_c_or_a_killed_client(sig: int, wait_until: Any, a
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_adapt_scales_up_under_load_and_back_down(no_leaked_processes: None, wait_until: Any) -> None:
+    import time
+
+    with Cluster.from_name("local", n_workers=0, threads_per_worker=1, name="t-adapt") as cluster, \
+            Client(cluster) as client:
+        adaptive = cluster.adapt(minimum=1, maximum=3, interval="200ms", wait_count=2)
+        assert type(adaptive).__module__ == "dask_deploy._adaptive"
+        cluster.wait_for_workers(1, timeout=60)
+        futures = client.map(time.sleep, [0.5] * 40, pure=False)
+        wait_until(lambda: len(client.scheduler_info()["workers"]) == 3, 120, "scale up to 3")
+        client.gather(futures)
+        del futures
+        wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 120, "scale down to 1")
+        wait_until(lambda: len(cluster.handles) == 1, 60, "stopped units to be forgotten")

@@ -105,3 +105,52 @@ def test_decision_is_consistent(desired: set[str], started: dict[str, Phase], no
     assert d.failures.count >= (0 if not d.failed else count + len(d.failed)) or d.failures.count == 0
     if d.failures.tripped:
         assert d.start == ()
+
+
+class _StubCluster:
+    """Just what Adaptive reads: plan, requested, observed."""
+
+    def __init__(self, plan: set[str], requested: set[str], observed: set[str]) -> None:
+        self.plan, self.requested, self.observed = plan, requested, observed
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self
+        yield
+
+
+def test_adaptive_never_closes_a_starting_worker() -> None:
+    import asyncio
+
+    from dask_deploy._adaptive import Adaptive
+
+    async def main() -> tuple[dict, dict, dict]:
+        cluster = _StubCluster(plan={"a", "b", "c", "d"}, requested={"a", "b", "c"},
+                               observed={"a"})
+        adaptive = Adaptive.__new__(Adaptive)  # no scheduler, no periodic callback
+        adaptive.cluster = cluster
+        adaptive.wait_count = 1
+        from collections import defaultdict
+
+        adaptive.close_counts = defaultdict(int)
+        asked = []
+
+        async def workers_to_close(target: int) -> list[str]:
+            asked.append(target)
+            return ["a"] if target < 1 else []
+
+        adaptive.workers_to_close = workers_to_close  # type: ignore[method-assign]
+        # target 3: "d" was never started, so it goes; "b", "c" (starting) and "a" stay.
+        first = await adaptive.recommendations(3)
+        assert asked == []
+        # target 2: the starting "b" and "c" fill it; idle "a" goes too.
+        second = await adaptive.recommendations(2)
+        # target 0: still never the starting "b" and "c".
+        third = await adaptive.recommendations(0)
+        assert asked == [0, 0]
+        adaptive.state = "stopped"  # as if stop() had run (no periodic callback was made)
+        return first, second, third
+
+    first, second, third = asyncio.run(main())
+    assert first == {"status": "down", "workers": ["d"]}
+    assert second == {"status": "down", "workers": ["a", "d"]}
+    assert third == {"status": "down", "workers": ["a", "d"]}

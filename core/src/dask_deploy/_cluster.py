@@ -24,6 +24,7 @@ from distributed.security import Security
 from distributed.utils import Log, Logs, NoOpAwaitable, silence_logging_cmgr
 
 from . import _state
+from ._adaptive import Adaptive
 from ._errors import BackendError, CrashLoopError, DeployError, SpecError
 from ._plugins import backend_info, cluster_plugin_manager
 from ._proxy import DashboardProxy
@@ -397,6 +398,14 @@ class SpecCluster(Cluster):  # type: ignore[misc]
     @property
     def worker_spec(self) -> dict[str, Unit]:  # what distributed's widget counts
         return dict(self.units)
+
+    def adapt(self, Adaptive: type[Any] = Adaptive, **kwargs: Any) -> Any:  # noqa: N803
+        """Scale with the load: ``minimum``, ``maximum``, ``wait_count``, ``interval``, ...
+
+        Uses :class:`dask_deploy._adaptive.Adaptive`, which never closes a worker that is
+        still starting (see its docstring); pass ``Adaptive=`` to use another policy.
+        """
+        return super().adapt(Adaptive=Adaptive, **kwargs)
 
     def retry(self) -> None:
         """Clear the crash-loop stop after fixing its cause, so that starts resume."""

@@ -1,0 +1,42 @@
+"""Adaptive scaling that never closes a worker which is still starting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distributed.deploy.adaptive import Adaptive as _DistributedAdaptive
+
+__all__ = ["Adaptive"]
+
+
+class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
+    """``distributed.deploy.Adaptive`` with one change to scaling down.
+
+    distributed closes workers that were requested but have not connected yet *first*,
+    so a batch job waiting in the queue or a pod pulling its image is cancelled as soon as
+    the load dips, and started again when it rises (the flapping users of dask-jobqueue and
+    dask-kubernetes report). Here, scaling down drops units that were never started, then
+    idle connected workers; a worker that is still starting is left alone (the reconciler
+    fails it if it does not connect within ``start_timeout``). ``wait_count`` still applies.
+    """
+
+    async def recommendations(self, target: int) -> dict[str, Any]:
+        plan, requested, observed = set(self.plan), set(self.requested), set(self.observed)
+        if target >= len(plan):
+            return await super().recommendations(target)  # type: ignore[no-any-return]
+        excess = len(plan) - target
+        to_close = set(sorted(plan - requested)[:excess])  # nothing runs for these yet
+        starting = requested - observed
+        if len(to_close) < excess:
+            keep_observed = max(0, target - len(starting))
+            if keep_observed < len(observed):
+                to_close.update(await self.workers_to_close(target=keep_observed))
+        firmly = set()
+        for w in to_close:
+            self.close_counts[w] += 1
+            if self.close_counts[w] >= self.wait_count:
+                firmly.add(w)
+        for w in list(self.close_counts):
+            if w in firmly or w not in to_close:
+                del self.close_counts[w]
+        return {"status": "down", "workers": sorted(firmly)} if firmly else {"status": "same"}
