@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from dask_deploy_cloud.testing import MotoServer, TaskRunner, emulated_aws
 
 REGION = "us-east-1"
@@ -96,7 +95,8 @@ def ecs_cluster(emulator: tuple[MotoServer, TaskRunner]) -> str:
     ecs, ec2 = boto3.client("ecs", **kw), boto3.client("ec2", **kw)
     arn = ecs.create_cluster(clusterName="test-instances")["cluster"]["clusterArn"]
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    for inst in ec2.run_instances(ImageId=image, MinCount=4, MaxCount=4, InstanceType="m5.xlarge")["Instances"]:
+    hosts = ec2.run_instances(ImageId=image, MinCount=4, MaxCount=4, InstanceType="m5.xlarge")
+    for inst in hosts["Instances"]:
         ecs.register_container_instance(cluster=arn, instanceIdentityDocument=json.dumps(
             {"instanceId": inst["InstanceId"]}))
     return str(arn)

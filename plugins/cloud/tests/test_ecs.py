@@ -13,11 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from distributed import Client
-
 from dask_deploy import BackendError, Cluster, CrashLoopError, Phase
 from dask_deploy_cloud._entry import METADATA_KEY
 from dask_deploy_cloud.testing import TaskRunner, run_hook
+from distributed import Client
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -25,7 +24,8 @@ CLUSTER = "dask-deploy:cluster"
 
 
 def tags(item: dict[str, Any]) -> dict[str, str]:
-    return {t.get("key", t.get("Key")): t.get("value", t.get("Value")) for t in item.get("tags", item.get("Tags", []))}
+    pairs = item.get("tags", item.get("Tags", []))
+    return {t.get("key", t.get("Key")): t.get("value", t.get("Value")) for t in pairs}
 
 
 def tasks_of(boto: Callable[[str], Any], name: str) -> list[dict[str, Any]]:
@@ -122,7 +122,8 @@ def test_secure_defaults(options: dict[str, Any], boto: Any, runner: TaskRunner,
         (gid,) = cluster.backend.infra.security_groups
         group = boto("ec2").describe_security_groups(GroupIds=[gid])["SecurityGroups"][0]
         for perm in group["IpPermissions"]:
-            sources = [r["CidrIp"] for r in perm["IpRanges"]] + [p["GroupId"] for p in perm["UserIdGroupPairs"]]
+            sources = [r["CidrIp"] for r in perm["IpRanges"]]
+            sources += [p["GroupId"] for p in perm["UserIdGroupPairs"]]
             assert sources in (["127.0.0.1/32"], [gid]), perm
             assert not perm["Ipv6Ranges"]
         # The TLS identity lives in Secrets Manager, readable only through the task role.

@@ -23,11 +23,13 @@ from dask_deploy import TLS, BackendError, ClusterSpec, Handle, SpecError
 
 from ._options import AWSOptions
 
-__all__ = ["AWS", "CLUSTER_TAG", "KIND_TAG", "Infra", "tag_list"]
+__all__ = ["AWS", "BACKEND_TAG", "CLUSTER_TAG", "KIND_TAG", "Infra", "ours", "tag_list"]
 
 logger = logging.getLogger("dask_deploy_cloud")
 
 CLUSTER_TAG = "dask-deploy:cluster"
+#: Which backend made it: gc of one backend must not pull resources from under another's.
+BACKEND_TAG = "dask-deploy:backend"
 KIND_TAG = "dask-deploy:kind"
 #: IAM path of every role and instance profile we create (lets discover list only ours).
 IAM_PATH = "/dask-deploy/"
@@ -155,7 +157,7 @@ class Infra:
 
     def __init__(self, aws: AWS, spec: ClusterSpec, options: AWSOptions) -> None:
         self.aws, self.spec, self.options = aws, spec, options
-        self.tags = {**options.tags, CLUSTER_TAG: spec.name}
+        self.tags = {**options.tags, CLUSTER_TAG: spec.name, BACKEND_TAG: spec.backend}
         self.vpc: str = ""
         self.subnets: list[str] = []
         self.security_groups: list[str] = []
@@ -323,31 +325,35 @@ def _ranges(ports: Sequence[int]) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------------------
 
 
-def _wanted(tags: Mapping[str, str], cluster_id: str | None) -> bool:
-    return CLUSTER_TAG in tags and (cluster_id is None or tags[CLUSTER_TAG] == cluster_id)
+def ours(tags: Mapping[str, str], backend: str, cluster_id: str | None) -> bool:
+    """Whether tags mark a resource of ``backend`` for ``cluster_id`` (None: any cluster)."""
+    return CLUSTER_TAG in tags and tags.get(BACKEND_TAG) == backend and \
+        (cluster_id is None or tags[CLUSTER_TAG] == cluster_id)
+
+
+def tag_filters(backend: str, cluster_id: str | None) -> list[dict[str, Any]]:
+    """EC2 ``Filters`` for resources of ``backend`` (and ``cluster_id``, if given)."""
+    return [{"Name": f"tag:{BACKEND_TAG}", "Values": [backend]},
+            {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster_id]} if cluster_id else
+            {"Name": "tag-key", "Values": [CLUSTER_TAG]}]
 
 
 async def discover_infra(aws: AWS, backend: str, cluster_id: str | None) -> list[Handle]:
     """Security groups, secrets, roles and instance profiles tagged with ``cluster_id``."""
     found: list[Handle] = []
-    value = [cluster_id] if cluster_id else None
-    tag_filter = [{"Name": f"tag:{CLUSTER_TAG}", "Values": value}] if value else \
-        [{"Name": "tag-key", "Values": [CLUSTER_TAG]}]
-    groups = await aws("ec2", "describe_security_groups", Filters=tag_filter)
+    groups = await aws("ec2", "describe_security_groups", Filters=tag_filters(backend, cluster_id))
     for g in groups["SecurityGroups"]:
         tags = tags_of(g.get("Tags"))
         found.append(Handle(backend, tags[CLUSTER_TAG], g["GroupName"], g["GroupId"],
                             {"kind": "security-group"}))
     sm_filter = [{"Key": "tag-key", "Values": [CLUSTER_TAG]}]
-    if cluster_id:
-        sm_filter.append({"Key": "tag-value", "Values": [cluster_id]})
     token: str | None = None
     while True:
         page = await aws("secretsmanager", "list_secrets", Filters=sm_filter,
                          **({"NextToken": token} if token else {}))
         for s in page["SecretList"]:
             tags = tags_of(s.get("Tags"))
-            if _wanted(tags, cluster_id):
+            if ours(tags, backend, cluster_id):
                 found.append(Handle(backend, tags[CLUSTER_TAG], s["Name"], s["ARN"], {"kind": "secret"}))
         token = page.get("NextToken")
         if not token:
@@ -355,14 +361,14 @@ async def discover_infra(aws: AWS, backend: str, cluster_id: str | None) -> list
     roles = await aws("iam", "list_roles", PathPrefix=IAM_PATH)
     for r in roles["Roles"]:
         tags = tags_of((await aws("iam", "list_role_tags", RoleName=r["RoleName"]))["Tags"])
-        if _wanted(tags, cluster_id):
+        if ours(tags, backend, cluster_id):
             found.append(Handle(backend, tags[CLUSTER_TAG], r["RoleName"], r["Arn"], {"kind": "role"}))
     profiles = await aws("iam", "list_instance_profiles", PathPrefix=IAM_PATH)
     for p in profiles["InstanceProfiles"]:
         tags = tags_of(p.get("Tags")) or tags_of(
             (await aws("iam", "list_instance_profile_tags", InstanceProfileName=p["InstanceProfileName"]))
             ["Tags"])
-        if _wanted(tags, cluster_id):
+        if ours(tags, backend, cluster_id):
             found.append(Handle(backend, tags[CLUSTER_TAG], p["InstanceProfileName"], p["Arn"],
                                 {"kind": "instance-profile"}))
     return found

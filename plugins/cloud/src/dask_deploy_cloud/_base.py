@@ -77,6 +77,7 @@ class MachineBackend:
         self._worker_address: str | None = None
         self._client_address: str | None = None
         self._prepared = False
+        self._touched = False  # whether this object may have created anything in AWS
 
     # -- what a subclass provides -------------------------------------------------------
 
@@ -128,6 +129,7 @@ class MachineBackend:
                             "expected a container image with dask-deploy[cloud] installed "
                             "(e.g. built FROM ghcr.io/dask/dask with pip install 'dask-deploy[cloud]')")
         infra = self.infra
+        self._touched = True
         await infra.network()
         await asyncio.gather(infra.security_group(self._client_ports()), infra.secret(cluster.tls),
                              infra.log_group())
@@ -192,8 +194,8 @@ class MachineBackend:
                                    "raise start_timeout, or see its log with cluster.get_logs()")
             await asyncio.sleep(min(1.0, self.spec.poll_interval))
         port, dash = ports
-        public = m.private_ip if self.options.use_private_ip else (m.public_ip or m.private_ip)
-        host = self.resolve(public)
+        ip = m.private_ip if self.options.use_private_ip else (m.public_ip or m.private_ip)
+        host = self.resolve(ip)
         self._worker_address = f"{proto}://{m.private_ip}:{port}"
         self._client_address = f"{proto}://{host}:{port}"
         await self._until_answers(self._client_address, deadline)
@@ -252,7 +254,7 @@ class MachineBackend:
                                          for b in self._batches(units)), return_exceptions=True)
         handles: list[Handle] = []
         errors = []
-        for batch, result in zip(self._batches(units), results):
+        for batch, result in zip(self._batches(units), results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception):
                     raise result
@@ -294,12 +296,13 @@ class MachineBackend:
         if len(batch) > 1 and machines:
             try:
                 await self._publish(publish_to, batch_id,
-                                    {m.id: u.name for m, u in zip(machines, batch)})
+                                    {m.id: u.name for m, u in zip(machines, batch, strict=False)})
             except Exception:
                 await self._stop_and_wait([self._handle(u.name, m.id, "worker")
-                                           for m, u in zip(machines, batch)])
+                                           for m, u in zip(machines, batch, strict=False)])
                 raise
-        handles = [self._handle(u.name, m.id, "worker") for m, u in zip(machines, batch)]
+        # Fewer machines than units when AWS could not place them all: the rest fail.
+        handles = [self._handle(u.name, m.id, "worker") for m, u in zip(machines, batch, strict=False)]
         handles += [self._handle(u.name, "", "worker", failed=f"not placed: {why}")
                     for u in batch[len(machines):]]
         return handles
@@ -328,7 +331,7 @@ class MachineBackend:
         await self._stop(handles)
         deadline = time.monotonic() + self.stop_patience
         while True:
-            live = [h for h, s in zip(handles, await self._statuses(handles))
+            live = [h for h, s in zip(handles, await self._statuses(handles), strict=True)
                     if s.phase in (Phase.PENDING, Phase.RUNNING)]
             if not live:
                 return
@@ -384,7 +387,7 @@ class MachineBackend:
     @hookimpl
     async def deploy_teardown(self, cluster: ClusterSpec) -> None:
         try:
-            if cluster.shutdown_on_close:
+            if cluster.shutdown_on_close and self._touched:
                 leftovers = await self.deploy_discover(cluster, cluster.name)
                 await self.deploy_stop_workers(cluster, leftovers)
         except Exception as e:  # must not raise: gc finds whatever is left by its tags

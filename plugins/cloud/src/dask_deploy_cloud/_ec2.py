@@ -4,7 +4,8 @@ Each instance runs ``image`` with docker (host networking, ``awslogs`` driver to
 ``<group>/<cluster>/<instance id>``) and shuts itself down, and so terminates, when the
 container ends. The user data is a short script with **no secret** in it: the container
 reads the TLS identity from Secrets Manager with the cluster's instance profile. Workers start
-``run_instances`` ``MinCount=1, MaxCount=n`` at a time; IMDSv2 only; tagged with the cluster.
+``run_instances`` ``MinCount=MaxCount=n`` at a time (all or none: a refused batch is retried
+by the core with backoff); IMDSv2 only; tagged with the cluster.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, ClassVar
 
 from dask_deploy import ClusterSpec, Handle, Phase, Status
 
-from ._aws import CLUSTER_TAG, KIND_TAG, LOG_WRITE, retry_propagation, tag_list, tags_of
+from ._aws import CLUSTER_TAG, KIND_TAG, LOG_WRITE, retry_propagation, tag_filters, tag_list, tags_of
 from ._base import Machine, MachineBackend, kind_tags
 from ._options import EC2Options, gpu_instance_type
 
@@ -129,7 +130,7 @@ class EC2Backend(MachineBackend):
         ami = self.amis[role]
         tags = tag_list(kind_tags(infra, role))
         kwargs: dict[str, Any] = {
-            "ImageId": ami, "InstanceType": self._instance_type(role), "MinCount": 1, "MaxCount": count,
+            "ImageId": ami, "InstanceType": self._instance_type(role), "MinCount": count, "MaxCount": count,
             "UserData": self.user_data(role, command), "IamInstanceProfile": self.profile,
             "InstanceInitiatedShutdownBehavior": "terminate",
             "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
@@ -182,10 +183,9 @@ class EC2Backend(MachineBackend):
             await self.aws("ec2", "terminate_instances", InstanceIds=ids[i:i + 1000])
 
     async def _discover_machines(self, cluster_id: str | None) -> list[Handle]:
-        tag = ([{"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster_id]}] if cluster_id else
-               [{"Name": "tag-key", "Values": [CLUSTER_TAG]}])
         found = []
-        for inst in await self._instances([*tag, {"Name": "instance-state-name", "Values": _LIVE}]):
+        for inst in await self._instances([*tag_filters(self.spec.backend, cluster_id),
+                                           {"Name": "instance-state-name", "Values": _LIVE}]):
             tags = tags_of(inst.get("Tags"))
             cid, role, iid = tags[CLUSTER_TAG], tags.get(KIND_TAG, "worker"), inst["InstanceId"]
             found.append(Handle(self.spec.backend, cid, f"{cid}-{role}-{iid}", iid,

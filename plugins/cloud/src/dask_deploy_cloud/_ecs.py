@@ -17,7 +17,17 @@ from typing import Any, ClassVar
 
 from dask_deploy import ClusterSpec, Handle, Phase, SpecError, Status
 
-from ._aws import CLUSTER_TAG, IMAGE_PULL, KIND_TAG, LOG_WRITE, AWSError, retry_propagation, tag_list, tags_of
+from ._aws import (
+    CLUSTER_TAG,
+    IMAGE_PULL,
+    KIND_TAG,
+    LOG_WRITE,
+    AWSError,
+    ours,
+    retry_propagation,
+    tag_list,
+    tags_of,
+)
 from ._base import ENTRY, STOP_REASON, Machine, MachineBackend, kind_tags
 from ._options import ECSOptions
 
@@ -105,7 +115,7 @@ class ECSBackend(MachineBackend):
             register.append(("scheduler", opts.scheduler_cpu, opts.scheduler_mem, 0))
         arns = await asyncio.gather(*(self._register(role, cpu, mem, gpus, roles)
                                       for role, cpu, mem, gpus in register))
-        self.task_definitions = {r[0]: arn for r, arn in zip(register, arns)}
+        self.task_definitions = {r[0]: arn for r, arn in zip(register, arns, strict=True)}
 
     async def _register(self, role: str, cpu: int, mem: int, gpus: int, roles: dict[str, str]) -> str:
         infra = self.infra
@@ -122,7 +132,7 @@ class ECSBackend(MachineBackend):
         if gpus:
             container["resourceRequirements"] = [{"type": "GPU", "value": str(gpus)}]
         created = await self.aws(
-            "ecs", "register_task_definition", family=f"{FAMILY_PREFIX}{self.spec.name}-{role}",
+            "ecs", "register_task_definition", family=self._family(self.spec.name, role),
             networkMode="awsvpc", requiresCompatibilities=["FARGATE" if self.fargate else "EC2"],
             cpu=str(cpu), memory=str(mem), containerDefinitions=[container], **roles,
             tags=tag_list(infra.kind_tags("task-definition"), "key", "value"))
@@ -197,6 +207,11 @@ class ECSBackend(MachineBackend):
 
     # -- discovery ----------------------------------------------------------------------
 
+    def _family(self, cluster_id: str, role: str) -> str:
+        """Task definition family: backend and cluster in the name, as families cannot be
+        listed by tag."""
+        return f"{FAMILY_PREFIX}{self.spec.backend}-{cluster_id}-{role}"
+
     async def _pages(self, operation: str, key: str, **kwargs: Any) -> list[Any]:
         """All items under ``key`` of a paginated ECS list call."""
         out: list[Any] = []
@@ -229,9 +244,9 @@ class ECSBackend(MachineBackend):
                                       tasks=arns[i:i + 100], include=["TAGS"])
                 for t in page["tasks"]:
                     tags = tags_of(t.get("tags"))
-                    cid = tags.get(CLUSTER_TAG)
-                    if cid is None or (cluster_id is not None and cid != cluster_id):
+                    if not ours(tags, self.spec.backend, cluster_id):
                         continue
+                    cid = tags[CLUSTER_TAG]
                     role = tags.get(KIND_TAG, "worker")
                     tid = t["taskArn"].rsplit("/", 1)[-1]
                     found.append(Handle(self.spec.backend, cid, f"{cid}-{role}-{tid}", t["taskArn"], {
@@ -241,13 +256,16 @@ class ECSBackend(MachineBackend):
 
     async def _discover_extra(self, cluster_id: str | None) -> list[Handle]:
         found: list[Handle] = []
+        prefix = f"{FAMILY_PREFIX}{self.spec.backend}-"
         if cluster_id is not None:
-            families = [f"{FAMILY_PREFIX}{cluster_id}-{role}" for role in ("scheduler", "worker")]
+            families = [self._family(cluster_id, role) for role in ("scheduler", "worker")]
         else:  # familyPrefix of list_task_definitions is a whole family name: list families first
             families = await self._pages("list_task_definition_families", "families",
-                                         familyPrefix=FAMILY_PREFIX, status="ACTIVE")
+                                         familyPrefix=prefix, status="ACTIVE")
         for family in families:
-            cid, _, role = family[len(FAMILY_PREFIX):].rpartition("-")
+            if not family.startswith(prefix):
+                continue
+            cid, _, role = family[len(prefix):].rpartition("-")
             if role not in ("worker", "scheduler") or not cid:
                 continue
             for arn in await self._pages("list_task_definitions", "taskDefinitionArns",
@@ -256,8 +274,7 @@ class ECSBackend(MachineBackend):
         clusters = await self._clusters() if not self.options.cluster_arn else []
         for c in clusters:
             tags = tags_of(c.get("tags"))
-            if tags.get(KIND_TAG) == "ecs-cluster" and tags.get(CLUSTER_TAG) and \
-                    (cluster_id is None or tags[CLUSTER_TAG] == cluster_id):
+            if tags.get(KIND_TAG) == "ecs-cluster" and ours(tags, self.spec.backend, cluster_id):
                 found.append(Handle(self.spec.backend, tags[CLUSTER_TAG], c["clusterName"],
                                     c["clusterArn"], {"kind": "ecs-cluster"}))
         return found

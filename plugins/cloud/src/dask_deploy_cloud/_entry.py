@@ -129,7 +129,7 @@ async def run_workers(args: argparse.Namespace, tls: Any) -> int:
     reader = asyncio.ensure_future(read())
     names = [unit + w["suffix"] for w in workers]
     _print(f"dask-deploy: unit {unit} starts workers {names} for {args.scheduler}")
-    for name, w in zip(names, workers):
+    for name, w in zip(names, workers, strict=True):
         kwargs = {"scheduler_ip": args.scheduler, "name": name, "nthreads": w["nthreads"],
                   "memory_limit": w["memory_limit"], "host": _bind(args.host),
                   **({"resources": w["resources"]} if w["resources"] else {}), **w["options"]}

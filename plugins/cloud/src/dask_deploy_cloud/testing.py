@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.server
+import itertools
 import json
 import logging
 import os
@@ -180,7 +181,7 @@ class TaskRunner:
     def _backend(self, service: str) -> Any:
         from moto.backends import get_backend
 
-        return get_backend(service)[ACCOUNT][self.server.region]  # type: ignore[index]
+        return get_backend(service)[ACCOUNT][self.server.region]  # type: ignore[call-overload]
 
     def _patch_moto(self) -> None:
         from moto.ecs.models import EC2ContainerServiceBackend
@@ -199,8 +200,8 @@ class TaskRunner:
                 task.status = "STOPPING"
             return task
 
-        EC2ContainerServiceBackend.run_task = patched_run  # type: ignore[method-assign]
-        EC2ContainerServiceBackend.stop_task = patched_stop  # type: ignore[method-assign]
+        EC2ContainerServiceBackend.run_task = patched_run  # type: ignore[method-assign,assignment]
+        EC2ContainerServiceBackend.stop_task = patched_stop  # type: ignore[method-assign,assignment]
 
         def undo() -> None:
             EC2ContainerServiceBackend.run_task = run_task  # type: ignore[method-assign]
@@ -219,7 +220,7 @@ class TaskRunner:
         runner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:
                 parts = self.path.strip("/").split("/")  # v4/<task id>/task
                 arn = runner._task_arns.get(parts[1]) if len(parts) == 3 else None
                 body = json.dumps({"TaskARN": arn}).encode() if arn else b"{}"
@@ -260,7 +261,7 @@ class TaskRunner:
                     self._ecs_task(ecs, task)
 
     def _ecs_task(self, ecs: Any, task: dict[str, Any]) -> None:
-        arn, tid = task["taskArn"], task["taskArn"].rsplit("/", 1)[-1]
+        tid = task["taskArn"].rsplit("/", 1)[-1]
         proc = self.procs.get(tid)
         if proc is None:
             if task["lastStatus"] == "PROVISIONING" and task["desiredStatus"] == "RUNNING" \
@@ -275,7 +276,7 @@ class TaskRunner:
         arn, tid = task["taskArn"], task["taskArn"].rsplit("/", 1)[-1]
         definition = ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])["taskDefinition"]
         container = definition["containerDefinitions"][0]
-        override = next((o for o in task.get("overrides", {}).get("containerOverrides", [])
+        override: dict[str, Any] = next((o for o in task.get("overrides", {}).get("containerOverrides", [])
                          if o.get("name") == container["name"]), {})
         command = override.get("command") or container.get("command") or []
         env = {e["name"]: e["value"] for e in container.get("environment", [])}
@@ -316,7 +317,7 @@ class TaskRunner:
         start = next(i for i, w in enumerate(words) if w == "python" and words[i + 1] == "-m")
         env = {"DASK_DEPLOY_INSTANCE_ID": iid}
         group = stream = None
-        for flag, value in zip(words[:start], words[1:start]):
+        for flag, value in itertools.pairwise(words[:start]):
             if flag == "-e" and "=" in value:
                 k, _, v = value.partition("=")
                 env[k] = v

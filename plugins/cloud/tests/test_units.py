@@ -1,0 +1,102 @@
+"""Pure parts, no emulator: options, state mapping, address mapping, backend registration."""
+
+from __future__ import annotations
+
+import pytest
+from dask_deploy import Phase, SpecError
+from dask_deploy._plugins import backend_info, installed_backends
+from dask_deploy_cloud import EC2Options, ECSOptions
+from dask_deploy_cloud._base import STOP_REASON
+from dask_deploy_cloud._ec2 import instance_status
+from dask_deploy_cloud._ecs import task_status
+from dask_deploy_cloud.testing import to_loopback
+
+
+def test_backends_registered_lazily() -> None:
+    infos = installed_backends()
+    assert {"ecs", "fargate", "ec2"} <= set(infos)
+    for name in ("ecs", "fargate", "ec2"):
+        info = backend_info(name)
+        assert info.extra == "cloud"
+        assert info.defaults["security"] is True and info.defaults["scheduler"] == "remote"
+        assert {"scale", "remote_scheduler", "logs_after_death"} <= info.capabilities
+
+
+def test_default_ports_only_for_a_remote_scheduler() -> None:
+    defaults = backend_info("fargate").defaults
+    assert defaults["scheduler_port"]({"scheduler": "remote"}) == 8786
+    assert defaults["dashboard_address"]({"scheduler": "remote"}) == ":8787"
+    # In this process the core's loopback defaults stay.
+    assert defaults["scheduler_port"]({"scheduler": "local"}) == 0
+    assert defaults["dashboard_address"]({"scheduler": "local"}) == "127.0.0.1:0"
+    assert defaults["threads_per_worker"]({"worker_cpu": 2048}) == 2
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("client_cidrs", ["not-a-cidr"]),
+    ("client_cidrs", "10.0.0.0/8"),  # a string, not a list
+    ("tags", {"dask-deploy:cluster": "x"}),  # reserved
+    ("tags", {"a": 1}),
+    ("resolve_address", "no_such_module:f"),
+    ("resolve_address", "dask_deploy_cloud.testing"),  # not module:function
+    ("subnets", "subnet-1"),
+    ("worker_cpu", 0),
+    ("stop_timeout", 500),
+    ("use_private_ip", "yes"),
+])
+def test_bad_ecs_options_name_the_option(option: str, value: object) -> None:
+    with pytest.raises(SpecError) as err:
+        ECSOptions(**{option: value})
+    assert err.value.option == option
+
+
+def test_options_normalise_to_plain_values() -> None:
+    opts = ECSOptions(subnets=["subnet-1"], client_cidrs=["0.0.0.0/0"], tags={"team": "x"},
+                      resolve_address="dask_deploy_cloud.testing:loopback")
+    assert opts.subnets == ("subnet-1",)
+    assert opts.client_cidrs == ("0.0.0.0/0",)  # allowed when asked for explicitly
+    assert opts.resolver("10.1.2.3") == "127.0.0.1"
+    assert ECSOptions().resolver("10.1.2.3") == "10.1.2.3"
+    with pytest.raises(SpecError):
+        EC2Options(filesystem_size=1)
+
+
+def test_task_status() -> None:
+    assert task_status({"lastStatus": "PROVISIONING"}).phase == Phase.PENDING
+    assert task_status({"lastStatus": "RUNNING"}).phase == Phase.RUNNING
+    assert task_status({"lastStatus": "STOPPING"}).phase == Phase.RUNNING
+    stopped = {"lastStatus": "STOPPED", "stopCode": "UserInitiated", "stoppedReason": STOP_REASON}
+    assert task_status(stopped).phase == Phase.GONE
+    done = {"lastStatus": "STOPPED", "stopCode": "EssentialContainerExited",
+            "containers": [{"name": "dask", "exitCode": 0}]}
+    assert task_status(done).phase == Phase.GONE
+    failed = task_status({"lastStatus": "STOPPED", "stopCode": "TaskFailedToStart",
+                          "stoppedReason": "CannotPullContainerError: no such image",
+                          "containers": [{"name": "dask", "reason": "pull failed"}]})
+    assert failed.phase == Phase.FAILED
+    assert "TaskFailedToStart" in failed.reason and "CannotPullContainerError" in failed.reason
+    crashed = task_status({"lastStatus": "STOPPED", "stopCode": "EssentialContainerExited",
+                           "containers": [{"name": "dask", "exitCode": 137, "reason": "OutOfMemoryError"}]})
+    assert crashed.phase == Phase.FAILED and "137" in crashed.reason and "OutOfMemory" in crashed.reason
+
+
+def test_instance_status() -> None:
+    def inst(state: str, code: str = "", message: str = "") -> dict[str, object]:
+        return {"State": {"Name": state}, "StateReason": {"Code": code, "Message": message}}
+
+    assert instance_status(inst("pending")).phase == Phase.PENDING
+    assert instance_status(inst("running")).phase == Phase.RUNNING
+    ours = "Client.UserInitiatedShutdown"
+    assert instance_status(inst("shutting-down", ours)).phase == Phase.RUNNING  # not gone yet
+    assert instance_status(inst("terminated", ours)).phase == Phase.GONE
+    spot = instance_status(inst("terminated", "Server.SpotInstanceTermination", "spot reclaimed"))
+    assert spot.phase == Phase.FAILED and "spot reclaimed" in spot.reason
+    exited = instance_status(inst("terminated", "Client.InstanceInitiatedShutdown", "shutdown"))
+    assert exited.phase == Phase.FAILED and "container ended" in exited.reason
+
+
+def test_to_loopback_rewrites_every_emulator_address() -> None:
+    assert to_loopback("tls://10.194.2.3:8786") == "tls://127.0.0.1:8786"
+    assert to_loopback("--host 0.0.0.0") == "--host 127.0.0.1"
+    assert to_loopback("172.31.0.4 54.214.94.85") == "127.0.0.1 127.0.0.1"
+    assert to_loopback("127.0.0.5 v1.2.3.4.5") == "127.0.0.5 v1.2.3.4.5"
