@@ -233,3 +233,20 @@ def test_sigint_of_a_detached_creator_does_not_kill_the_cluster(wait_until: Any,
         proc.kill()
     attach("t-det-int").shutdown()
     wait_until(lambda: not agents_of("t-det-int"), 30, "shutdown")
+
+
+def test_a_forgotten_detached_cluster_closes_itself_after_its_idle_timeout(
+        wait_until: Any, agents_of: Any) -> None:
+    cluster = Cluster.from_name("local", n_workers=1, scheduler="remote", shutdown_on_close=False,
+                                idle_timeout=2, name="t-idle", quiet=True)
+    cluster.wait_for_workers(1, timeout=60)
+    cluster.close()  # detached, and nobody uses it any more
+    assert len(agents_of("t-idle")) == 1
+    wait_until(lambda: not agents_of("t-idle"), 90, "the idle cluster to stop itself")
+    [line] = [x for x in run_list().splitlines() if x.startswith("t-idle")]
+    assert " dead " in line  # listed as dead until `dask-deploy gc` prunes the record
+
+
+def run_list() -> str:
+    return subprocess.run([sys.executable, "-m", "dask_deploy._cli", "list"], capture_output=True,
+                          text=True, check=True, timeout=120).stdout
