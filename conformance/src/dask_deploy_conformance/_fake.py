@@ -1,8 +1,373 @@
-"""Backend plugin (work in progress): provides no backend yet."""
+"""The ``fake`` backend: in-process workers, fast, with fault-injection switches.
 
-from dask_deploy import hookimpl
+Every unit is one or more in-process :class:`distributed.Worker` objects started on the
+cluster's own event loop, so a cluster of ten workers starts in a fraction of a second and
+nothing outlives the test process. It is built on the public hooks only, like
+``dask_deploy._local``, and stands in for "a real system": a module-level registry
+(:data:`_WORLD`) is what the backend "runs", so ``deploy_discover`` asks that registry, not
+the core's records.
+
+Faults are switched on with backend options (``Cluster.from_name("fake", fail_start=True)``)
+or at run time on the cluster's plugin object (``cluster.backend.inject(fail_starts=2)``):
+
+============== ===============================================================
+option         effect
+============== ===============================================================
+start_delay    each unit stays PENDING this many seconds before its workers start
+fail_start     every unit reports FAILED right after it was accepted
+refuse_start   ``deploy_start_workers`` raises ``BackendError`` (batch refused)
+crash_after    each worker dies abruptly this many seconds after it connected
+never_connect  units report RUNNING but their workers never connect
+fail_stop      ``deploy_stop_workers`` raises and leaves the workers running
+               (``deploy_teardown`` still removes them, like a host agent would)
+lose_logs      the logs of units that ended are lost (``deploy_get_logs`` raises)
+fail_prepare   ``deploy_prepare`` raises: the backend is "unreachable"
+============== ===============================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dask_deploy import (
+    BackendError,
+    BackendInfo,
+    ClusterSpec,
+    Handle,
+    Phase,
+    SchedulerInfo,
+    SpecError,
+    Status,
+    Unit,
+    WorkerSpec,
+    hookimpl,
+)
+
+__all__ = ["INFO", "FakeBackend", "FakeOptions", "FakeUnit", "running"]
+
+#: Attribute that in-process backends set on a ``distributed.Worker`` so that the suite's
+#: generic "kill a worker" (run inside the worker) can kill it without ending this process.
+KILL_ATTRIBUTE = "dask_deploy_kill"
+
+
+def _seconds(value: object, option: str, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise SpecError(option, value, "expected a number of seconds >= 0"
+                        + (" or None" if allow_none else ""))
+
+
+def _flag(value: object, option: str) -> None:
+    if not isinstance(value, bool):
+        raise SpecError(option, value, "expected True or False")
+
+
+@dataclass(frozen=True)
+class FakeOptions:
+    """The fake backend's own options: fault-injection switches, all off by default."""
+
+    #: Seconds a unit stays PENDING before its workers start (slow start).
+    start_delay: float = 0.0
+    #: Every unit fails right after it was accepted (poll reports FAILED).
+    fail_start: bool = False
+    #: ``deploy_start_workers`` refuses every batch with ``BackendError``.
+    refuse_start: bool = False
+    #: Each worker dies abruptly this many seconds after it connected (None: never).
+    crash_after: float | None = None
+    #: Units report RUNNING but their workers never connect to the scheduler.
+    never_connect: bool = False
+    #: ``deploy_stop_workers`` raises ``BackendError`` and leaves the workers running.
+    fail_stop: bool = False
+    #: Logs of units that ended are lost (``deploy_get_logs`` raises ``BackendError``).
+    lose_logs: bool = False
+    #: ``deploy_prepare`` raises ``BackendError`` (the backend is unreachable).
+    fail_prepare: bool = False
+
+    def __post_init__(self) -> None:
+        _seconds(self.start_delay, "start_delay")
+        _seconds(self.crash_after, "crash_after", allow_none=True)
+        for name in ("fail_start", "refuse_start", "never_connect", "fail_stop", "lose_logs",
+                     "fail_prepare"):
+            _flag(getattr(self, name), name)
+
+
+@dataclass
+class FakeUnit:
+    """What the fake "system" runs for one unit: its workers, phase and log."""
+
+    cluster: str
+    name: str
+    worker_names: tuple[str, ...]
+    phase: Phase = Phase.PENDING
+    reason: str = ""
+    workers: list[Any] = field(default_factory=list)  # distributed.Worker objects
+    log: list[str] = field(default_factory=list)
+    stopping: bool = False
+    task: asyncio.Task[None] | None = None
+
+    def write(self, line: str) -> None:
+        self.log.append(f"{time.strftime('%H:%M:%S')} {line}")
+
+    def fail(self, reason: str) -> None:
+        if self.phase not in (Phase.FAILED, Phase.GONE):
+            self.phase, self.reason = Phase.FAILED, reason
+            self.write(f"FAILED: {reason}")
+
+
+#: What the fake system runs: cluster name -> unit (or scheduler) name -> FakeUnit / Scheduler.
+_WORLD: dict[str, dict[str, FakeUnit]] = {}
+_SCHEDULERS: dict[str, dict[str, Any]] = {}
+
+
+def running(cluster_id: str | None = None) -> list[str]:
+    """Names of the units and schedulers the fake backend still runs (for leak checks)."""
+    clusters = [cluster_id] if cluster_id is not None else list({*_WORLD, *_SCHEDULERS})
+    return sorted(n for c in clusters for n in [*_WORLD.get(c, {}), *_SCHEDULERS.get(c, {})])
+
+
+def _worker_kwargs(spec: ClusterSpec, address: str, name: str, w: WorkerSpec) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "scheduler_ip": address, "name": name, "nthreads": w.nthreads,
+        "memory_limit": w.memory_limit if w.memory_limit is not None else 0,
+        "host": spec.scheduler.host or "127.0.0.1",
+    }
+    if w.resources:
+        kwargs["resources"] = dict(w.resources)
+    if spec.tls is not None:
+        kwargs["security"] = spec.tls.security()
+    kwargs.update(w.options)
+    return kwargs
+
+
+class FakeBackend:
+    """One cluster's fake backend. ``inject`` changes its faults while the cluster runs."""
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        self.spec = spec
+        self.options: FakeOptions = spec.backend_options or FakeOptions()
+        #: How many of the next unit starts fail (see :meth:`inject`).
+        self.fail_next = 0
+        self._logs: dict[str, list[str]] = {}  # unit name -> log lines, kept after death
+        self._mine: set[str] = set()  # what this plugin object started (teardown stops it)
+
+    # -- run-time fault injection ----------------------------------------------------------
+
+    def inject(self, *, fail_starts: int = 0, **switches: Any) -> None:
+        """Inject faults into a running cluster.
+
+        ``fail_starts=N`` makes the next N unit starts fail; any :class:`FakeOptions` field
+        (``crash_after=0.5``, ``never_connect=True``, ...) replaces that switch from now on.
+        """
+        self.fail_next += fail_starts
+        if switches:
+            self.options = dataclasses.replace(self.options, **switches)
+
+    def kill(self, worker_name: str, reason: str = "killed") -> None:
+        """Kill one worker abruptly (its unit reports FAILED), as a signal would."""
+        for unit in _WORLD.get(self.spec.name, {}).values():
+            if worker_name in unit.worker_names:
+                self._kill(unit, reason)
+                return
+        raise KeyError(f"no running fake worker named {worker_name!r}")
+
+    def _kill(self, unit: FakeUnit, reason: str) -> None:
+        unit.fail(reason)
+        for w in unit.workers:
+            asyncio.ensure_future(w.close(reason=reason, nanny=False, executor_wait=False))
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    @hookimpl
+    async def deploy_prepare(self, cluster: ClusterSpec) -> None:
+        if self.options.fail_prepare:
+            raise BackendError(f"fake backend unreachable for cluster {cluster.name} "
+                               "(fail_prepare=True)")
+
+    @hookimpl
+    async def deploy_start_scheduler(self, cluster: ClusterSpec) -> SchedulerInfo:
+        from distributed import Scheduler
+
+        s = cluster.scheduler
+        kwargs: dict[str, Any] = {
+            "host": s.host or "127.0.0.1", "port": s.port, "dashboard": s.dashboard_address is not None,
+            "dashboard_address": s.dashboard_address, "idle_timeout": s.idle_timeout, **s.options}
+        if cluster.tls is not None:
+            kwargs.update(protocol="tls", security=cluster.tls.security())
+        name = f"{cluster.name}-scheduler"
+        try:
+            scheduler = Scheduler(**kwargs)
+            await asyncio.wait_for(scheduler.start(), cluster.start_timeout)
+        except Exception as e:
+            raise BackendError(f"the fake scheduler of {cluster.name} did not start: {e!r}") from e
+        _SCHEDULERS.setdefault(cluster.name, {})[name] = scheduler
+        self._mine.add(name)
+        self._logs[name] = [f"Scheduler at: {scheduler.address}"]
+        handle = Handle(cluster.backend, cluster.name, name, str(id(scheduler)), {"role": "scheduler"})
+        dash = None
+        if s.dashboard_address is not None and scheduler.http_server is not None:
+            dash = f"{s.host or '127.0.0.1'}:{scheduler.http_server.port}"
+        return SchedulerInfo(handle, scheduler.address, dash)
+
+    @hookimpl
+    async def deploy_stop_scheduler(self, cluster: ClusterSpec, handle: Handle) -> None:
+        scheduler = _SCHEDULERS.get(cluster.name, {}).pop(handle.name, None)
+        if scheduler is not None:
+            await scheduler.close()
+        if not _SCHEDULERS.get(cluster.name, True):
+            del _SCHEDULERS[cluster.name]
+
+    @hookimpl
+    async def deploy_dashboard_route(self, cluster: ClusterSpec, scheduler: SchedulerInfo) -> str | None:
+        return f"http://{scheduler.dashboard_address}" if scheduler.dashboard_address else None
+
+    @hookimpl
+    async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
+                                   units: Sequence[Unit]) -> list[Handle]:
+        if self.options.refuse_start:
+            raise BackendError(f"fake backend refused to start {len(units)} unit(s) (refuse_start=True)")
+        world = _WORLD.setdefault(cluster.name, {})
+        handles = []
+        for unit in units:
+            # One log per unit name, appended to by each start (like a log file would be).
+            fake = FakeUnit(cluster.name, unit.name, unit.worker_names,
+                            log=self._logs.setdefault(unit.name, []))
+            fake.write(f"accepted unit {unit.name}")
+            fail = self.options.fail_start or self.fail_next > 0
+            if self.fail_next > 0:
+                self.fail_next -= 1
+            world[unit.name] = fake
+            self._mine.add(unit.name)
+            fake.task = asyncio.ensure_future(self._run(cluster, scheduler_address, unit, fake, fail))
+            handles.append(Handle(cluster.backend, cluster.name, unit.name, str(id(fake)),
+                                  {"workers": list(unit.worker_names)}))
+        return handles
+
+    async def _run(self, cluster: ClusterSpec, address: str, unit: Unit, fake: FakeUnit,
+                   fail: bool) -> None:
+        from distributed import Worker
+
+        opts = self.options
+        try:
+            if opts.start_delay:
+                await asyncio.sleep(opts.start_delay)
+            if fake.stopping:
+                return
+            fake.phase = Phase.RUNNING
+            if fail:
+                fake.fail("injected start failure (exit code 1)")
+                return
+            if opts.never_connect:
+                fake.write("worker started but never connects (never_connect=True)")
+                return
+            for name, w in zip(unit.worker_names, unit.workers):
+                worker = Worker(**_worker_kwargs(cluster, address, name, w))
+                # The memory monitor would measure the whole test process, not this worker.
+                worker.periodic_callbacks.pop("memory_monitor", None)
+                setattr(worker, KILL_ATTRIBUTE, lambda u=fake: self._kill(u, "killed"))
+                fake.workers.append(worker)
+                await worker
+                fake.write(f"Worker name: {name}")
+                fake.write(f"Start worker at: {worker.address}")
+            if opts.crash_after is not None:
+                asyncio.get_running_loop().call_later(
+                    opts.crash_after, self._kill, fake, f"crashed {opts.crash_after:g}s after start")
+            await asyncio.gather(*(w.finished() for w in fake.workers))
+            if not fake.stopping and fake.phase is Phase.RUNNING:
+                fake.phase, fake.reason = Phase.GONE, "worker closed"
+                fake.write("worker closed itself (exit code 0)")
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            fake.fail(f"worker failed to start: {e!r}")
+            for w in fake.workers:
+                with contextlib.suppress(Exception):
+                    await w.close(nanny=False, executor_wait=False)
+
+    async def _stop(self, fake: FakeUnit) -> None:
+        fake.stopping = True
+        for w in fake.workers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(w.close(reason="stopped by dask-deploy", nanny=False,
+                                               executor_wait=False), 10)
+        if fake.task is not None and not fake.task.done():
+            fake.task.cancel()
+            with contextlib.suppress(BaseException):
+                await fake.task
+        if fake.phase is not Phase.FAILED:
+            fake.phase = Phase.GONE
+        fake.write("stopped")
+        _WORLD.get(fake.cluster, {}).pop(fake.name, None)
+        if not _WORLD.get(fake.cluster, True):
+            del _WORLD[fake.cluster]
+
+    @hookimpl
+    async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
+        world = _WORLD.get(cluster.name, {})
+        if self.options.fail_stop:
+            raise BackendError(f"fake backend failed to stop {[h.name for h in handles]} (fail_stop=True)")
+        await asyncio.gather(*(self._stop(world[h.name]) for h in handles if h.name in world))
+
+    @hookimpl
+    async def deploy_poll(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> list[Status]:
+        world = _WORLD.get(cluster.name, {})
+        out = []
+        for h in handles:
+            fake = world.get(h.name)
+            out.append(Status(Phase.GONE) if fake is None else Status(fake.phase, fake.reason))
+        return out
+
+    @hookimpl
+    async def deploy_get_logs(self, cluster: ClusterSpec, handle: Handle) -> str:
+        lines = self._logs.get(handle.name)
+        alive = handle.name in _WORLD.get(cluster.name, {}) or \
+            handle.name in _SCHEDULERS.get(cluster.name, {})
+        if lines is None or (self.options.lose_logs and not alive):
+            raise BackendError(f"the log of {handle.name} in {cluster.name} is lost")
+        return "\n".join(lines)
+
+    @hookimpl
+    async def deploy_discover(self, cluster: ClusterSpec, cluster_id: str | None) -> list[Handle]:
+        clusters = [cluster_id] if cluster_id is not None else sorted({*_WORLD, *_SCHEDULERS})
+        found = []
+        for cid in clusters:
+            for name, fake in _WORLD.get(cid, {}).items():
+                found.append(Handle(cluster.backend, cid, name, str(id(fake)),
+                                    {"workers": list(fake.worker_names), "phase": fake.phase.value}))
+            for name, sched in _SCHEDULERS.get(cid, {}).items():
+                found.append(Handle(cluster.backend, cid, name, str(id(sched)), {"role": "scheduler"}))
+        return found
+
+    @hookimpl
+    async def deploy_teardown(self, cluster: ClusterSpec) -> None:
+        # Like an agent whose parent went away: whatever this object started goes. (A
+        # plugin object made only to discover or read logs started nothing, stops nothing.)
+        for fake in [f for n, f in _WORLD.get(cluster.name, {}).items() if n in self._mine]:
+            with contextlib.suppress(Exception):
+                await self._stop(fake)
+        for handle_name in [n for n in _SCHEDULERS.get(cluster.name, {}) if n in self._mine]:
+            with contextlib.suppress(Exception):
+                await self.deploy_stop_scheduler(
+                    cluster, Handle(cluster.backend, cluster.name, handle_name, ""))
+
+
+INFO = BackendInfo(
+    name="fake",
+    summary="In-process workers with fault-injection switches (dask-deploy-conformance)",
+    factory=FakeBackend,
+    options=FakeOptions,
+    capabilities=frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard"}),
+    extra="conformance",
+    defaults={"n_workers": 0, "threads_per_worker": 1, "poll_interval": 0.1},
+)
 
 
 @hookimpl
-def deploy_backends() -> list:
-    return []
+def deploy_backends() -> list[BackendInfo]:
+    return [INFO]

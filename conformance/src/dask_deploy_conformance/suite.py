@@ -1,0 +1,650 @@
+"""The conformance checks, as test classes a backend's own test module subclasses.
+
+:class:`ConformanceSuite` bundles every check; the groups (:class:`LifecycleChecks`,
+:class:`ScalingChecks`, ...) can be subclassed alone. A check needs only the fixtures of
+:mod:`dask_deploy_conformance.plugin` (``deploy_backend``, ``deploy_options``, ...), which
+you override to point the suite at your backend. Checks skip, with the reason, what the
+backend's capabilities do not claim or what ``deploy_faults`` cannot inject.
+
+Every check drives the backend through the public ``SpecCluster`` API only, and waits for
+conditions with a deadline (``deploy_timeout``), never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import operator
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ._support import (
+    ClusterFactory,
+    Faults,
+    async_wait_for,
+    backend_info,
+    connected,
+    converged,
+    describe,
+    discover,
+    expected_workers,
+    merge_options,
+    wait_for,
+)
+
+__all__ = [
+    "AdaptivityChecks",
+    "ConformanceSuite",
+    "DashboardChecks",
+    "FaultChecks",
+    "LeakChecks",
+    "LifecycleChecks",
+    "LogChecks",
+    "RemoteSchedulerChecks",
+    "ScalingChecks",
+    "StateMachineChecks",
+]
+
+requires = pytest.mark.deploy_requires
+
+
+def _fault(faults: Faults, name: str) -> Any:
+    value = getattr(faults, name)
+    if value is None:
+        pytest.skip(f"deploy_faults.{name} is None: the backend cannot inject this fault")
+    return value
+
+
+def wait_converged(cluster: Any, n: int, timeout: float) -> None:
+    """Wait until exactly ``n`` planned workers are connected; fail fast on a crash loop."""
+    want = expected_workers(cluster, n)
+
+    def done() -> bool:
+        if cluster.error is not None:
+            raise AssertionError(f"crash loop while converging to {want} workers: {cluster.error}\n"
+                                 f"{describe(cluster)}")
+        return converged(cluster, want)
+
+    wait_for(done, timeout, f"exactly {want} planned workers are connected", cluster)
+
+
+def _status(cluster: Any) -> str:
+    return str(getattr(cluster.status, "name", cluster.status))
+
+
+def _compute(cluster: Any, timeout: float) -> None:
+    from distributed import Client
+
+    with Client(cluster, set_as_default=False) as client:
+        assert client.submit(operator.add, 1, 2).result(timeout=timeout) == 3
+
+
+# --------------------------------------------------------------------------------------
+# Lifecycle
+# --------------------------------------------------------------------------------------
+
+
+class LifecycleChecks:
+    """Start, ``with`` / ``async with``, close twice, failed starts, status transitions."""
+
+    def test_sync_start_compute_close(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
+        cluster = deploy_cluster(n_workers=1)
+        assert _status(cluster) == "running", describe(cluster)
+        assert "://" in cluster.scheduler_address
+        wait_converged(cluster, 1, deploy_timeout)
+        _compute(cluster, deploy_timeout)
+        cluster.close()
+        assert _status(cluster) == "closed"
+
+    def test_with_statement(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
+        with deploy_cluster(n_workers=1) as cluster:
+            assert _status(cluster) == "running"
+            wait_converged(cluster, 1, deploy_timeout)
+        assert _status(cluster) == "closed"
+
+    def test_async_with_and_status_transitions(self, deploy_cluster: ClusterFactory,
+                                               deploy_timeout: float) -> None:
+        from dask_deploy import from_name
+        from distributed import Client
+
+        order = ["created", "starting", "running", "closing", "closed"]
+        seen: list[str] = []
+
+        async def main() -> None:
+            cluster = deploy_cluster.track(from_name(
+                deploy_cluster.backend, asynchronous=True, **deploy_cluster.merged(n_workers=1)))
+            stop = asyncio.Event()
+            seen.append(_status(cluster))
+
+            async def sample() -> None:
+                while not stop.is_set():
+                    s = _status(cluster)
+                    if not seen or seen[-1] != s:
+                        seen.append(s)
+                    await asyncio.sleep(0)
+
+            sampler = asyncio.ensure_future(sample())
+            async with cluster:
+                assert _status(cluster) == "running"
+                await asyncio.wait_for(cluster.wait_for_workers(1), deploy_timeout)
+                async with Client(cluster, asynchronous=True) as client:
+                    assert await client.submit(operator.add, 1, 2) == 3
+            await asyncio.sleep(0)
+            stop.set()
+            await sampler
+            assert _status(cluster) == "closed"
+
+        asyncio.run(main())
+        assert seen[0] == "created" and seen[-1] == "closed", seen
+        ranks = [order.index(s) if s in order else -1 for s in seen]
+        assert -1 not in ranks and ranks == sorted(ranks), f"status went backwards or off-path: {seen}"
+
+    def test_close_twice(self, deploy_cluster: ClusterFactory) -> None:
+        from dask_deploy import from_name
+
+        cluster = deploy_cluster(n_workers=1)
+        cluster.close()
+        cluster.close()
+        assert _status(cluster) == "closed"
+
+        async def main() -> None:
+            c = from_name(deploy_cluster.backend, asynchronous=True, **deploy_cluster.merged())
+            await c
+            await c.close()
+            await c.close()
+            assert _status(c) == "closed"
+
+        asyncio.run(main())
+
+    def test_close_after_failed_start(self, deploy_cluster: ClusterFactory, deploy_faults: Faults) -> None:
+        from dask_deploy import from_name
+
+        broken = _fault(deploy_faults, "cluster_start_failure")
+        with pytest.raises(Exception):  # noqa: B017 - any error, as long as start fails
+            deploy_cluster(**broken)
+
+        async def main() -> None:
+            c = from_name(deploy_cluster.backend, asynchronous=True, **deploy_cluster.merged(**broken))
+            with pytest.raises(Exception):  # noqa: B017
+                await c
+            await c.close()
+            await c.close()
+            assert _status(c) == "closed"
+
+        asyncio.run(main())
+
+    def test_close_during_start(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
+        from dask_deploy import from_name
+
+        async def main() -> None:
+            c = from_name(deploy_cluster.backend, asynchronous=True, **deploy_cluster.merged(n_workers=2))
+
+            async def start() -> None:
+                await c
+
+            task = asyncio.ensure_future(start())
+            await async_wait_for(lambda: _status(c) != "created" or task.done(), deploy_timeout,
+                                 "the cluster began to start", c)
+            await asyncio.wait_for(c.close(), deploy_timeout)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, deploy_timeout)
+            assert _status(c) == "closed", f"closed during start, status is now {_status(c)}"
+
+        asyncio.run(main())
+
+    def test_close_while_workers_start(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
+        cluster = deploy_cluster(n_workers=2)
+        cluster.close(timeout=deploy_timeout)
+        assert _status(cluster) == "closed"
+
+
+# --------------------------------------------------------------------------------------
+# Scaling
+# --------------------------------------------------------------------------------------
+
+
+class ScalingChecks:
+    """``scale(n)`` converges for any sequence, ``scale_down`` of names, cores and memory."""
+
+    @requires("scale")
+    def test_scale_sequences(self, deploy_cluster: ClusterFactory, deploy_profile: Any,
+                             deploy_max_workers: int, deploy_timeout: float) -> None:
+        from hypothesis import given
+
+        from .strategies import scale_sequences
+
+        cluster = deploy_cluster()
+
+        @deploy_profile
+        @given(scale_sequences(deploy_max_workers))
+        def run(steps: list[tuple[int, bool]]) -> None:
+            for n, settle in steps:
+                cluster.scale(n)
+                if settle:
+                    wait_converged(cluster, n, deploy_timeout)
+            wait_converged(cluster, steps[-1][0], deploy_timeout)
+
+        run()
+
+    @requires("scale")
+    def test_scale_down_named_workers(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
+        cluster = deploy_cluster(n_workers=3)
+        wait_converged(cluster, 3, deploy_timeout)
+        before = connected(cluster)
+
+        def unit_of(worker: str) -> set[str]:
+            return next(set(u.worker_names) for u in cluster.units.values() if worker in u.worker_names)
+
+        by_name = sorted(before)[0]
+        gone = unit_of(by_name)
+        cluster.sync(cluster.scale_down, [by_name])  # by name
+        left = {n: a for n, a in before.items() if n not in gone}
+        wait_for(lambda: connected(cluster) == left and set(cluster.plan) == set(left), deploy_timeout,
+                 f"only {by_name}'s unit is gone and the others run on unchanged", cluster)
+
+        by_address = sorted(left)[-1]
+        gone = unit_of(by_address)
+        cluster.sync(cluster.scale_down, [left[by_address]])  # by address
+        left = {n: a for n, a in left.items() if n not in gone}
+        wait_for(lambda: connected(cluster) == left and set(cluster.plan) == set(left), deploy_timeout,
+                 f"only {by_address}'s unit is gone and the others run on unchanged", cluster)
+
+    @requires("scale")
+    def test_scale_by_cores_and_memory(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
+        cluster = deploy_cluster(threads_per_worker=2, memory_limit="300MiB")
+        cluster.scale(cores=4)
+        wait_converged(cluster, 2, deploy_timeout)
+        workers = cluster.scheduler_info["workers"].values()
+        assert [w["nthreads"] for w in workers] == [2, 2], describe(cluster)
+        cluster.scale(memory="900MiB")
+        wait_converged(cluster, 3, deploy_timeout)
+        limits = [w["memory_limit"] for w in cluster.scheduler_info["workers"].values()]
+        assert limits == [300 * 2**20] * 3, f"memory limits {limits}, expected 300MiB each"
+
+
+# --------------------------------------------------------------------------------------
+# Adaptivity
+# --------------------------------------------------------------------------------------
+
+
+class _Sampler:
+    """Samples a cluster from a background thread: plan sizes and connected workers."""
+
+    def __init__(self, cluster: Any, check: Callable[[Any], str | None] | None = None) -> None:
+        self.cluster, self.check = cluster, check
+        self.sizes: list[int] = []
+        self.violations: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(RuntimeError):  # a set changed size while we read it
+                size = len(set(self.cluster.plan))
+                if not self.sizes or self.sizes[-1] != size:
+                    self.sizes.append(size)
+                if self.check is not None and (problem := self.check(self.cluster)):
+                    self.violations.append(problem)
+            time.sleep(0.01)
+
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _adapt(cluster: Any, minimum: int, maximum: int, wait_count: int = 3) -> Any:
+    return cluster.adapt(minimum=minimum, maximum=maximum, interval="100ms", wait_count=wait_count,
+                         target_duration="10ms")
+
+
+def _hold(event_name: str) -> Any:
+    """A task that runs until the distributed Event ``event_name`` is set (held load)."""
+
+    def task(i: int) -> int:
+        from distributed import Event
+
+        Event(event_name).wait()
+        return i
+
+    return task
+
+
+class AdaptivityChecks:
+    """Under load the target stays within bounds, converges, spares starting workers, no flapping."""
+
+    @requires("scale")
+    def test_adapt_within_bounds_under_load(self, deploy_cluster: ClusterFactory, deploy_profile: Any,
+                                            deploy_max_workers: int, deploy_timeout: float) -> None:
+        from distributed import Client
+        from hypothesis import given
+        from hypothesis import strategies as st
+
+        from .strategies import load_sequences
+
+        cluster = deploy_cluster()
+        top = min(deploy_max_workers, 3)
+        client = Client(cluster, set_as_default=False)
+        try:
+            @deploy_profile
+            @given(st.integers(0, 1), st.integers(1, top), load_sequences())
+            def run(lo: int, span: int, loads: list[tuple[int, float]]) -> None:
+                hi = max(lo, span)
+                bounds = f"[{lo}, {hi}]"
+                with _Sampler(cluster) as sampler:
+                    _adapt(cluster, lo, hi)
+                    for n_tasks, duration in loads:
+                        futures = client.map(time.sleep, [duration] * n_tasks, pure=False)
+                        client.gather(futures)
+                    wait_converged(cluster, lo, deploy_timeout)
+                outside = [s for s in sampler.sizes if not lo <= s <= hi]
+                # The first samples may still show the previous example's size.
+                assert not outside[1:], f"adaptive target left {bounds}: sizes {sampler.sizes}"
+
+            run()
+        finally:
+            client.close()
+
+    @requires("scale")
+    def test_adapt_keeps_starting_workers(self, deploy_cluster: ClusterFactory, deploy_faults: Faults,
+                                          deploy_max_workers: int, deploy_timeout: float) -> None:
+        from distributed import Client, Event
+
+        slow = _fault(deploy_faults, "slow_start")
+        cluster = deploy_cluster(**slow)
+        top = min(deploy_max_workers, 3)
+        ever_connected: set[str] = set()
+        removed_early: list[str] = []
+        last_plan: set[str] = set()
+
+        def check(c: Any) -> str | None:
+            nonlocal last_plan
+            plan, seen = set(c.plan), set(connected(c))
+            ever_connected.update(seen)
+            for name in last_plan - plan:
+                if name not in ever_connected:
+                    removed_early.append(name)
+            last_plan = plan
+            return None
+
+        name = f"conf-hold-{uuid.uuid4().hex[:8]}"
+        with Client(cluster, set_as_default=False) as client:
+            futures = client.map(_hold(name), range(2 * top), pure=False)
+            with _Sampler(cluster, check):
+                _adapt(cluster, 0, top)
+                wait_converged(cluster, top, deploy_timeout)
+                assert not removed_early, (f"workers closed while still starting under load: "
+                                           f"{removed_early}\n{describe(cluster)}")
+                Event(name, client=client).set()
+                client.gather(futures)
+                wait_converged(cluster, 0, deploy_timeout)
+
+    @requires("scale")
+    def test_adapt_no_flapping(self, deploy_cluster: ClusterFactory, deploy_max_workers: int,
+                               deploy_timeout: float) -> None:
+        from distributed import Client, Event
+
+        cluster = deploy_cluster()
+        top = min(deploy_max_workers, 2)
+        name = f"conf-hold-{uuid.uuid4().hex[:8]}"
+        with Client(cluster, set_as_default=False) as client:
+            futures = client.map(_hold(name), range(2 * top), pure=False)
+            _adapt(cluster, 1, top, wait_count=3)
+            wait_converged(cluster, top, deploy_timeout)
+            steady = connected(cluster)
+            # Held load: for ten wait windows nothing may be replaced, stopped or added.
+            window = 10 * 3 * 0.1
+            deadline = time.monotonic() + window
+            while time.monotonic() < deadline:
+                now = connected(cluster)
+                assert now == steady, (f"workers changed under constant load (flapping): "
+                                       f"{steady} -> {now}\n{describe(cluster)}")
+                time.sleep(0.02)
+            with _Sampler(cluster) as sampler:
+                Event(name, client=client).set()
+                client.gather(futures)
+                wait_converged(cluster, 1, deploy_timeout)
+            ups = [b for a, b in zip(sampler.sizes, sampler.sizes[1:]) if b > a]
+            assert not ups, f"the cluster grew again while idle (flapping): sizes {sampler.sizes}"
+            assert cluster.error is None, cluster.error
+
+
+# --------------------------------------------------------------------------------------
+# Faults
+# --------------------------------------------------------------------------------------
+
+
+class FaultChecks:
+    """Dead workers are replaced; hung starts time out; repeated failures trip the limit."""
+
+    def test_dead_worker_is_replaced(self, deploy_cluster: ClusterFactory, deploy_faults: Faults,
+                                     deploy_timeout: float) -> None:
+        kill = _fault(deploy_faults, "kill")
+        cluster = deploy_cluster(n_workers=2)
+        wait_converged(cluster, 2, deploy_timeout)
+        before = connected(cluster)
+        victim = sorted(before)[0]
+        kill(cluster, victim)
+        wait_for(lambda: connected(cluster).get(victim) != before[victim], deploy_timeout,
+                 f"the scheduler lost the killed worker {victim}", cluster)
+        wait_converged(cluster, 2, deploy_timeout)
+        assert connected(cluster)[victim] != before[victim], "the killed worker was not replaced"
+
+    def test_never_connecting_start_fails_after_timeout(
+            self, deploy_cluster: ClusterFactory, deploy_faults: Faults, deploy_timeout: float) -> None:
+        from dask_deploy import CrashLoopError
+
+        hang = _fault(deploy_faults, "never_connects")
+        cluster = deploy_cluster(**merge_options(hang, {"n_workers": 1, "start_timeout": 2,
+                                                        "max_failures": 2}))
+        wait_for(lambda: cluster.error is not None, deploy_timeout + 10,
+                 "the never-connecting starts tripped the crash-loop limit", cluster)
+        assert isinstance(cluster.error, CrashLoopError)
+        assert "connect" in str(cluster.error), f"the error does not say why: {cluster.error}"
+        # The hung units were stopped when they were failed: the backend runs none.
+        handles = discover(backend_info(deploy_cluster.backend), cluster.spec)
+        units = [h for h in handles or [] if h.name in cluster.units]
+        assert not units, f"units that never connected still run after they failed: {units}"
+
+    def test_crash_loop_limit(self, deploy_cluster: ClusterFactory, deploy_faults: Faults,
+                              deploy_timeout: float) -> None:
+        from dask_deploy import CrashLoopError
+
+        failing = _fault(deploy_faults, "start_failure")
+        # A long start timeout: the failures must be *reported* by the backend (poll FAILED),
+        # not noticed because the workers never connected.
+        cluster = deploy_cluster(**merge_options(failing, {"n_workers": 2, "max_failures": 3,
+                                                           "start_timeout": 10 * deploy_timeout}))
+        wait_for(lambda: cluster.error is not None, deploy_timeout,
+                 "repeated start failures tripped the crash-loop limit (does deploy_poll report "
+                 "FAILED for a worker that exited with an error?)", cluster)
+        assert isinstance(cluster.error, CrashLoopError)
+        assert "max_failures" in str(cluster.error), f"unclear crash-loop error: {cluster.error}"
+        with pytest.raises(CrashLoopError):
+            cluster.wait_for_workers(2, timeout=deploy_timeout)
+        assert not connected(cluster)
+
+
+# --------------------------------------------------------------------------------------
+# Logs
+# --------------------------------------------------------------------------------------
+
+
+class LogChecks:
+    """Scheduler and worker logs are readable, also for a worker that died."""
+
+    def test_scheduler_and_worker_logs(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
+        cluster = deploy_cluster(n_workers=1)
+        wait_converged(cluster, 1, deploy_timeout)
+        (unit,) = cluster.units
+        worker = next(iter(cluster.plan))
+        logs = cluster.get_logs()
+        assert "Scheduler" in logs, sorted(logs)
+        assert unit in logs, f"get_logs() has no entry for unit {unit}: {sorted(logs)}"
+        text = cluster.sync(cluster.logs_of, unit)
+        assert worker in text, f"the log of {unit} does not mention its worker {worker}:\n{text[-2000:]}"
+
+    @requires("logs_after_death")
+    def test_logs_of_dead_worker(self, deploy_cluster: ClusterFactory, deploy_faults: Faults,
+                                 deploy_timeout: float) -> None:
+        cluster = deploy_cluster(n_workers=1)
+        wait_converged(cluster, 1, deploy_timeout)
+        (unit,) = cluster.units
+        worker = next(iter(cluster.plan))
+        if deploy_faults.kill is not None:
+            address = connected(cluster)[worker]
+            deploy_faults.kill(cluster, worker)
+            wait_for(lambda: connected(cluster).get(worker) != address, deploy_timeout,
+                     f"the killed worker {worker} left the scheduler", cluster)
+        cluster.scale(0)
+        wait_converged(cluster, 0, deploy_timeout)
+        text = cluster.sync(cluster.logs_of, unit)
+        assert worker in text, f"the log of the dead unit {unit} is lost or empty:\n{text[-2000:]}"
+        assert unit in cluster.get_logs(), "get_logs() forgot the dead unit"
+
+
+# --------------------------------------------------------------------------------------
+# Dashboard
+# --------------------------------------------------------------------------------------
+
+
+def _get(url: str, timeout: float) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - the cluster's own URL
+        return r.status, r.read(200_000).decode(errors="replace")
+
+
+class DashboardChecks:
+    """The dashboard the cluster reports is served."""
+
+    @requires("dashboard")
+    def test_dashboard_served(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
+        cluster = deploy_cluster(n_workers=1)
+        link = cluster.dashboard_link
+        assert link and link.startswith("http"), f"no dashboard link: {link!r}"
+        base = link.rsplit("/status", 1)[0]
+        status, body = _get(f"{base}/health", deploy_timeout)
+        assert status == 200 and body.strip() == "ok", (status, body[:200])
+        status, body = _get(link, deploy_timeout)
+        assert status == 200 and "Dask" in body, f"{link} did not serve the dashboard ({status})"
+
+
+# --------------------------------------------------------------------------------------
+# Leaks
+# --------------------------------------------------------------------------------------
+
+
+class LeakChecks:
+    """After close, a failed start and a close during start nothing of the cluster runs."""
+
+    def test_discover_finds_what_runs(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
+        cluster = deploy_cluster(n_workers=2)
+        wait_converged(cluster, 2, deploy_timeout)
+        handles = discover(deploy_cluster.info, cluster.spec)
+        if handles is None:
+            pytest.skip("the backend does not implement deploy_discover")
+        assert handles, "deploy_discover finds nothing while the cluster runs two workers"
+        assert {h.cluster for h in handles} == {cluster.name}, handles
+
+    def test_no_leak_after_close(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
+        cluster = deploy_cluster(n_workers=2)
+        wait_converged(cluster, 2, deploy_timeout)
+        cluster.scale(3)
+        wait_converged(cluster, 3, deploy_timeout)
+        cluster.scale(1)
+        wait_converged(cluster, 1, deploy_timeout)
+        cluster.scale(2)  # close while one is starting
+        cluster.close()
+        leaks = deploy_cluster.leaks(cluster.name, cluster.spec)
+        assert not leaks, "still running after close:\n  " + "\n  ".join(leaks)
+
+    def test_no_leak_after_failed_start(self, deploy_cluster: ClusterFactory, deploy_faults: Faults) -> None:
+        broken = _fault(deploy_faults, "cluster_start_failure")
+        opts = deploy_cluster.merged(n_workers=1, **broken)
+        with pytest.raises(Exception):  # noqa: B017
+            deploy_cluster(**opts)
+        from dask_deploy import ClusterSpec
+
+        spec = ClusterSpec(backend=deploy_cluster.backend, name=opts["name"])
+        leaks = deploy_cluster.leaks(opts["name"], spec)
+        assert not leaks, "still running after a failed start:\n  " + "\n  ".join(leaks)
+
+    def test_no_leak_after_close_during_start(self, deploy_cluster: ClusterFactory,
+                                              deploy_timeout: float) -> None:
+        from dask_deploy import from_name
+
+        opts = deploy_cluster.merged(n_workers=2)
+        spec: list[Any] = []
+
+        async def main() -> None:
+            c = from_name(deploy_cluster.backend, asynchronous=True, **opts)
+            spec.append(c.spec)
+
+            async def start() -> None:
+                await c
+
+            task = asyncio.ensure_future(start())
+            await async_wait_for(lambda: _status(c) != "created" or task.done(), deploy_timeout,
+                                 "the cluster began to start", c)
+            await c.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, deploy_timeout)
+
+        asyncio.run(main())
+        leaks = deploy_cluster.leaks(opts["name"], spec[0])
+        assert not leaks, "still running after a close during start:\n  " + "\n  ".join(leaks)
+
+
+# --------------------------------------------------------------------------------------
+# Remote scheduler
+# --------------------------------------------------------------------------------------
+
+
+class RemoteSchedulerChecks:
+    """``scheduler="remote"``: the backend's scheduler serves, logs, and is stopped on close."""
+
+    @requires("remote_scheduler")
+    def test_remote_scheduler(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
+        cluster = deploy_cluster(scheduler="remote", n_workers=1)
+        wait_converged(cluster, 1, deploy_timeout)
+        _compute(cluster, deploy_timeout)
+        logs = cluster.get_logs()
+        assert logs.get("Scheduler"), "the remote scheduler's log is empty"
+        cluster.close()
+        leaks = deploy_cluster.leaks(cluster.name, cluster.spec)
+        assert not leaks, "still running after close:\n  " + "\n  ".join(leaks)
+
+
+# --------------------------------------------------------------------------------------
+# The state machine
+# --------------------------------------------------------------------------------------
+
+
+class StateMachineChecks:
+    """Scale, adapt, load, kill, inject start failures and close in generated orders."""
+
+    @requires("scale")
+    def test_state_machine(self, deploy_cluster: ClusterFactory, deploy_faults: Faults,
+                           deploy_profile: Any,
+                           deploy_max_workers: int, deploy_timeout: float) -> None:
+        from hypothesis.stateful import run_state_machine_as_test
+
+        from ._machine import machine_for
+
+        machine = machine_for(deploy_cluster, deploy_faults, deploy_max_workers, deploy_timeout)
+        run_state_machine_as_test(machine, settings=deploy_profile)
+
+
+# pytest runs inherited tests in reverse MRO order: the last base class's tests first.
+class ConformanceSuite(StateMachineChecks, RemoteSchedulerChecks, LeakChecks, DashboardChecks,
+                       LogChecks, FaultChecks, AdaptivityChecks, ScalingChecks, LifecycleChecks):
+    """Every check. Subclass it as ``TestXxxConformance`` and override the ``deploy_*`` fixtures."""
+
