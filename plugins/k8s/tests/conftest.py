@@ -114,23 +114,35 @@ def kubectl(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture
 def objects(emulator: Emulator) -> Callable[[str], dict[str, list[dict[str, Any]]]]:
-    """``objects(selector)``: the emulator's pods, services and secrets matching ``selector``."""
-    return lambda selector: list_objects(emulator, selector)
+    """``objects(selector[, other_emulator])``: pods, services and secrets matching ``selector``."""
+    return lambda selector, emu=emulator: list_objects(emu, selector)
 
 
-def list_objects(emulator: Emulator, selector: str) -> dict[str, list[dict[str, Any]]]:
-    """Pods, services and secrets matching ``selector`` (from a test's own thread)."""
-    async def go() -> dict[str, list[dict[str, Any]]]:
+@pytest.fixture
+def k8s(emulator: Emulator) -> Callable[[Callable[[Any], Any]], Any]:
+    """``k8s(async_fn)``: run ``async_fn(CoreV1Api)`` against the emulator from a sync test."""
+    return lambda fn: k8s_run(emulator, fn)
+
+
+def k8s_run(emulator: Emulator, fn: Callable[[Any], Any]) -> Any:
+    async def go() -> Any:
         cfg = type.__call__(client.Configuration)
         await config.load_kube_config(config_file=emulator.kubeconfig, client_configuration=cfg,
                                       persist_config=False)
         async with client.ApiClient(cfg) as api:
-            v1 = client.CoreV1Api(api)
-            out = {}
-            for kind, call in (("pods", v1.list_namespaced_pod), ("services", v1.list_namespaced_service),
-                               ("secrets", v1.list_namespaced_secret)):
-                resp = await call("default", label_selector=selector, _preload_content=False)
-                out[kind] = json.loads(await resp.read())["items"]
-            return out
+            return await fn(client.CoreV1Api(api))
 
     return asyncio.run(go())
+
+
+def list_objects(emulator: Emulator, selector: str) -> dict[str, list[dict[str, Any]]]:
+    """Pods, services and secrets matching ``selector`` (from a test's own thread)."""
+    async def go(v1: Any) -> dict[str, list[dict[str, Any]]]:
+        out = {}
+        for kind, call in (("pods", v1.list_namespaced_pod), ("services", v1.list_namespaced_service),
+                           ("secrets", v1.list_namespaced_secret)):
+            resp = await call("default", label_selector=selector, _preload_content=False)
+            out[kind] = json.loads(await resp.read())["items"]
+        return out
+
+    return k8s_run(emulator, go)

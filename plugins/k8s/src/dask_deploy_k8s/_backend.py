@@ -29,6 +29,7 @@ from dask_deploy import (
     hookimpl,
 )
 from dask_deploy import Phase as _Phase
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.stream import WsApiClient
@@ -78,11 +79,20 @@ async def connect(opts: K8sOptions) -> tuple[Any, str, bool]:
     return cfg, namespace or "default", inside
 
 
-def _reason(e: ApiException) -> str:
+def _message(body: bytes) -> str:
+    """The ``message`` of a ``Status`` body (or the body itself)."""
     try:
-        return str(json.loads(e.body).get("message") or e.reason)
-    except (TypeError, ValueError):
-        return str(e.reason)
+        return str(json.loads(body).get("message") or body[:200])
+    except (TypeError, ValueError, AttributeError):
+        return body[:200].decode(errors="replace")
+
+
+class Refused(BackendError):
+    """The API server answered with an error status (``status``: the HTTP code)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class K8sBackend:
@@ -114,36 +124,43 @@ class K8sBackend:
                 self.ws_api = client.CoreV1Api(WsApiClient(cfg))
         return self.api
 
-    async def _call(self, what: str, coro: Any, *, missing_ok: bool = False) -> Any:
-        """Await an API call; Kubernetes errors become a BackendError that says what failed."""
+    async def _call(self, what: str, method: Any, *args: Any, missing_ok: bool = False,
+                    text: bool = False, **kwargs: Any) -> Any:
+        """Call the API; the parsed JSON body (or text), None for a 404 if ``missing_ok``.
+
+        Raw responses (``_preload_content=False``) skip the client's model classes, and the
+        client raises nothing for them: a non-2xx status becomes a :class:`Refused` that says
+        what failed and why, in the API server's words.
+        """
         try:
-            return await coro
-        except ApiException as e:
-            if missing_ok and e.status == 404:
-                return None
-            raise BackendError(f"{what} in namespace {self.namespace} failed: {e.status} "
-                               f"{_reason(e)}") from e
-        except OSError as e:
+            resp = await method(*args, _preload_content=False, **kwargs)
+            body = await resp.read()
+        except (OSError, aiohttp.ClientError, asyncio.TimeoutError, ApiException) as e:
             raise BackendError(f"{what}: cannot reach the Kubernetes API server: {e}") from e
+        if resp.status == 404 and missing_ok:
+            return None
+        if not 200 <= resp.status < 300:
+            raise Refused(resp.status, f"{what} in namespace {self.namespace} failed: "
+                                       f"{resp.status} {_message(body)}")
+        return body.decode(errors="replace") if text else json.loads(body)
 
     @hookimpl
     async def deploy_prepare(self, cluster: ClusterSpec) -> None:
         api = await self._connect()
         body = m.cluster_secret(cluster, self.namespace)
         try:
-            secret = await api.create_namespaced_secret(self.namespace, body, _preload_content=False)
-            self.owner = m.owner_reference(json.loads(await secret.read()))
-        except ApiException as e:
+            secret = await self._call(f"creating Secret {cluster.name}", api.create_namespaced_secret,
+                                      self.namespace, body)
+        except Refused as e:
             if e.status == 409:
                 raise BackendError(
                     f"a cluster named {cluster.name!r} already exists in namespace {self.namespace} "
                     f"(Secret {cluster.name}); choose another name, or remove it with "
                     f"`dask-deploy gc` / `kubectl delete secret {cluster.name}`") from e
-            raise BackendError(f"creating Secret {cluster.name} in namespace {self.namespace} "
-                               f"failed: {e.status} {_reason(e)}; see rbac.yaml for the permissions "
-                               "the backend needs") from e
-        except OSError as e:
-            raise BackendError(f"cannot reach the Kubernetes API server: {e}") from e
+            if e.status in (401, 403):
+                raise BackendError(f"{e}; see rbac.yaml for the permissions the backend needs") from e
+            raise
+        self.owner = m.owner_reference(secret)
         self.watch = PodWatch(api, self.namespace, m.selector(cluster.name))
         self.watch.start()
         try:
@@ -154,9 +171,7 @@ class K8sBackend:
 
     async def _create_pod(self, body: dict[str, Any], what: str) -> dict[str, Any]:
         assert self.watch is not None
-        resp = await self._call(what, self.api.create_namespaced_pod(
-            self.namespace, body, _preload_content=False))
-        pod: dict[str, Any] = json.loads(await resp.read())
+        pod: dict[str, Any] = await self._call(what, self.api.create_namespaced_pod, self.namespace, body)
         self.watch.created(pod)
         return pod
 
@@ -166,9 +181,8 @@ class K8sBackend:
     async def deploy_start_scheduler(self, cluster: ClusterSpec) -> SchedulerInfo:
         assert self.owner is not None and self.watch is not None
         ns = self.namespace
-        svc_resp = await self._call("creating the scheduler Service", self.api.create_namespaced_service(
-            ns, m.scheduler_service(cluster, ns, self.owner), _preload_content=False))
-        svc = json.loads(await svc_resp.read())
+        svc = await self._call("creating the scheduler Service", self.api.create_namespaced_service,
+                               ns, m.scheduler_service(cluster, ns, self.owner))
         pod = await self._create_pod(m.scheduler_pod(cluster, ns, self.owner), "creating the scheduler pod")
         name = pod["metadata"]["name"]
         handle = Handle(cluster.backend, cluster.name, f"{cluster.name}-scheduler", name,
@@ -247,8 +261,8 @@ class K8sBackend:
         self.forwards.clear()
         await self._delete_pods(cluster, [handle.backend_id])
         service = handle.data.get("service", m.service_name(cluster))
-        await self._call(f"deleting Service {service}", self.api.delete_namespaced_service(
-            service, self.namespace), missing_ok=True)
+        await self._call(f"deleting Service {service}", self.api.delete_namespaced_service,
+                         service, self.namespace, missing_ok=True)
 
     # -- workers --------------------------------------------------------------------------
 
@@ -281,8 +295,8 @@ class K8sBackend:
                 self.logs[name] = await self._read_logs(pod)
         while len(self.logs) > 200:
             self.logs.popitem(last=False)
-        await asyncio.gather(*(self._call(f"deleting pod {n}", self.api.delete_namespaced_pod(
-            n, self.namespace, _preload_content=False), missing_ok=True) for n in names))
+        await asyncio.gather(*(self._call(f"deleting pod {n}", self.api.delete_namespaced_pod,
+                                          n, self.namespace, missing_ok=True) for n in names))
         timeout = self.opts.stop_grace + 30
         if watch is not None:
             gone = await watch.wait_for(lambda: not any(watch.get(n) for n in names), timeout)
@@ -298,7 +312,7 @@ class K8sBackend:
                 "secret": self.api.read_namespaced_secret}[kind]
         deadline = time.monotonic() + timeout
         for name in names:
-            while await self._call(f"reading {kind} {name}", read(name, self.namespace, _preload_content=False),
+            while await self._call(f"reading {kind} {name}", read, name, self.namespace,
                                    missing_ok=True) is not None:
                 if time.monotonic() > deadline:
                     return False
@@ -316,8 +330,8 @@ class K8sBackend:
             if kind in ("Service", "Secret"):
                 delete = (self.api.delete_namespaced_service if kind == "Service"
                           else self.api.delete_namespaced_secret)
-                await self._call(f"deleting {kind} {h.backend_id}", delete(
-                    h.backend_id, h.data.get("namespace", self.namespace)), missing_ok=True)
+                await self._call(f"deleting {kind} {h.backend_id}", delete,
+                                 h.backend_id, h.data.get("namespace", self.namespace), missing_ok=True)
                 if kind == "Secret":  # its dependents go with it
                     await self._wait_empty(h.cluster, self.opts.stop_grace + 30)
 
@@ -339,19 +353,14 @@ class K8sBackend:
         parts = []
         for container in containers:
             try:
-                resp = await self.api.read_namespaced_pod_log(name, self.namespace, container=container,
-                                                              _preload_content=False)
-                text = (await resp.read()).decode(errors="replace")
-            except ApiException as e:
-                if e.status == 400:  # not started yet: nothing written
-                    text = ""
-                elif e.status == 404:
+                text = await self._call(f"reading the log of pod {name}", self.api.read_namespaced_pod_log,
+                                        name, self.namespace, container=container, text=True)
+            except Refused as e:
+                if e.status == 404:
                     raise BackendError(f"the pod {name} is gone, and its log with it") from e
-                else:
-                    raise BackendError(f"reading the log of pod {name} failed: {e.status} "
-                                       f"{_reason(e)}") from e
-            except OSError as e:
-                raise BackendError(f"cannot reach the Kubernetes API server: {e}") from e
+                if e.status != 400:  # 400: not started yet, nothing written
+                    raise
+                text = ""
             parts.append(text if len(containers) == 1 else f"==> {container} <==\n{text}")
         return "\n".join(parts)
 
@@ -369,11 +378,10 @@ class K8sBackend:
         api = await self._connect()
         pod = self.watch.get(name) if self.watch else None
         if pod is None:
-            resp = await self._call(f"reading pod {name}", api.read_namespaced_pod(
-                name, self.namespace, _preload_content=False), missing_ok=True)
-            if resp is None:
+            pod = await self._call(f"reading pod {name}", api.read_namespaced_pod, name, self.namespace,
+                                   missing_ok=True)
+            if pod is None:
                 raise BackendError(f"the pod {name} is gone, and its log with it")
-            pod = json.loads(await resp.read())
         return await self._read_logs(pod)
 
     @hookimpl
@@ -387,9 +395,8 @@ class K8sBackend:
         out = []
         for kind, call in (("Pod", api.list_namespaced_pod), ("Service", api.list_namespaced_service),
                            ("Secret", api.list_namespaced_secret)):
-            resp = await self._call(f"listing {kind}s", call(self.namespace, label_selector=sel,
-                                                             _preload_content=False))
-            for item in json.loads(await resp.read()).get("items") or []:
+            listing = await self._call(f"listing {kind}s", call, self.namespace, label_selector=sel)
+            for item in listing.get("items") or []:
                 meta = item["metadata"]
                 labels = meta.get("labels") or {}
                 cid = labels.get(m.CLUSTER, "")
@@ -422,12 +429,12 @@ class K8sBackend:
             with contextlib.suppress(Exception):
                 # Deleting the parent lets the garbage collector remove whatever is left, even
                 # if we fail below; deleting the rest directly is quicker than waiting for it.
-                await self._call("deleting the cluster Secret", self.api.delete_namespaced_secret(
-                    cluster.name, self.namespace), missing_ok=True)
-                await self._call("deleting the cluster's pods", self.api.delete_collection_namespaced_pod(
-                    self.namespace, label_selector=m.selector(cluster.name), _preload_content=False))
-                await self._call("deleting the scheduler Service", self.api.delete_namespaced_service(
-                    m.service_name(cluster), self.namespace), missing_ok=True)
+                await self._call("deleting the cluster Secret", self.api.delete_namespaced_secret,
+                                 cluster.name, self.namespace, missing_ok=True)
+                await self._call("deleting the cluster's pods", self.api.delete_collection_namespaced_pod,
+                                 self.namespace, label_selector=m.selector(cluster.name))
+                await self._call("deleting the scheduler Service", self.api.delete_namespaced_service,
+                                 m.service_name(cluster), self.namespace, missing_ok=True)
                 await self._wait_empty(cluster.name, self.opts.stop_grace + 30)
         if self.watch is not None:
             await self.watch.stop()

@@ -21,6 +21,18 @@ logger = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 
+class WatchError(Exception):
+    """The API server refused a list or watch (``status``: HTTP code, message from its Status)."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        try:
+            message = json.loads(body).get("message") or body[:200].decode(errors="replace")
+        except (ValueError, AttributeError):
+            message = body[:200].decode(errors="replace")
+        super().__init__(f"{status} {message}")
+        self.status = status
+
+
 class PodWatch:
     """Pods matching ``label_selector`` in ``namespace``, kept current by a watch."""
 
@@ -89,7 +101,10 @@ class PodWatch:
     async def _list(self) -> None:
         resp = await self.api.list_namespaced_pod(self.namespace, label_selector=self.label_selector,
                                                   _preload_content=False)
-        data = json.loads(await resp.read())
+        body = await resp.read()
+        if resp.status != 200:  # raw responses raise nothing by themselves
+            raise WatchError(resp.status, body)
+        data = json.loads(body)
         seen = set()
         for item in data.get("items") or []:
             self._put(item)
@@ -104,6 +119,8 @@ class PodWatch:
             resource_version=self._resource_version, timeout_seconds=self.timeout,
             allow_watch_bookmarks=True, _preload_content=False)
         try:
+            if resp.status != 200:
+                raise WatchError(resp.status, await resp.read())
             self.error = None
             async for line in resp.content:
                 if not line.strip():
@@ -114,7 +131,7 @@ class PodWatch:
                     if obj.get("code") == 410:  # too old: list again
                         self._resource_version = None
                         return
-                    raise RuntimeError(f"watch error: {obj.get('message', obj)}")
+                    raise WatchError(int(obj.get("code") or 500), json.dumps(obj).encode())
                 rv = (obj.get("metadata") or {}).get("resourceVersion")
                 if rv:
                     self._resource_version = rv

@@ -1,0 +1,222 @@
+"""The k8s backend end to end: real kubernetes-asyncio over HTTPS against the emulator.
+
+Each test names its cluster, so tests sharing the session's emulator never see each other's
+objects; every test checks that nothing labelled with its cluster is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from distributed import Client
+
+from dask_deploy import Cluster, ClusterSpec, CrashLoopError, Phase
+from dask_deploy_k8s import K8sOptions
+from dask_deploy_k8s._backend import K8sBackend
+from dask_deploy_k8s.testing import Emulator
+
+pytestmark = pytest.mark.timeout(240)
+
+Objects = Callable[..., dict[str, list[dict[str, Any]]]]
+
+
+def selector(name: str) -> str:
+    return f"dask-deploy/cluster={name}"
+
+
+def names(items: list[dict[str, Any]]) -> list[str]:
+    return sorted(i["metadata"]["name"] for i in items)
+
+
+def nothing_left(objects: Objects, name: str) -> bool:
+    return not any(objects(selector(name)).values())
+
+
+def test_lifecycle_tls_ownership_logs_and_dashboard(emulator: Emulator, objects: Objects,
+                                                    wait_until: Any) -> None:
+    name = "life"
+    with Cluster.from_name("k8s", **emulator.backend_options(name=name, n_workers=2)) as cluster:
+        # TLS by default: the client reaches the scheduler pod through a port-forward
+        assert cluster.spec.tls is not None
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=120)
+            assert client.submit(lambda x: x + 1, 1).result() == 2
+            workers = client.scheduler_info()["workers"].values()
+            assert sorted(w["name"] for w in workers) == ["life-0", "life-1"]
+            assert all(w["host"].startswith("127.") for w in workers)  # each pod's own address
+
+        objs = objects(selector(name))
+        (secret,) = objs["secrets"]
+        assert base64.b64decode(secret["data"]["tls.crt"]).decode() == cluster.spec.tls.cert
+        (service,) = objs["services"]
+        roles = sorted(p["metadata"]["labels"]["dask-deploy/role"] for p in objs["pods"])
+        assert roles == ["scheduler", "worker", "worker"]
+        # one parent: every other object is owned by the cluster's Secret
+        for obj in [service, *objs["pods"]]:
+            (ref,) = obj["metadata"]["ownerReferences"]
+            assert ref["uid"] == secret["metadata"]["uid"] and ref["kind"] == "Secret"
+        for pod in objs["pods"]:
+            text = json.dumps(pod["spec"])
+            assert "BEGIN" not in text and cluster.spec.tls.key.strip().splitlines()[1] not in text
+            assert pod["spec"]["volumes"][0]["secret"]["secretName"] == name
+            assert not pod["spec"]["automountServiceAccountToken"]
+            if pod["metadata"]["labels"]["dask-deploy/role"] == "worker":  # workers use the Service
+                assert f"tls://{service['spec']['clusterIP']}:8786" in text
+
+        logs = cluster.get_logs()
+        assert "Scheduler at" in logs["Scheduler"]
+        assert "Start worker" in logs["life-0"] and "Start worker" in logs["life-1"]
+        # the dashboard, through the core's proxy and our port-forward
+        with urllib.request.urlopen(cluster.dashboard_link, timeout=60) as resp:
+            assert resp.status == 200
+    wait_until(lambda: nothing_left(objects, name), 30, "every object of the cluster to be gone")
+
+
+def test_scale_up_down_and_replace_a_deleted_pod(emulator: Emulator, objects: Objects, k8s: Any,
+                                                 wait_until: Any) -> None:
+    name = "scale"
+    opts = emulator.backend_options(name=name, n_workers=1)
+    with Cluster.from_name("k8s", **opts) as cluster, Client(cluster) as client:
+        client.wait_for_workers(1, timeout=120)
+
+        def worker_pods() -> list[dict[str, Any]]:
+            return [p for p in objects(selector(name))["pods"]
+                    if p["metadata"]["labels"]["dask-deploy/role"] == "worker"]
+
+        cluster.scale(3)
+        client.wait_for_workers(3, timeout=120)
+        assert len(worker_pods()) == 3
+        cluster.scale(1)
+        wait_until(lambda: len(client.scheduler_info()["workers"]) == 1 and len(worker_pods()) == 1,
+                   120, "scale down to one worker and one pod")
+        # a pod deleted behind our back is seen through the watch and replaced
+        (victim,) = worker_pods()
+        k8s(lambda v1: v1.delete_namespaced_pod(victim["metadata"]["name"], "default"))
+        wait_until(lambda: [p["metadata"]["name"] for p in worker_pods()
+                            if p["status"].get("phase") == "Running"
+                            and p["metadata"]["name"] != victim["metadata"]["name"]],
+                   120, "a replacement pod")
+        client.wait_for_workers(1, timeout=120)
+        assert client.submit(sum, [1, 2]).result() == 3
+    wait_until(lambda: nothing_left(objects, name), 30, "every object of the cluster to be gone")
+
+
+def test_crash_loop_limit_and_logs_of_dead_workers(emulator: Emulator, objects: Objects,
+                                                   wait_until: Any) -> None:
+    name = "crashy"
+    opts = emulator.backend_options(name=name, n_workers=1, scheduler="local", max_failures=2,
+                                    worker_options={"no_such_option": 1})
+    with Cluster.from_name("k8s", **opts) as cluster:
+        with pytest.raises(CrashLoopError, match="max_failures=2"):
+            cluster.wait_for_workers(1, timeout=180)
+        assert "exited with code 1" in str(cluster.error)
+        # the failed pods were deleted, but their logs were kept
+        logs = cluster.get_logs(cluster=False, scheduler=False)
+        assert logs and all("no_such_option" in text for text in logs.values())
+        wait_until(lambda: not objects(selector(name))["pods"], 60, "failed pods removed")
+    wait_until(lambda: nothing_left(objects, name), 30, "every object of the cluster to be gone")
+
+
+def test_image_pull_failure_counts_towards_the_crash_loop(emulator: Emulator, objects: Objects,
+                                                          wait_until: Any) -> None:
+    name = "nopull"
+    opts = emulator.backend_options(name=name, n_workers=1, scheduler="local", max_failures=2,
+                                    image="registry.invalid/dask:1")
+    with Cluster.from_name("k8s", **opts) as cluster:
+        with pytest.raises(CrashLoopError, match="ErrImagePull|ImagePullBackOff"):
+            cluster.wait_for_workers(1, timeout=120)
+    wait_until(lambda: nothing_left(objects, name), 30, "every object of the cluster to be gone")
+
+
+def test_gpus_become_device_plugin_limits(emulator: Emulator, objects: Objects, tmp_path: Any,
+                                          wait_until: Any) -> None:
+    # The session's node has no GPUs: the pod stays Pending, and poll says why.
+    name = "gpu-pending"
+    opts = emulator.backend_options(name=name, n_workers=1, gpus=1, scheduler="local", security=False)
+    with Cluster.from_name("k8s", **opts) as cluster:
+        wait_until(lambda: cluster.handles, 60, "the unit to be started")
+        handles = list(cluster.handles.values())
+
+        def pending_reason() -> str:
+            (status,) = cluster.sync(cluster._call, "deploy_poll", handles=handles)
+            return status.reason if status.phase is Phase.PENDING else ""
+
+        wait_until(lambda: "Insufficient nvidia.com/gpu" in pending_reason(), 60, "Unschedulable")
+        (pod,) = objects(selector(name))["pods"]
+        assert [c["resources"]["limits"]["nvidia.com/gpu"] for c in pod["spec"]["containers"]] == ["1"]
+    wait_until(lambda: nothing_left(objects, name), 30, "every object of the cluster to be gone")
+
+    # A node with two GPUs runs a unit that asks for two.
+    with Emulator(str(tmp_path / "gpu-node"), capacity={"nvidia.com/gpu": 2}) as node:
+        opts = node.backend_options(name="gpu", n_workers=1, gpus=2, scheduler="local", security=False)
+        with Cluster.from_name("k8s", **opts) as cluster, Client(cluster) as client:
+            client.wait_for_workers(cluster.workers_per_unit, timeout=120)
+            (pod,) = objects(selector("gpu"), node)["pods"]
+            limits = [c["resources"]["limits"]["nvidia.com/gpu"] for c in pod["spec"]["containers"]]
+            assert sum(int(n) for n in limits) == 2
+            assert all("CUDA_VISIBLE_DEVICES" not in json.dumps(c.get("env")) for c in pod["spec"]["containers"])
+
+
+def test_deleting_the_parent_removes_everything(emulator: Emulator, objects: Objects, k8s: Any,
+                                                wait_until: Any) -> None:
+    name = "cascade"
+    with Cluster.from_name("k8s", **emulator.backend_options(name=name, n_workers=1)) as cluster:
+        cluster.wait_for_workers(1, timeout=120)
+        objs = objects(selector(name))
+        assert len(objs["pods"]) == 2 and len(objs["services"]) == 1
+        # what an admin (or a crashed client's cleanup) does: delete the one parent object
+        k8s(lambda v1: v1.delete_namespaced_secret(name, "default"))
+        wait_until(lambda: nothing_left(objects, name), 60, "the garbage collector to remove the rest")
+    assert nothing_left(objects, name)
+
+
+def test_discover_and_gc_after_a_detached_close(emulator: Emulator, objects: Objects, wait_until: Any) -> None:
+    from dask_deploy._gc import collect_garbage
+
+    name = "orphaned"
+    opts = emulator.backend_options(name=name, n_workers=1, shutdown_on_close=False)
+    cluster = Cluster.from_name("k8s", **opts)
+    cluster.wait_for_workers(1, timeout=120)
+    cluster.close()  # detached: everything stays
+    objs = objects(selector(name))
+    assert len(objs["pods"]) == 2 and len(objs["services"]) == 1 and len(objs["secrets"]) == 1
+
+    # discover from a spec made only of connection options, as `dask-deploy gc` does
+    spec = ClusterSpec(backend="k8s", name="probe", backend_options=K8sOptions(kubeconfig=emulator.kubeconfig))
+
+    async def discover() -> list[Any]:
+        backend = K8sBackend(spec)
+        try:
+            return list(await backend.deploy_discover(spec, name))
+        finally:
+            await backend.deploy_teardown(spec)
+
+    found = asyncio.run(discover())
+    assert {(h.data["kind"], h.cluster) for h in found} == {("Pod", name), ("Service", name), ("Secret", name)}
+    assert {h.name for h in found if h.data["kind"] == "Pod"} == {"orphaned-0", "orphaned-scheduler"}
+
+    removed = asyncio.run(collect_garbage(["k8s"], {"k8s": {"kubeconfig": emulator.kubeconfig}},
+                                          echo=print))
+    assert name in {h.cluster for h in removed}
+    assert nothing_left(objects, name)
+    assert not asyncio.run(discover())
+
+
+def test_local_scheduler_without_tls(emulator: Emulator, objects: Objects, wait_until: Any) -> None:
+    name = "plain"
+    opts = emulator.backend_options(name=name, n_workers=1, scheduler="local", security=False)
+    with Cluster.from_name("k8s", **opts) as cluster, Client(cluster) as client:
+        assert cluster.spec.tls is None and cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        client.wait_for_workers(1, timeout=120)
+        assert client.submit(lambda: 42).result() == 42
+        objs = objects(selector(name))
+        assert not objs["services"] and not objs["secrets"][0].get("data")
+        assert "volumes" not in objs["pods"][0]["spec"]
+    wait_until(lambda: nothing_left(objects, name), 30, "every object of the cluster to be gone")
