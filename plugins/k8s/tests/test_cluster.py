@@ -220,3 +220,25 @@ def test_local_scheduler_without_tls(emulator: Emulator, objects: Objects, wait_
         assert not objs["services"] and not objs["secrets"][0].get("data")
         assert "volumes" not in objs["pods"][0]["spec"]
     wait_until(lambda: nothing_left(objects, name), 30, "every object of the cluster to be gone")
+
+
+def test_detach_and_reattach_in_cluster(emulator: Emulator, objects: Objects, wait_until: Any) -> None:
+    # A client inside the cluster (port_forward=False) dials the Service's address, which a
+    # later process can dial too; so a detached cluster can be re-attached and shut down.
+    name = "detached"
+    opts = emulator.backend_options(name=name, n_workers=1, shutdown_on_close=False, port_forward=False)
+    first = Cluster.from_name("k8s", **opts)
+    first.wait_for_workers(1, timeout=120)
+    address = first.scheduler_address
+    first.close()
+    (secret,) = objects(selector(name))["secrets"]
+    assert secret["metadata"]["annotations"]["dask-deploy/detached"] == "true"
+
+    again = Cluster.from_name("k8s", name=name)  # the record says: attach
+    try:
+        assert again.scheduler_address == address
+        again.scale(2)
+        again.wait_for_workers(2, timeout=120)
+    finally:
+        again.shutdown()
+    wait_until(lambda: nothing_left(objects, name), 30, "every object of the cluster to be gone")

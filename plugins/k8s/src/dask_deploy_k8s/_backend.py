@@ -41,6 +41,7 @@ from ._watch import PodWatch
 
 __all__ = ["K8sBackend"]
 
+#: Where Kubernetes mounts a pod's service account (token, ca.crt, namespace).
 _SA = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -58,7 +59,8 @@ async def connect(opts: K8sOptions) -> tuple[Any, str, bool]:
     namespace = opts.namespace
     try:
         if _in_cluster(opts):
-            config.load_incluster_config(client_configuration=cfg)
+            config.load_incluster_config(client_configuration=cfg, token_filename=f"{_SA}/token",
+                                         cert_filename=f"{_SA}/ca.crt")
             if namespace is None and os.path.exists(f"{_SA}/namespace"):
                 with open(f"{_SA}/namespace") as f:
                     namespace = f.read().strip()
@@ -152,14 +154,17 @@ class K8sBackend:
             secret = await self._call(f"creating Secret {cluster.name}", api.create_namespaced_secret,
                                       self.namespace, body)
         except Refused as e:
-            if e.status == 409:
+            if e.status == 409 and (secret := await self._adopt(cluster)) is not None:
+                pass
+            elif e.status == 409:
                 raise BackendError(
                     f"a cluster named {cluster.name!r} already exists in namespace {self.namespace} "
                     f"(Secret {cluster.name}); choose another name, or remove it with "
                     f"`dask-deploy gc` / `kubectl delete secret {cluster.name}`") from e
-            if e.status in (401, 403):
+            elif e.status in (401, 403):
                 raise BackendError(f"{e}; see rbac.yaml for the permissions the backend needs") from e
-            raise
+            else:
+                raise
         self.owner = m.owner_reference(secret)
         self.watch = PodWatch(api, self.namespace, m.selector(cluster.name))
         self.watch.start()
@@ -168,6 +173,19 @@ class K8sBackend:
         except asyncio.TimeoutError:
             raise BackendError(f"cannot watch pods in namespace {self.namespace}: "
                                f"{self.watch.error}") from None
+
+    async def _adopt(self, cluster: ClusterSpec) -> dict[str, Any] | None:
+        """The Secret of a detached cluster of this name, taken over (re-attach); else None."""
+        secret = await self._call(f"reading Secret {cluster.name}", self.api.read_namespaced_secret,
+                                  cluster.name, self.namespace, missing_ok=True)
+        meta = (secret or {}).get("metadata") or {}
+        if (meta.get("labels") or {}).get(m.CLUSTER) != cluster.name or \
+                (meta.get("annotations") or {}).get(m.DETACHED) != "true":
+            return None
+        await self._call(f"re-attaching to Secret {cluster.name}", self.api.patch_namespaced_secret,
+                         cluster.name, self.namespace, {"metadata": {"annotations": {m.DETACHED: None}}},
+                         _content_type="application/merge-patch+json")
+        return secret  # type: ignore[no-any-return]
 
     async def _create_pod(self, body: dict[str, Any], what: str) -> dict[str, Any]:
         assert self.watch is not None
@@ -247,7 +265,7 @@ class K8sBackend:
                 async with rpc(address, connection_args=args, timeout=5) as r:
                     await asyncio.wait_for(r.identity(), 10)
                 return
-            except (OSError, asyncio.TimeoutError) as e:
+            except Exception as e:  # refused, reset, TLS on a closed stream (tornado: ValueError)
                 last = e
                 await asyncio.sleep(0.2)
         log = await self._safe_logs(cluster, handle)
@@ -425,6 +443,12 @@ class K8sBackend:
             with contextlib.suppress(Exception):
                 await forward.close()
         self.forwards.clear()
+        if not cluster.shutdown_on_close and self.api is not None and self.owner is not None:
+            with contextlib.suppress(Exception):  # detached: mark it, so that attach may adopt it
+                await self._call("marking the cluster detached", self.api.patch_namespaced_secret,
+                                 cluster.name, self.namespace,
+                                 {"metadata": {"annotations": {m.DETACHED: "true"}}},
+                                 _content_type="application/merge-patch+json")
         if cluster.shutdown_on_close and self.api is not None and self.owner is not None:
             with contextlib.suppress(Exception):
                 # Deleting the parent lets the garbage collector remove whatever is left, even

@@ -28,6 +28,8 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 CLUSTER = "dask-deploy/cluster"
 ROLE = "dask-deploy/role"
 UNIT = "dask-deploy/unit"
+#: Annotation on the Secret of a detached cluster (no client owns it; one may re-attach).
+DETACHED = "dask-deploy/detached"
 TLS_DIR = "/etc/dask-deploy/tls"
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
