@@ -267,15 +267,22 @@ def gc(dry_run: bool, backend_names: tuple[str, ...], options: tuple[str, ...]) 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("backend")
 @option_flag
+@click.option("--profile", type=click.Choice(["ci", "dev", "thorough"]),
+              help="hypothesis settings (default: ci when CI=true, else dev)")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def conformance(backend: str, options: tuple[str, ...], pytest_args: tuple[str, ...]) -> None:
-    """Run the conformance suite against BACKEND (extra arguments go to pytest)."""
+def conformance(backend: str, options: tuple[str, ...], profile: str | None,
+                pytest_args: tuple[str, ...]) -> None:
+    """Run the conformance suite against BACKEND.
+
+    Arguments after `--` go to pytest, e.g. `dask-deploy conformance local -- -k Scaling -x`.
+    """
     try:
         from dask_deploy_conformance import main as run_suite
     except ImportError:
         raise click.ClickException(
             'the conformance suite is not installed: pip install "dask-deploy[conformance]"') from None
-    argv = [backend, *[a for o in options for a in ("--option", o)], *pytest_args]
+    argv = [backend, *[a for o in options for a in ("--option", o)],
+            *(["--profile", profile] if profile else []), *(["--", *pytest_args] if pytest_args else [])]
     sys.exit(run_suite(argv))
 
 
