@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import client, config
-
 from dask_deploy_k8s.testing import ApiServer, Emulator, kubeconfig
+from kubernetes_asyncio import client, config
 
 HERE = Path(__file__).parent
 CI = os.environ.get("CI") == "true"

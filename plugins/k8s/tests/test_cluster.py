@@ -14,12 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from distributed import Client
-
 from dask_deploy import Cluster, ClusterSpec, CrashLoopError, Phase
 from dask_deploy_k8s import K8sOptions
 from dask_deploy_k8s._backend import K8sBackend
 from dask_deploy_k8s.testing import Emulator
+from distributed import Client
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -129,9 +128,9 @@ def test_image_pull_failure_counts_towards_the_crash_loop(emulator: Emulator, ob
     name = "nopull"
     opts = emulator.backend_options(name=name, n_workers=1, scheduler="local", max_failures=2,
                                     image="registry.invalid/dask:1")
-    with Cluster.from_name("k8s", **opts) as cluster:
-        with pytest.raises(CrashLoopError, match="ErrImagePull|ImagePullBackOff"):
-            cluster.wait_for_workers(1, timeout=120)
+    with Cluster.from_name("k8s", **opts) as cluster, \
+            pytest.raises(CrashLoopError, match=r"ErrImagePull|ImagePullBackOff"):
+        cluster.wait_for_workers(1, timeout=120)
     wait_until(lambda: nothing_left(objects, name), 30, "every object of the cluster to be gone")
 
 
@@ -161,7 +160,8 @@ def test_gpus_become_device_plugin_limits(emulator: Emulator, objects: Objects, 
             (pod,) = objects(selector("gpu"), node)["pods"]
             limits = [c["resources"]["limits"]["nvidia.com/gpu"] for c in pod["spec"]["containers"]]
             assert sum(int(n) for n in limits) == 2
-            assert all("CUDA_VISIBLE_DEVICES" not in json.dumps(c.get("env")) for c in pod["spec"]["containers"])
+            assert all("CUDA_VISIBLE_DEVICES" not in json.dumps(c.get("env"))
+                       for c in pod["spec"]["containers"])
 
 
 def test_deleting_the_parent_removes_everything(emulator: Emulator, objects: Objects, k8s: Any,
@@ -177,7 +177,8 @@ def test_deleting_the_parent_removes_everything(emulator: Emulator, objects: Obj
     assert nothing_left(objects, name)
 
 
-def test_discover_and_gc_after_a_detached_close(emulator: Emulator, objects: Objects, wait_until: Any) -> None:
+def test_discover_and_gc_after_a_detached_close(emulator: Emulator, objects: Objects,
+                                                wait_until: Any) -> None:
     from dask_deploy._gc import collect_garbage
 
     name = "orphaned"
@@ -189,7 +190,8 @@ def test_discover_and_gc_after_a_detached_close(emulator: Emulator, objects: Obj
     assert len(objs["pods"]) == 2 and len(objs["services"]) == 1 and len(objs["secrets"]) == 1
 
     # discover from a spec made only of connection options, as `dask-deploy gc` does
-    spec = ClusterSpec(backend="k8s", name="probe", backend_options=K8sOptions(kubeconfig=emulator.kubeconfig))
+    spec = ClusterSpec(backend="k8s", name="probe",
+                       backend_options=K8sOptions(kubeconfig=emulator.kubeconfig))
 
     async def discover() -> list[Any]:
         backend = K8sBackend(spec)
@@ -199,7 +201,8 @@ def test_discover_and_gc_after_a_detached_close(emulator: Emulator, objects: Obj
             await backend.deploy_teardown(spec)
 
     found = asyncio.run(discover())
-    assert {(h.data["kind"], h.cluster) for h in found} == {("Pod", name), ("Service", name), ("Secret", name)}
+    assert {(h.data["kind"], h.cluster) for h in found} == {
+        ("Pod", name), ("Service", name), ("Secret", name)}
     assert {h.name for h in found if h.data["kind"] == "Pod"} == {"orphaned-0", "orphaned-scheduler"}
 
     removed = asyncio.run(collect_garbage(["k8s"], {"k8s": {"kubeconfig": emulator.kubeconfig}},

@@ -11,13 +11,12 @@ import sys
 from typing import Any
 
 import pytest
+from dask_deploy_k8s._forward import PortForward
+from dask_deploy_k8s.testing import ApiServer
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.stream import WsApiClient
 from kubernetes_asyncio.watch import Watch
-
-from dask_deploy_k8s._forward import PortForward
-from dask_deploy_k8s.testing import ApiServer, kubeconfig
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,13 +41,14 @@ def status_of(e: ApiException) -> dict:
 
 
 async def test_discovery_and_version(local_api: tuple[ApiServer, Any]) -> None:
-    server, v1 = local_api
+    _, v1 = local_api
     api = v1.api_client
     versions = await client.CoreApi(api).get_api_versions()
     assert versions.versions == ["v1"] and versions.server_address_by_client_cidrs
     resources = await v1.get_api_resources()
     names = {r.name for r in resources.resources}
-    assert {"pods", "pods/log", "pods/status", "pods/portforward", "services", "secrets", "namespaces"} <= names
+    assert {"pods", "pods/log", "pods/status", "pods/portforward", "services", "secrets",
+            "namespaces"} <= names
     assert (await client.VersionApi(api).get_code()).major == "1"
 
 
@@ -183,13 +183,15 @@ async def test_watch_events_resume_selector_transitions_and_410(local_api: tuple
     assert e.value.status == 410
 
 
-async def test_owner_references_cascade_and_orphan(local_api: tuple[ApiServer, Any], async_wait_until: Any) -> None:
+async def test_owner_references_cascade_and_orphan(local_api: tuple[ApiServer, Any],
+                                                   async_wait_until: Any) -> None:
     _, v1 = local_api
     owner = await v1.create_namespaced_secret("default", {"metadata": {"name": "owner"}})
     ref = [{"apiVersion": "v1", "kind": "Secret", "name": "owner", "uid": owner.metadata.uid}]
     for name in ("d1", "d2"):
         await v1.create_namespaced_config_map("default", {"metadata": {"name": name, "ownerReferences": ref}})
-    await v1.create_namespaced_pod("default", {**pod("dp"), "metadata": {"name": "dp", "ownerReferences": ref}})
+    await v1.create_namespaced_pod("default", {**pod("dp"),
+                                               "metadata": {"name": "dp", "ownerReferences": ref}})
     await v1.delete_namespaced_secret("owner", "default")
 
     async def dependents() -> int:
@@ -208,7 +210,8 @@ async def test_owner_references_cascade_and_orphan(local_api: tuple[ApiServer, A
 
     # a dependent created for an owner that does not exist is collected
     ghost = [{"apiVersion": "v1", "kind": "Secret", "name": "ghost", "uid": "no-such-uid"}]
-    await v1.create_namespaced_config_map("default", {"metadata": {"name": "orphan", "ownerReferences": ghost}})
+    await v1.create_namespaced_config_map(
+        "default", {"metadata": {"name": "orphan", "ownerReferences": ghost}})
     await async_wait_until(lambda: _missing(v1.read_namespaced_config_map("orphan", "default")), 10,
                            "the orphan to be collected")
 
@@ -225,7 +228,8 @@ async def _missing(call: Any) -> bool:
     return False
 
 
-async def test_namespace_deletion_removes_its_content(local_api: tuple[ApiServer, Any], async_wait_until: Any) -> None:
+async def test_namespace_deletion_removes_its_content(local_api: tuple[ApiServer, Any],
+                                                      async_wait_until: Any) -> None:
     _, v1 = local_api
     await v1.create_namespace({"metadata": {"name": "tmp"}})
     await v1.create_namespaced_pod("tmp", pod("p"))
@@ -361,7 +365,8 @@ async def _previous(v1: Any, name: str) -> bool:
     return True
 
 
-async def test_kubelet_secret_volumes_services_and_port_forward(core: Any, emulator: Any, async_wait_until: Any) -> None:
+async def test_kubelet_secret_volumes_services_and_port_forward(core: Any, emulator: Any,
+                                                               async_wait_until: Any) -> None:
     v1 = core
     await v1.create_namespaced_secret("default", {"metadata": {"name": "web-files"},
                                                   "stringData": {"index.html": "hello from a secret"}})

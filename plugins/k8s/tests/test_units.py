@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from dask_deploy import TLS, ClusterSpec, Phase, SchedulerSpec, SpecError, Unit, WorkerSpec
-from dask_deploy_k8s import K8sOptions
-from dask_deploy_k8s import _backend
+from dask_deploy_k8s import K8sOptions, _backend
 from dask_deploy_k8s import _manifests as m
 from dask_deploy_k8s.testing import Emulator
 
@@ -30,7 +28,7 @@ def test_options_are_validated_with_the_option_named(option: str, value: Any) ->
 def test_from_name_rejects_unknown_options() -> None:
     from dask_deploy import Cluster
 
-    with pytest.raises(SpecError, match="not an option of backend 'k8s'.*kubeconfig"):
+    with pytest.raises(SpecError, match=r"not an option of backend 'k8s'.*kubeconfig"):
         Cluster.from_name("k8s", kubeconfgi="/tmp/x")
 
 
@@ -102,7 +100,8 @@ def cs(state: dict[str, Any], name: str = "worker") -> dict[str, Any]:
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
          "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}},
      Phase.PENDING, "Insufficient nvidia.com/gpu"),
-    ({"status": {"phase": "Pending", "containerStatuses": [cs({"waiting": {"reason": "ContainerCreating"}})]}},
+    ({"status": {"phase": "Pending",
+                 "containerStatuses": [cs({"waiting": {"reason": "ContainerCreating"}})]}},
      Phase.PENDING, ""),
     ({"status": {"phase": "Pending", "containerStatuses": [
         cs({"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}})]}},
@@ -138,7 +137,8 @@ async def test_in_cluster_configuration(emulator: Emulator, tmp_path: Path,
     sa = tmp_path / "serviceaccount"
     sa.mkdir()
     (sa / "token").write_text(config["users"][0]["user"]["token"])
-    (sa / "ca.crt").write_bytes(base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"]))
+    ca = config["clusters"][0]["cluster"]["certificate-authority-data"]
+    (sa / "ca.crt").write_bytes(base64.b64decode(ca))
     (sa / "namespace").write_text("kube-system")
     host, port = emulator.url.removeprefix("https://").rsplit(":", 1)
     monkeypatch.setattr(_backend, "_SA", str(sa))

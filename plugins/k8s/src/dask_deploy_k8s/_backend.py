@@ -18,18 +18,18 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import aiohttp
 from dask_deploy import (
     BackendError,
     ClusterSpec,
     Handle,
     SchedulerInfo,
-    Status,
     StartTimeout,
+    Status,
     Unit,
     hookimpl,
 )
 from dask_deploy import Phase as _Phase
-import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.stream import WsApiClient
@@ -213,7 +213,8 @@ class K8sBackend:
                 await self.deploy_stop_scheduler(cluster, handle)
             raise
 
-    async def _await_scheduler(self, cluster: ClusterSpec, handle: Handle, svc: dict[str, Any]) -> SchedulerInfo:
+    async def _await_scheduler(self, cluster: ClusterSpec, handle: Handle,
+                               svc: dict[str, Any]) -> SchedulerInfo:
         assert self.watch is not None
         name = handle.backend_id
         deadline = time.monotonic() + cluster.start_timeout
@@ -249,7 +250,8 @@ class K8sBackend:
         await self._await_answer(cluster, handle, address, deadline)
         return SchedulerInfo(handle, address, dashboard)
 
-    async def _await_answer(self, cluster: ClusterSpec, handle: Handle, address: str, deadline: float) -> None:
+    async def _await_answer(self, cluster: ClusterSpec, handle: Handle, address: str,
+                            deadline: float) -> None:
         """Wait until the scheduler answers at ``address`` (it runs but may not listen yet)."""
         from distributed.core import rpc
 
@@ -302,7 +304,7 @@ class K8sBackend:
         return [Handle(cluster.backend, cluster.name, unit.name, pod["metadata"]["name"],
                        {"namespace": self.namespace, "kind": "Pod", "role": "worker",
                         "workers": list(unit.worker_names)})
-                for unit, pod in zip(units, results) if isinstance(pod, dict)]
+                for unit, pod in zip(units, results, strict=True) if isinstance(pod, dict)]
 
     async def _delete_pods(self, cluster: ClusterSpec, names: Sequence[str]) -> None:
         """Delete pods (keeping the logs of the ones that already ended) and wait until gone."""

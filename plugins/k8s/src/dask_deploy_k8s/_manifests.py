@@ -173,7 +173,7 @@ def _resources(w: WorkerSpec) -> Obj:
 def worker_pod(spec: ClusterSpec, namespace: str, owner: Obj, unit: Unit, scheduler_address: str) -> Obj:
     """One pod per unit, one container per worker of the unit."""
     containers = []
-    for name, w in zip(unit.worker_names, unit.workers):
+    for name, w in zip(unit.worker_names, unit.workers, strict=True):
         memory = w.memory_limit if w.memory_limit is not None else 0
         kwargs: dict[str, Any] = {"scheduler_ip": scheduler_address, "name": name, "nthreads": w.nthreads,
                                   "memory_limit": memory, "host": "$(POD_IP)", **w.options}

@@ -43,8 +43,10 @@ class K8sOptions:
     labels: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.namespace is not None and (not isinstance(self.namespace, str) or not _NS.match(self.namespace)):
-            raise SpecError("namespace", self.namespace, "expected a Kubernetes namespace name (RFC 1123 label)")
+        if self.namespace is not None and (
+                not isinstance(self.namespace, str) or not _NS.match(self.namespace)):
+            raise SpecError("namespace", self.namespace,
+                            "expected a Kubernetes namespace name (RFC 1123 label)")
         for option in ("kubeconfig", "context"):
             value = getattr(self, option)
             if value is not None and (not isinstance(value, str) or not value):

@@ -49,23 +49,37 @@ def _split(text: str) -> list[str]:
     return [p for p in parts if p.strip()]
 
 
+def _requirement(get: Callable[[Obj], str | None], values: set[str] | None, negate: bool) -> Match:
+    """``get(obj)`` is in ``values`` (None: is present), negated if ``negate``."""
+    def match(obj: Obj) -> bool:
+        value = get(obj)
+        return (value is not None if values is None else value in values) != negate
+
+    return match
+
+
+def _all(reqs: list[Match]) -> Match:
+    return lambda obj: all(r(obj) for r in reqs)
+
+
 def label_selector(text: str | None) -> Match:
     """``a=b,c!=d,e in (f,g),h notin (i),j,!k`` as a predicate on objects."""
     reqs: list[Match] = []
     for req in _split(text or ""):
         if m := _SET.match(req):
-            key, op = m.group(1), m.group(3)
             values = {v.strip() for v in m.group(4).split(",") if v.strip()}
-            reqs.append(lambda o, k=key, vs=values, neg=(op == "notin"):
-                        (_labels(o).get(k) in vs) != neg)
+            reqs.append(_requirement(_label(m.group(1)), values, m.group(3) == "notin"))
         elif m := _EQ.match(req):
-            key, op, value = m.group(1), m.group(3), m.group(4)
-            reqs.append(lambda o, k=key, v=value, neg=(op == "!="): (_labels(o).get(k) == v) != neg)
+            reqs.append(_requirement(_label(m.group(1)), {m.group(4)}, m.group(3) == "!="))
         elif m := _EXISTS.match(req):
-            reqs.append(lambda o, k=m.group(2), neg=bool(m.group(1)): (k in _labels(o)) != neg)
+            reqs.append(_requirement(_label(m.group(2)), None, bool(m.group(1))))
         else:
             raise ApiError(400, f"unable to parse requirement: {req.strip()!r}")
-    return lambda o: all(r(o) for r in reqs)
+    return _all(reqs)
+
+
+def _label(key: str) -> Callable[[Obj], str | None]:
+    return lambda obj: _labels(obj).get(key)
 
 
 def _labels(obj: Obj) -> dict[str, str]:
@@ -89,8 +103,12 @@ def field_selector(text: str | None, kind: Kind) -> Match:
         field, op, value = m.groups()
         if field not in kind.fields:
             raise ApiError(400, f'field label not supported: {field}')
-        reqs.append(lambda o, f=field, v=value, neg=(op == "!="): (_path(o, f) == v) != neg)
-    return lambda o: all(r(o) for r in reqs)
+        reqs.append(_requirement(_field(field), {value}, op == "!="))
+    return _all(reqs)
+
+
+def _field(path: str) -> Callable[[Obj], str | None]:
+    return lambda obj: _path(obj, path)
 
 
 # -- patches ---------------------------------------------------------------------------------
@@ -442,7 +460,8 @@ class ApiHandler:
             await resp.write(data)
             while True:
                 async with source.changed:
-                    await source.changed.wait_for(lambda: len(source.data) > offset or source.done)
+                    await source.changed.wait_for(
+                        lambda seen=offset: len(source.data) > seen or source.done)
                 chunk = bytes(source.data[offset:])
                 offset += len(chunk)
                 if chunk:
@@ -492,10 +511,10 @@ class ApiHandler:
             async for msg in ws:
                 if msg.type != WSMsgType.BINARY or not msg.data:
                     continue
-                writer = writers.get(msg.data[0] // 2)
-                if writer is not None and msg.data[0] % 2 == 0 and len(msg.data) > 1:
-                    writer.write(msg.data[1:])
-                    await writer.drain()
+                target = writers.get(msg.data[0] // 2)
+                if target is not None and msg.data[0] % 2 == 0 and len(msg.data) > 1:
+                    target.write(msg.data[1:])
+                    await target.drain()
         except (ConnectionError, OSError):
             pass
         finally:

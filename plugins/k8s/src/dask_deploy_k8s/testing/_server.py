@@ -89,7 +89,10 @@ class ApiServer:
                  network: Network | None = None, workdir: str | None = None, tls: bool = True,
                  namespaces: tuple[str, ...] = ("default", "kube-system", "kube-public")) -> None:
         self.host, self.port, self.token = host, port, token
-        self.ca, self._key = self_signed(host) if tls else (None, None)
+        self.ca: str | None = None
+        self._key: str | None = None
+        if tls:
+            self.ca, self._key = self_signed(host)
         self.network = network or Network()
         self.store = Store(history, service_ip=self.network.service_ip)
         self.kubelet = ProcessKubelet(self.store, self.network, capacity=capacity,
@@ -122,9 +125,7 @@ class ApiServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl())
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
         return self
 
     async def close(self) -> None:
