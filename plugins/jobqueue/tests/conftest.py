@@ -48,3 +48,11 @@ def slurm(slurm_session: LocalSlurm) -> Iterator[LocalSlurm]:
 @pytest.fixture
 def log_dir(tmp_path: object) -> str:
     return str(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test keeps its cluster records (detached clusters) to itself."""
+    path = str(tmp_path_factory.mktemp("state"))
+    monkeypatch.setenv("DASK_DEPLOY_STATE_DIR", path)
+    return path

@@ -255,6 +255,8 @@ def test_lifetime_leaves_a_margin_before_the_walltime() -> None:
     assert lifetime(7200, None) == (6900, 75)  # at most 5 minutes
     life, stagger = lifetime(60, 10)
     assert (life, stagger) == (50, 2.5) and life + stagger < 60
+    assert lifetime(60, 48) == (12, 6)  # an explicit margin is kept; stagger <= lifetime / 2
+    assert lifetime(60, 600) == (6, 3)  # at least a tenth of the walltime remains
 
 
 def test_default_processes_follow_dask_jobqueue() -> None:
@@ -303,7 +305,8 @@ FAKE_WORKER = textwrap.dedent("""\
     name=$5
     echo "start $name" >> "$FAKE_LOG"
     if [ "$name" = "$FAKE_FAIL" ]; then echo "boom: $name failed" >&2; exit 3; fi
-    trap 'echo "term $name" >> "$FAKE_LOG"; exit 0' TERM
+    if [ -n "$FAKE_STUBBORN" ]; then trap 'echo "ignored $name" >> "$FAKE_LOG"' TERM
+    else trap 'echo "term $name" >> "$FAKE_LOG"; exit 0' TERM; fi
     while :; do sleep 0.05; done
     """)
 
@@ -317,9 +320,10 @@ def fake(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def run_script(tmp_path: Path, python: str, log: Path, env: dict[str, str],
-               count: int = 3) -> subprocess.Popen[str]:
+               count: int = 3, **options: object) -> subprocess.Popen[str]:
     script = tmp_path / "job.sh"
-    script.write_text(job_script(spec("slurm", str(tmp_path), python=python), count=count))
+    script.write_text(job_script(spec("slurm", str(tmp_path), python=python, **options),
+                                 count=count))
     return subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "FAKE_LOG": str(log), **env})
 
@@ -377,3 +381,17 @@ def test_body_handles_a_term_during_start(tmp_path: Path, fake: tuple[Path, Path
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
+
+
+def test_body_kills_workers_that_do_not_leave(tmp_path: Path, fake: tuple[Path, Path]) -> None:
+    """A worker that ignores SIGTERM is killed after stop_grace; the job still exits 0."""
+    python, log = fake
+    proc = run_script(tmp_path, str(python), log,
+                      {"SLURM_ARRAY_TASK_ID": "1", "FAKE_STUBBORN": "1"}, stop_grace=1)
+    wait_until(lambda: len(lines(log)) == 2, 30, "both workers to start")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert sorted(lines(log)[2:]) == ["ignored golden-0-0", "ignored golden-0-1"]
+    assert "SIGKILL after 1s" in out
+    assert out.rstrip().endswith("dask-deploy: job finished (exit 0)")

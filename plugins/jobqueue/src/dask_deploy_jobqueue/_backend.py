@@ -69,14 +69,18 @@ def _is_loopback(host: str) -> bool:
 def lifetime(walltime: float, margin: float | None) -> tuple[float, float]:
     """``(--lifetime, --lifetime-stagger)`` in seconds for jobs of ``walltime`` seconds.
 
-    Workers retire ``margin`` seconds before the wall clock would kill the job (default 10%
-    of it, between 30 s and 5 min, never more than half of it), staggered by a quarter of
-    the margin so that the workers of a cluster do not all leave at the same moment.
+    Workers retire ``margin`` seconds before the wall clock would kill the job, so that the
+    job ends COMPLETED and the core replaces it without counting a failure. The default
+    margin is 10% of the walltime, between 30 s and 5 min and at most half of it; a margin
+    given explicitly is kept as long as a tenth of the walltime remains. Each worker's
+    lifetime is staggered by +/- a quarter of the margin (never more than half the
+    lifetime) so that the workers of a cluster do not all leave at once.
     """
     if margin is None:
-        margin = min(max(0.1 * walltime, 30.0), 300.0)
-    margin = min(margin, walltime / 2)
-    return walltime - margin, margin / 4
+        margin = min(min(max(0.1 * walltime, 30.0), 300.0), walltime / 2)
+    margin = min(margin, 0.9 * walltime)
+    life = walltime - margin
+    return life, min(margin / 4, life / 2)
 
 
 class JobqueueBackend:
@@ -212,7 +216,7 @@ class JobqueueBackend:
         lines += _script.body(cluster=self.spec.name, index_var=self.system.index_var,
                               first_index=self.system.first_index, units=units,
                               prologue=self.options.job_script_prologue, env=env,
-                              commands=commands)
+                              grace=self.options.stop_grace, commands=commands)
         return "\n".join(lines) + "\n"
 
     def _worker_script(self, address: str, units: Sequence[Unit]) -> tuple[JobRequest, str]:
@@ -354,13 +358,23 @@ class JobqueueBackend:
         await self._stop(handles)
 
     async def _stop(self, handles: Sequence[Handle]) -> None:
-        """SIGTERM first (the job ends COMPLETED), the system's kill after ``stop_grace``."""
-        if not handles:
-            return
+        """SIGTERM first (the job ends COMPLETED), the system's kill if still there later.
+
+        Workers go before schedulers (``dask-deploy gc`` passes both): a worker told to
+        leave by a closing scheduler while it is being signalled is the slow case.
+        """
+        workers = [h for h in handles if h.data.get("role") != "scheduler"]
+        schedulers = [h for h in handles if h.data.get("role") == "scheduler"]
+        for batch in (workers, schedulers):
+            if batch:
+                await self._stop_batch(batch)
+
+    async def _stop_batch(self, handles: Sequence[Handle]) -> None:
         ids = [h.backend_id for h in handles]
         for cmd in self.system.stop_commands(ids, self.options.stop_grace):
             await self._run(cmd, check=False)
-        if await self._wait_ended(handles, self.options.stop_grace):
+        # The job script kills its workers itself after stop_grace; allow for that.
+        if await self._wait_ended(handles, self.options.stop_grace + 10):
             return
         for cmd in self.system.kill_commands(ids):
             await self._run(cmd, check=False)

@@ -13,7 +13,10 @@ What the body does, and why:
   that code, so the batch system marks the job FAILED and the core replaces the unit as a
   whole, instead of a half-working job lingering.
 * SIGTERM (our graceful stop) is forwarded once to every worker; they leave and the shell
-  exits 0, so the batch system records the job as COMPLETED, not CANCELLED or FAILED.
+  exits 0, so the batch system records the job as COMPLETED, not CANCELLED or FAILED. A
+  worker still there after the grace period is killed by the script (a ``--no-nanny``
+  worker that is told to close by its scheduler and signalled at the same moment can hang
+  at exit), so the job still ends by itself, COMPLETED.
 * The last line of the output file is ``dask-deploy: job finished (exit N)``: the backend
   reads it to tell a clean end from a failure after the system has forgotten the job.
 * TLS material is never in the script: it references files in a 0700 directory.
@@ -60,13 +63,14 @@ def quote(args: Sequence[str]) -> str:
 
 
 def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequence[str],
-         prologue: Sequence[str], env: Mapping[str, str],
+         prologue: Sequence[str], env: Mapping[str, str], grace: float,
          commands: Sequence[tuple[str, Mapping[str, str], list[str]]]) -> list[str]:
     """The script lines after the header.
 
     ``commands`` holds one ``(name suffix, extra env, argv)`` per worker process; the
     argument :data:`NAME` in ``argv`` becomes ``"${UNIT}<suffix>"``. ``units`` are the unit
-    names by array element (one name: a plain job).
+    names by array element (one name: a plain job). Workers that have not left ``grace``
+    seconds after SIGTERM are killed by the script itself, which still exits 0.
     """
     lines = [f"# dask-deploy: cluster {cluster}, {len(units)} job(s) of {len(commands)} "
              "worker process(es)"]
@@ -79,8 +83,17 @@ def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequen
                   "esac"]
     lines += list(prologue)
     lines += [f"export {k}={shlex.quote(v)}" for k, v in {"DASK_DEPLOY_CLUSTER": cluster, **env}.items()]
-    lines += ["stopping=", "pids=",
-              "trap 'stopping=1; kill -TERM $pids 2>/dev/null' TERM INT"]
+    ticks = max(1, round(grace * 10))
+    lines += ["stopping=", "pids=", "reaper=",
+              "stop() {",
+              "  stopping=1",
+              '  echo "dask-deploy: stopping (SIGTERM to the workers, SIGKILL after '
+              f'{grace:g}s)"',
+              "  kill -TERM $pids 2>/dev/null",
+              f"  (for _ in $(seq {ticks}); do sleep 0.1; done; kill -KILL $pids 2>/dev/null) &",
+              "  reaper=$!",
+              "}",
+              "trap stop TERM INT"]
     for suffix, extra_env, argv in commands:
         name = '"${UNIT}"' + (shlex.quote(suffix) if suffix else "")
         prefix = ("env " + quote([f"{k}={v}" for k, v in extra_env.items()]) + " ") if extra_env else ""
@@ -98,6 +111,7 @@ def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequen
         "    status=$rc; kill -TERM $pids 2>/dev/null  # one worker failed: end the job",
         "  fi",
         "done",
+        '[ -n "$reaper" ] && kill "$reaper" 2>/dev/null',
         f'echo "{TRAILER.format(code="$status")}"',
         "exit $status",
     ]

@@ -1,0 +1,189 @@
+"""The slurm backend against a real slurmctld + slurmd (started by the session fixture).
+
+Every test closes what it starts; the ``slurm`` fixture fails a test that leaves any job in
+the queue. Waits poll a condition with a generous deadline (2 busy cores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dask_deploy import Cluster, ClusterSpec, CrashLoopError, Phase
+from dask_deploy_jobqueue import SLURMOptions, job_script
+from dask_deploy_jobqueue._backend import JobqueueBackend
+from dask_deploy_jobqueue.testing import LocalSlurm, wait_until
+from distributed import Client
+
+T = 120  # seconds: generous, the machine is shared
+
+
+def cluster(log_dir: str, name: str, **options: Any) -> Any:
+    options = {"cores": 1, "memory": "512MiB", "log_directory": log_dir, "name": name,
+               "poll_interval": 0.5, "start_timeout": T, **options}
+    return Cluster.from_name("slurm", **options)
+
+
+def workers(c: Any) -> set[str]:
+    return {w["name"] for w in c.scheduler_info["workers"].values()}
+
+
+def test_scale_submits_one_array(slurm: LocalSlurm, log_dir: str) -> None:
+    with cluster(log_dir, "arr", n_workers=4) as c:
+        c.wait_for_workers(4, timeout=T)
+        assert workers(c) == {"arr-0", "arr-1", "arr-2", "arr-3"}
+        handles = list(c.handles.values())
+        # one submission: every unit is an element of the same array
+        assert len({h.data["array"] for h in handles}) == 1
+        array = handles[0].data["array"]
+        assert sorted(h.backend_id for h in handles) == [f"{array}_{i}" for i in range(1, 5)]
+        assert len(list(Path(log_dir, "arr").glob("job-*.sh"))) == 1
+        # each element is a job of its own in the queue, named after the cluster
+        queue = slurm.run("squeue", "--noheader", "--array", "--format=%i %j %T").split("\n")
+        assert sum("dask-deploy.arr.worker RUNNING" in line for line in queue) == 4
+        script = next(Path(log_dir, "arr").glob("job-*.sh")).read_text()
+        assert "#SBATCH --array=1-4" in script
+        with Client(c) as client:
+            assert client.submit(lambda x: x + 1, 41).result(timeout=T) == 42
+            assert sum(client.gather(client.map(lambda x: x * x, range(20)))) == 2470
+        # TLS by default: the scheduler speaks tls:// and the key file is private
+        assert c.scheduler_address.startswith("tls://")
+        assert oct(os.stat(Path(log_dir, "arr", "tls", "key.pem")).st_mode & 0o777) == "0o600"
+        # one element is tracked and stopped on its own
+        c.scale(3)
+        wait_until(lambda: len(c.handles) == 3 and len(workers(c)) == 3, T, "scale down to 3")
+        assert slurm.job_state(f"{array}_4") == "COMPLETED"
+        assert all(slurm.job_state(f"{array}_{i}") == "RUNNING" for i in (1, 2, 3))
+
+
+def test_processes_per_job(slurm: LocalSlurm, log_dir: str) -> None:
+    with cluster(log_dir, "procs", cores=2, processes=2, memory="1GiB", n_workers=4) as c:
+        assert c.workers_per_unit == 2
+        c.wait_for_workers(4, timeout=T)
+        assert workers(c) == {"procs-0-0", "procs-0-1", "procs-1-0", "procs-1-1"}
+        info = c.scheduler_info["workers"].values()
+        assert {w["nthreads"] for w in info} == {1}
+        assert {w["memory_limit"] for w in info} == {2**29}
+        assert len(c.handles) == 2  # two jobs of two workers
+        script = job_script(c)
+        assert "#SBATCH --cpus-per-task=2" in script and "#SBATCH --mem=1024M" in script
+        assert c.scheduler_address in script
+
+
+def test_failing_job_counts_towards_the_crash_loop_limit(slurm: LocalSlurm, log_dir: str) -> None:
+    with cluster(log_dir, "crash", python="/nonexistent/python", n_workers=1,
+                 max_failures=2) as c:
+        with pytest.raises(CrashLoopError) as e:
+            c.wait_for_workers(1, timeout=T)
+        assert "No such file or directory" in str(e.value)
+        assert "exit code 127" in str(e.value) or "NonZeroExitCode" in str(e.value)
+        # not resubmitted forever: exactly max_failures jobs ran
+        outputs = sorted(Path(log_dir, "crash").glob("*.out"))
+        assert len(outputs) == 2
+        logs = c.get_logs()
+        assert any("/nonexistent/python" in str(text) for name, text in logs.items()
+                   if name.startswith("crash-"))
+
+
+def test_refused_submission_is_a_failure(slurm: LocalSlurm, log_dir: str) -> None:
+    with cluster(log_dir, "refused", queue="no-such-partition", n_workers=1, max_failures=1) as c:
+        with pytest.raises(CrashLoopError, match="(?i)invalid partition"):
+            c.wait_for_workers(1, timeout=T)
+
+
+def test_graceful_stop_completes_and_logs_survive(slurm: LocalSlurm, log_dir: str) -> None:
+    with cluster(log_dir, "grace", n_workers=1) as c:
+        c.wait_for_workers(1, timeout=T)
+        job = c.handles["grace-0"].backend_id
+        c.scale(0)
+        wait_until(lambda: not c.handles, T, "the job to be stopped")
+        # SIGTERM first: the job ends COMPLETED, not CANCELLED (dask-jobqueue#640)
+        assert slurm.job_state(job) == "COMPLETED"
+        log = c.get_logs()["grace-0"]
+        assert "Registered to:" in log  # the worker's own output, read after its end
+        assert "dask-deploy: job finished (exit 0)" in log
+
+
+def test_walltime_retires_workers_before_the_limit(slurm: LocalSlurm, log_dir: str) -> None:
+    # 1 minute of walltime, a 48 s margin: the worker leaves after 12 +/- 6 s and is
+    # replaced, while SLURM would only kill the job after 60 s.
+    with cluster(log_dir, "life", walltime="00:01:00", lifetime_margin=48, n_workers=1) as c:
+        c.wait_for_workers(1, timeout=T)
+        first = c.handles["life-0"].backend_id
+        wait_until(lambda: slurm.job_state(first) != "RUNNING", T, "the first worker to retire")
+        assert slurm.job_state(first) == "COMPLETED"
+        # the unit is started again (a new job under the same unit name)
+        wait_until(lambda: "life-0" in c.handles and c.handles["life-0"].backend_id != first
+                   and "life-0" in workers(c), T, "the replacement worker")
+        # a clean retirement is not a failure
+        assert c.error is None and "failed" not in str(c.get_logs(scheduler=False, workers=False))
+
+
+def test_remote_scheduler_in_a_job(slurm: LocalSlurm, log_dir: str) -> None:
+    with cluster(log_dir, "remote", scheduler="remote", n_workers=2) as c:
+        assert c.scheduler is None  # not in this process
+        handle = c.scheduler_handle.handle
+        assert handle.data["role"] == "scheduler"
+        assert slurm.job_state(handle.backend_id) == "RUNNING"
+        assert c.scheduler_address.startswith("tls://127.0.0.1:")
+        c.wait_for_workers(2, timeout=T)
+        with Client(c) as client:
+            assert client.submit(lambda: 7).result(timeout=T) == 7
+        assert "Scheduler at:" in c.get_logs(cluster=False, workers=False)["Scheduler"]
+    assert slurm.job_state(handle.backend_id) == "COMPLETED"
+
+
+def test_discover_and_gc_of_orphaned_jobs(slurm: LocalSlurm, log_dir: str) -> None:
+    # A detached cluster (its scheduler in a job of its own) outlives its client.
+    c = cluster(log_dir, "orphan", scheduler="remote", n_workers=2, shutdown_on_close=False)
+    try:
+        c.wait_for_workers(2, timeout=T)
+        jobs = sorted([c.scheduler_handle.handle.backend_id,
+                       *(h.backend_id for h in c.handles.values())])
+    finally:
+        c.close()  # detached: the jobs stay
+    assert all(slurm.job_state(j) == "RUNNING" for j in jobs)
+    # A fresh process knows only the backend's defaults and the cluster id.
+    spec = ClusterSpec(backend="slurm", name="gc-probe", backend_options=SLURMOptions())
+    backend = JobqueueBackend(spec)
+
+    async def discover(cid: str | None) -> list[Any]:
+        return list(await backend.deploy_discover(cluster=spec, cluster_id=cid))
+
+    found = asyncio.run(discover("orphan"))
+    assert sorted(h.backend_id for h in found) == jobs
+    assert {h.cluster for h in found} == {"orphan"}
+    assert sorted(h.data["role"] for h in found) == ["scheduler", "worker", "worker"]
+    assert {h.backend_id for h in asyncio.run(discover(None))} >= set(jobs)
+    assert asyncio.run(discover("someone-else")) == []
+    # what `dask-deploy gc` does with them
+    asyncio.run(backend.deploy_stop_workers(cluster=spec, handles=found))
+    assert asyncio.run(discover("orphan")) == []
+    states = {j: slurm.job_state(j) for j in jobs}
+    assert set(states.values()) == {"COMPLETED"}, (states, [p.read_text()[-3000:] for p in Path(log_dir, "orphan").glob("*.out")])
+
+
+def test_poll_reports_pending_with_the_reason(slurm: LocalSlurm, log_dir: str) -> None:
+    """A job that cannot start yet is PENDING with SLURM's reason, not silently waiting."""
+    spec = ClusterSpec(backend="slurm", name="held", backend_options=SLURMOptions(
+        log_directory=log_dir, job_extra_directives=["--hold"]))
+    backend = JobqueueBackend(spec)
+
+    async def scenario() -> tuple[Any, Any]:
+        from dask_deploy import Unit
+
+        [h] = await backend.deploy_start_workers(cluster=spec, scheduler_address="tcp://127.0.0.1:1",
+                                                 units=[Unit("held-0", (spec.worker,))])
+        try:
+            [status] = await backend.deploy_poll(cluster=spec, handles=[h])
+        finally:
+            await backend.deploy_stop_workers(cluster=spec, handles=[h])
+        [after] = await backend.deploy_poll(cluster=spec, handles=[h])
+        return status, after
+
+    status, after = asyncio.run(scenario())
+    assert status.phase is Phase.PENDING and "JobHeldUser" in status.reason
+    assert after.phase is Phase.FAILED and "CANCELLED" in after.reason  # it never ran
