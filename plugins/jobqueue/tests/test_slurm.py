@@ -89,9 +89,9 @@ def test_failing_job_counts_towards_the_crash_loop_limit(slurm: LocalSlurm, log_
 
 
 def test_refused_submission_is_a_failure(slurm: LocalSlurm, log_dir: str) -> None:
-    with cluster(log_dir, "refused", queue="no-such-partition", n_workers=1, max_failures=1) as c:
-        with pytest.raises(CrashLoopError, match="(?i)invalid partition"):
-            c.wait_for_workers(1, timeout=T)
+    with (cluster(log_dir, "refused", queue="no-such-partition", n_workers=1, max_failures=1) as c,
+          pytest.raises(CrashLoopError, match=r"(?i)invalid partition")):
+        c.wait_for_workers(1, timeout=T)
 
 
 def test_graceful_stop_completes_and_logs_survive(slurm: LocalSlurm, log_dir: str) -> None:
@@ -163,7 +163,8 @@ def test_discover_and_gc_of_orphaned_jobs(slurm: LocalSlurm, log_dir: str) -> No
     asyncio.run(backend.deploy_stop_workers(cluster=spec, handles=found))
     assert asyncio.run(discover("orphan")) == []
     states = {j: slurm.job_state(j) for j in jobs}
-    assert set(states.values()) == {"COMPLETED"}, (states, [p.read_text()[-3000:] for p in Path(log_dir, "orphan").glob("*.out")])
+    outputs = [p.read_text()[-3000:] for p in Path(log_dir, "orphan").glob("*.out")]
+    assert set(states.values()) == {"COMPLETED"}, (states, outputs)
 
 
 def test_poll_reports_pending_with_the_reason(slurm: LocalSlurm, log_dir: str) -> None:
