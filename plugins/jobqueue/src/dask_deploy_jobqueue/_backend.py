@@ -98,6 +98,11 @@ class JobqueueBackend:
         self.log_dir = os.path.join(os.path.abspath(os.path.expanduser(base)), spec.name)
         self.tls_dir = os.path.join(self.log_dir, "tls")
         self._scripts = 0
+        #: Every job element this object submitted and has not stopped yet, so that nothing
+        #: leaks when the cluster closes while a submission is still on its way (the core
+        #: then never learns the handles): ``deploy_teardown`` stops what is left here.
+        self._live: dict[str, Handle] = {}
+        self._submitting: set[asyncio.Future[Any]] = set()
 
     # -- what one job asks for -----------------------------------------------------------
 
@@ -346,12 +351,26 @@ class JobqueueBackend:
 
     async def _start_batch(self, address: str, units: Sequence[Unit]) -> list[Handle]:
         req, script = self._worker_script(address, units)
-        job_id, elements, logs = await self._submit(req, script)
-        now = time.time()
-        return [Handle(self.spec.backend, self.spec.name, u.name, element,
-                       {"job": req.name, "array": job_id, "log": log, "role": "worker",
-                        "workers": list(u.worker_names), "submitted": now})
-                for u, element, log in zip(units, elements, logs, strict=True)]
+
+        async def submit() -> list[Handle]:
+            job_id, elements, logs = await self._submit(req, script)
+            now = time.time()
+            handles = [Handle(self.spec.backend, self.spec.name, u.name, element,
+                              {"job": req.name, "array": job_id, "log": log, "role": "worker",
+                               "workers": list(u.worker_names), "submitted": now})
+                       for u, element, log in zip(units, elements, logs, strict=True)]
+            self._live.update({h.backend_id: h for h in handles})
+            return handles
+
+        return await self._shielded(submit())
+
+    async def _shielded(self, coro: Any) -> Any:
+        """Run a submission to its end even if our caller is cancelled (cluster closing):
+        a job that was submitted must be known, so that teardown can stop it."""
+        task = asyncio.ensure_future(coro)
+        self._submitting.add(task)
+        task.add_done_callback(self._submitting.discard)
+        return await asyncio.shield(task)
 
     @hookimpl
     async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
@@ -371,6 +390,8 @@ class JobqueueBackend:
 
     async def _stop_batch(self, handles: Sequence[Handle]) -> None:
         ids = [h.backend_id for h in handles]
+        for i in ids:
+            self._live.pop(i, None)
         for cmd in self.system.stop_commands(ids, self.options.stop_grace):
             await self._run(cmd, check=False)
         # The job script kills its workers itself after stop_grace; allow for that.
@@ -463,10 +484,16 @@ class JobqueueBackend:
             os.unlink(self.scheduler_file)
         req = self._request("scheduler", 1, [])
         script = self.render(req, [f"{cluster.name}-scheduler"], [("", {}, self.scheduler_argv())], {})
-        job_id, elements, logs = await self._submit(req, script)
-        handle = Handle(cluster.backend, cluster.name, f"{cluster.name}-scheduler", elements[0],
-                        {"job": req.name, "array": job_id, "log": logs[0], "role": "scheduler",
-                         "submitted": time.time()})
+
+        async def submit() -> Handle:
+            job_id, elements, logs = await self._submit(req, script)
+            handle = Handle(cluster.backend, cluster.name, f"{cluster.name}-scheduler", elements[0],
+                            {"job": req.name, "array": job_id, "log": logs[0], "role": "scheduler",
+                             "submitted": time.time()})
+            self._live[handle.backend_id] = handle
+            return handle
+
+        handle: Handle = await self._shielded(submit())
         deadline = time.monotonic() + cluster.start_timeout
         try:
             while time.monotonic() < deadline:
@@ -529,6 +556,12 @@ class JobqueueBackend:
     @hookimpl
     async def deploy_teardown(self, cluster: ClusterSpec) -> None:
         if cluster.shutdown_on_close:
+            # Jobs the core never heard of (submitted while the cluster was closing).
+            with contextlib.suppress(Exception):
+                if self._submitting:
+                    await asyncio.wait(list(self._submitting), timeout=_COMMAND_TIMEOUT)
+                if self._live:
+                    await self._stop(list(self._live.values()))
             # The key is not needed once every job has stopped; the output files stay (they
             # are the record of what ran, as with dask-jobqueue's log_directory).
             shutil.rmtree(self.tls_dir, ignore_errors=True)
