@@ -66,10 +66,12 @@ async def connect(opts: K8sOptions) -> tuple[Any, str, bool]:
                     namespace = f.read().strip()
             inside = True
         else:
-            await config.load_kube_config(config_file=opts.kubeconfig, context=opts.context,
+            # $KUBECONFIG is read now, not when the client library was imported.
+            path = opts.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+            await config.load_kube_config(config_file=path, context=opts.context,
                                           client_configuration=cfg, persist_config=False)
             if namespace is None:
-                contexts, active = config.list_kube_config_contexts(opts.kubeconfig)
+                contexts, active = config.list_kube_config_contexts(path)
                 chosen = next((c for c in contexts if c["name"] == opts.context), active) \
                     if opts.context else active
                 namespace = ((chosen or {}).get("context") or {}).get("namespace")

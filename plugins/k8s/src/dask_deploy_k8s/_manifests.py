@@ -146,9 +146,10 @@ def _command(spec: ClusterSpec, role: str, kwargs: Mapping[str, Any]) -> list[st
 
 def scheduler_pod(spec: ClusterSpec, namespace: str, owner: Obj) -> Obj:
     s = spec.scheduler
+    host = (spec.backend_options or K8sOptions()).listen_address
     port = s.port or SCHEDULER_PORT
-    kwargs: dict[str, Any] = {"host": s.host, "port": port, "dashboard": s.dashboard_address is not None,
-                              "dashboard_address": f"{s.host}:{DASHBOARD_PORT}",
+    kwargs: dict[str, Any] = {"host": host, "port": port, "dashboard": s.dashboard_address is not None,
+                              "dashboard_address": f"{host}:{DASHBOARD_PORT}",
                               "idle_timeout": s.idle_timeout, **s.options}
     container = {
         "name": "scheduler", "image": spec.worker.image, "command": _command(spec, "scheduler", kwargs),

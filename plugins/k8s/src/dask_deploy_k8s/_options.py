@@ -32,6 +32,10 @@ class K8sOptions:
     python: str = "python"
     #: Reach the scheduler through a local port-forward (None: yes unless running in-cluster).
     port_forward: bool | None = None
+    #: Where a scheduler pod listens: all its addresses, since the Service reaches it on the
+    #: pod IP and a port-forward on the pod's localhost. (The generic ``host`` option is for
+    #: a scheduler in this process.)
+    listen_address: str = "0.0.0.0"
     #: Type of the scheduler's Service.
     service_type: str = "ClusterIP"
     #: Seconds a deleted pod gets to leave cleanly (``terminationGracePeriodSeconds``).
@@ -53,6 +57,8 @@ class K8sOptions:
                 raise SpecError(option, value, "expected a non-empty string or None")
         if not isinstance(self.python, str) or not self.python:
             raise SpecError("python", self.python, "expected the interpreter to run inside the image")
+        if not isinstance(self.listen_address, str) or not self.listen_address:
+            raise SpecError("listen_address", self.listen_address, 'expected an address such as "0.0.0.0"')
         if self.port_forward not in (None, True, False):
             raise SpecError("port_forward", self.port_forward, "expected True, False or None (automatic)")
         if self.service_type not in _SERVICE_TYPES:

@@ -26,12 +26,6 @@ def _default_image(options: dict[str, Any]) -> str:
         return "ghcr.io/dask/dask:latest"
 
 
-def _default_host(options: dict[str, Any]) -> str:
-    # A scheduler pod listens on all its addresses: the Service reaches it on the pod IP and
-    # a port-forward on the pod's localhost. In this process, stay on loopback.
-    return "0.0.0.0" if options.get("scheduler") == "remote" else "127.0.0.1"
-
-
 INFO = BackendInfo(
     name="k8s",
     summary="Scheduler and workers as Kubernetes pods (kubernetes-asyncio; namespace rights only)",
@@ -39,7 +33,7 @@ INFO = BackendInfo(
     options=K8sOptions,
     capabilities=frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard", "detach"}),
     extra="k8s",
-    defaults={"scheduler": "remote", "host": _default_host, "image": _default_image,
+    defaults={"scheduler": "remote", "image": _default_image,
               "security": True, "poll_interval": 0.5, "start_timeout": 300},
 )
 

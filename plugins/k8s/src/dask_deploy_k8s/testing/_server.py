@@ -224,12 +224,12 @@ class Emulator:
     def backend_options(self, **extra: Any) -> dict[str, Any]:
         """Options for ``Cluster.from_name("k8s", ...)`` against this emulator.
 
-        ``python`` is this interpreter (the kubelet ignores images), and the scheduler binds to
-        its pod's address (``$(POD_IP)``): pods share this machine's network here, so binding
-        0.0.0.0 as in a real pod would clash and would leave loopback.
+        ``python`` is this interpreter (the kubelet ignores images), and a scheduler pod listens
+        on its pod's address (``$(POD_IP)``): pods share this machine's network here, so
+        binding 0.0.0.0 as in a real pod would clash and would leave loopback.
         """
-        host = "$(POD_IP)" if extra.get("scheduler", "remote") == "remote" else "127.0.0.1"
-        return {"kubeconfig": self.kubeconfig, "python": sys.executable, "host": host, **extra}
+        return {"kubeconfig": self.kubeconfig, "python": sys.executable, "listen_address": "$(POD_IP)",
+                **extra}
 
     def stop(self) -> None:
         proc = self.proc
