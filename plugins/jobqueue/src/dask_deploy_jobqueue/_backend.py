@@ -405,7 +405,7 @@ class JobqueueBackend:
 
     async def _wait_ended(self, handles: Sequence[Handle], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        delay = 0.1
+        delay = 0.05  # one cheap status query per round, only while stopping
         while True:
             listing = await self._listing(handles)
             active = [h for h in handles if listing.get(h.backend_id, (Phase.GONE, ""))[0]
@@ -413,7 +413,7 @@ class JobqueueBackend:
             if not active or time.monotonic() >= deadline:
                 return not active
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
+            delay = min(delay * 1.5, 0.25)
 
     async def _listing(self, handles: Sequence[Handle]) -> dict[str, tuple[Phase, str]]:
         """One status query per job name: element id -> (phase, reason)."""

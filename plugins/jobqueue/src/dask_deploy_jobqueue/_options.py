@@ -174,6 +174,12 @@ class JobqueueOptions:
         for name in ("job_extra_directives", "job_directives_skip", "job_script_prologue",
                      "worker_extra_args"):
             object.__setattr__(self, name, _tuple_of_str(getattr(self, name), name))
+        for name in ("walltime", "scheduler_walltime"):
+            if getattr(self, name):
+                try:
+                    parse_walltime(getattr(self, name))
+                except SpecError as e:
+                    raise SpecError(name, e.value, e.accepted) from None
         _opt_seconds(self.death_timeout, "death_timeout")
         _opt_seconds(self.lifetime_margin, "lifetime_margin")
         if _opt_seconds(self.stop_grace, "stop_grace") is None:
