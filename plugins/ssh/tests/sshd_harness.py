@@ -221,3 +221,79 @@ def sshd(workdir: Path | None = None) -> Any:
         server.stop()
         if workdir is None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------
+# Several hosts: network namespaces, each with its own sshd, on a private bridge
+# --------------------------------------------------------------------------------------
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+@dataclass
+class Hosts:
+    """Namespaces ``netns[i]`` with sshd ``servers[i]`` at ``addresses[i]``, on one bridge."""
+
+    prefix: str
+    bridge_address: str
+    addresses: list[str]
+    netns: list[str]
+    servers: list[SSHServer]
+
+    def link(self, i: int, up: bool) -> None:
+        """Plug host ``i``'s cable in or out (its veth end on the bridge)."""
+        _ip("link", "set", f"{self.prefix}v{i}", "up" if up else "down")
+
+
+@contextlib.contextmanager
+def namespace_hosts(n: int, workdir: Path, python: str | None = None) -> Any:
+    """``n`` hosts as network namespaces on a bridge of our own, torn down afterwards.
+
+    Addresses are 10.231.S.1i (S from our pid); a blackhole route for 10.231.0.0/16 makes
+    sure nothing of it can leave the machine. Only names starting with our prefix are
+    created or deleted.
+    """
+    ensure_system()
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        raise Unavailable("network namespaces need root and iproute2")
+    python = python or ensure_remote_python()
+    tag = os.getpid() % 100000
+    prefix, subnet = f"dds{tag}", f"10.231.{tag % 250 + 1}"
+    bridge = f"{prefix}br"
+    added_route = _ip("route", "add", "unreachable", "10.231.0.0/16", check=False).returncode == 0
+    created: list[str] = []
+    servers: list[SSHServer] = []
+    keys = workdir / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    keys.chmod(0o755)
+    try:
+        try:
+            _ip("link", "add", bridge, "type", "bridge")
+            _ip("addr", "add", f"{subnet}.1/24", "dev", bridge)
+            _ip("link", "set", bridge, "up")
+            for i in range(1, n + 1):
+                ns, veth, peer = f"{prefix}h{i}", f"{prefix}v{i}", f"{prefix}p{i}"
+                addr = f"{subnet}.1{i}"
+                _ip("netns", "add", ns)
+                created.append(ns)
+                _ip("link", "add", veth, "type", "veth", "peer", "name", peer)
+                _ip("link", "set", peer, "netns", ns)
+                _ip("link", "set", veth, "master", bridge, "up")
+                _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", peer)
+                _ip("-n", ns, "link", "set", peer, "up")
+                _ip("-n", ns, "link", "set", "lo", "up")
+                servers.append(start_sshd(workdir / ns, host=addr, netns=ns, python=python,
+                                          keys=keys))
+        except subprocess.CalledProcessError as e:
+            raise Unavailable(f"cannot build network namespaces: {e.cmd}: {e.stderr}") from None
+        yield Hosts(prefix, f"{subnet}.1", [s.host for s in servers], created, servers)
+    finally:
+        for server in servers:
+            server.stop()
+        for ns in created:
+            _ip("netns", "del", ns, check=False)  # its veth pair goes with it
+        _ip("link", "del", bridge, check=False)
+        if added_route:
+            _ip("route", "del", "unreachable", "10.231.0.0/16", check=False)

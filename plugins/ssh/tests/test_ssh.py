@@ -110,7 +110,7 @@ def test_scale_up_and_down_after_start_with_client_work(ssh_options: dict[str, A
     wait_until(lambda: not procs(ssh_harness, name), "nothing left on the host after close")
 
 
-def test_remote_scheduler_tls_and_dashboard_through_forward(ssh_options: dict[str, Any],
+def test_remote_scheduler_tls_and_dashboard_through_forward(ssh_options: dict[str, Any], sshd: Any,
                                                             ssh_harness: Any) -> None:
     name = new_name()
     with Cluster.from_name("ssh", name=name, scheduler="remote", n_workers=1,
@@ -118,7 +118,7 @@ def test_remote_scheduler_tls_and_dashboard_through_forward(ssh_options: dict[st
         assert cluster.scheduler_address.startswith("tls://")
         cluster.wait_for_workers(1, timeout=TIMEOUT)
         info = cluster.scheduler_handle
-        assert info is not None and info.handle.data["host"] == "127.0.0.1"
+        assert info is not None and info.handle.data["host"] == f"{sshd.user}@127.0.0.1:{sshd.port}"
         # The scheduler is a child of the host's agent, run by the test user.
         assert len(procs(ssh_harness, name)) == 3  # agent, scheduler, worker
         route = cluster.sync(cluster._call, "deploy_dashboard_route", scheduler=info)
@@ -249,32 +249,43 @@ async def test_discover_and_remove_orphans(ssh_options: dict[str, Any], sshd: An
     start = json.dumps({"op": "start", "name": f"{orphan}-0", "role": "worker",
                         "kwargs": {"scheduler_ip": "tcp://127.0.0.1:9", "name": f"{orphan}-0"},
                         "env": {}, "log": f"/tmp/dask-deploy-orphan-{orphan}.log"})
-    async with asyncssh.connect(sshd.host, **sshd.connect_options) as conn:
-        await conn.run(f"setsid {sshd.python} -m dask_deploy._agent --cluster {orphan} --grace 0 "
-                       f"--listen {sock} </dev/null >/dev/null 2>&1 &", check=True)
-        drive = (f"import socket, time\ns = socket.socket(socket.AF_UNIX)\n"
-                 f"for _ in range(600):\n    try: s.connect({sock!r}); break\n"
-                 f"    except OSError: time.sleep(0.1)\ns.sendall({start!r}.encode() + b'\\n')\n"
-                 f"time.sleep(0.5)\n")
-        await conn.run(f"{sshd.python} -c {shlex.quote(drive)}", check=True)
-    wait_until(lambda: len(procs(ssh_harness, orphan)) == 2, "the orphan agent and its worker")
-
-    # What `dask-deploy gc` has: a spec made of connection options only, and a fresh backend.
-    options = SSHOptions(hosts=ssh_options["hosts"], connect_options=ssh_options["connect_options"],
-                         remote_python=ssh_options["remote_python"])
-    spec = ClusterSpec(backend="ssh", name="gc", backend_options=options)
-    backend: Any = backend_info("ssh").factory(spec)
     try:
-        found = await backend.deploy_discover(cluster=spec, cluster_id=orphan)
-        assert [h.cluster for h in found] == [orphan]
-        assert sorted(found[0].data["pids"]) == sorted(p[0] for p in procs(ssh_harness, orphan))
-        everything = await backend.deploy_discover(cluster=spec, cluster_id=None)
-        assert orphan in {h.cluster for h in everything}
-        await backend.deploy_stop_workers(cluster=spec, handles=found)
-        assert not procs(ssh_harness, orphan)
-        assert await backend.deploy_discover(cluster=spec, cluster_id=orphan) == []
+        async with asyncssh.connect(sshd.host, **sshd.connect_options) as conn:
+            await conn.run(f"setsid {sshd.python} -m dask_deploy._agent --cluster {orphan} "
+                           f"--grace 0 --listen {sock} </dev/null >/dev/null 2>&1 &", check=True)
+            drive = (f"import socket, time\ns = socket.socket(socket.AF_UNIX)\n"
+                     f"for _ in range(600):\n    try: s.connect({sock!r}); break\n"
+                     f"    except OSError: time.sleep(0.1)\ns.sendall({start!r}.encode() + b'\\n')\n"
+                     f"time.sleep(0.5)\n")
+            await conn.run(f"{sshd.python} -c {shlex.quote(drive)}", check=True)
+        wait_until(lambda: len(procs(ssh_harness, orphan)) == 2, "the orphan agent and its worker")
+
+        # `dask-deploy gc --dry-run` lists it (and changes nothing).
+        from dask_deploy._gc import collect_garbage
+
+        said: list[str] = []
+        listed = await collect_garbage(["ssh"], {"ssh": ssh_options}, dry_run=True, echo=said.append)
+        assert orphan in {h.cluster for h in listed}, said
+        assert len(procs(ssh_harness, orphan)) == 2
+
+        # What `dask-deploy gc` has: a spec made of connection options only, and a fresh backend.
+        options = SSHOptions(hosts=ssh_options["hosts"],
+                             connect_options=ssh_options["connect_options"],
+                             remote_python=ssh_options["remote_python"])
+        spec = ClusterSpec(backend="ssh", name="gc", backend_options=options)
+        backend: Any = backend_info("ssh").factory(spec)
+        try:
+            found = await backend.deploy_discover(cluster=spec, cluster_id=orphan)
+            assert [h.cluster for h in found] == [orphan]
+            assert sorted(found[0].data["pids"]) == sorted(p[0] for p in procs(ssh_harness, orphan))
+            everything = await backend.deploy_discover(cluster=spec, cluster_id=None)
+            assert orphan in {h.cluster for h in everything}
+            await backend.deploy_stop_workers(cluster=spec, handles=found)
+            assert not procs(ssh_harness, orphan)
+            assert await backend.deploy_discover(cluster=spec, cluster_id=orphan) == []
+        finally:
+            await backend.deploy_teardown(cluster=spec)
     finally:
-        await backend.deploy_teardown(cluster=spec)
         for pid, _, _ in procs(ssh_harness, orphan):  # only if the test failed
             os.kill(pid, signal.SIGKILL)
 

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ipaddress
 import shlex
+import time
 import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -66,11 +67,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def key_of(address: str, options: Mapping[str, Any]) -> str:
+    """``[user@]address:port``: what tells SSH endpoints apart (and names them in handles)."""
+    user = options.get("username")
+    return f"{user + '@' if user else ''}{address}:{options.get('port', 22)}"
+
+
 class _Host:
     """One distinct host: its SSH connection, its agent and the state around them."""
 
     def __init__(self, address: str, options: Mapping[str, Any], python: str) -> None:
         self.address = address
+        #: One connection per SSH endpoint: the same name with another port or user is another.
+        self.key = key_of(address, options)
         self.options = options
         self.python = python
         self.conn: asyncssh.SSHClientConnection | None = None
@@ -109,31 +118,33 @@ class SSHBackend:
     def __init__(self, spec: ClusterSpec) -> None:
         self.spec = spec
         self.options: SSHOptions | None = spec.backend_options
-        self._hosts: dict[str, _Host] = {}
+        self._hosts: dict[str, _Host] = {}  # by _Host.key
+        self._entries: list[str] = []  # the key of each entry of hosts
         if self.options is not None:
             for i, address in enumerate(self.options.hosts):
-                if address not in self._hosts:
-                    self._hosts[address] = _Host(address, self.options.connect_options[i],
-                                                 self.options.remote_python[i])
+                host = _Host(address, self.options.connect_options[i], self.options.remote_python[i])
+                self._hosts.setdefault(host.key, host)
+                self._entries.append(host.key)
         self._agents: dict[str, _Placed] = {}  # unit or scheduler name -> where it runs
         self._forwards: dict[str, asyncssh.SSHListener] = {}
         self._closing = False
+        self._scheduler_address: str | None = None  # where workers were last sent
 
     # -- connections and agents ---------------------------------------------------------
 
-    def _host(self, address: str) -> _Host:
+    def _host(self, key: str) -> _Host:
         try:
-            return self._hosts[address]
+            return self._hosts[key]
         except KeyError:
-            raise BackendError(f"host {address!r} is not in this cluster's hosts "
+            raise BackendError(f"host {key!r} is not in this cluster's hosts "
                                f"{list(self._hosts)}") from None
 
     async def _connection(self, host: _Host) -> asyncssh.SSHClientConnection:
         """The host's SSH connection, opened (again) if needed."""
         if host.conn is not None and not host.conn.is_closed():
             return host.conn
-        opts = {**_CONNECT_DEFAULTS, "connect_timeout": self.spec.start_timeout, **host.options}
-        where = f"{host.address}:{host.port}"
+        opts = {**_CONNECT_DEFAULTS, "connect_timeout": self._boot_timeout, **host.options}
+        where = host.key
         try:
             host.conn = await asyncssh.connect(host.address, **opts)
         except asyncssh.HostKeyNotVerifiable as e:
@@ -164,6 +175,7 @@ class SSHBackend:
                 assert host.agent is not None
                 return host.agent
             conn = await self._connection(host)
+            self._abandon_if_closing(host)
             grace = self.options.stop_grace if self.options else 3.0
             agent_cmd = " ".join(shlex.quote(a) for a in agent_command(host.python, self.spec.name,
                                                                         grace))
@@ -173,14 +185,16 @@ class SSHBackend:
             try:
                 proc = await conn.create_process(command, encoding="utf-8", errors="replace")
             except (OSError, asyncssh.Error) as e:
-                raise BackendError(f"cannot run the agent on {host.address}: {e}") from None
+                raise BackendError(f"cannot run the agent on {host.key}: {e}") from None
             agent = AgentClient(proc.stdin.write)
             host.proc, host.agent, host.log_dir = proc, agent, None
+            self._abandon_if_closing(host)
             host.stderr.clear()
             host.tasks = [asyncio.ensure_future(self._read(host, proc, agent)),
                           asyncio.ensure_future(self._drain(host, proc))]
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(agent.ready.wait(), self.spec.start_timeout)
+                await asyncio.wait_for(agent.ready.wait(), self._boot_timeout)
+            self._abandon_if_closing(host)
             if agent.alive and agent.pid is not None and host.log_dir:
                 return agent
             with contextlib.suppress(asyncio.TimeoutError):
@@ -188,13 +202,26 @@ class SSHBackend:
             proc.close()
             why = "".join(host.stderr).strip() or (
                 "it exited without a word" if not agent.alive else
-                f"no answer within start_timeout={self.spec.start_timeout:g}s")
+                f"no answer within {self._boot_timeout:g}s")
             err = BackendError if not agent.alive else StartTimeout
             raise err(
-                f"the dask-deploy agent did not start on {host.address} with "
+                f"the dask-deploy agent did not start on {host.key} with "
                 f"remote_python={host.python!r}: {why}\nThat interpreter needs dask-deploy-core "
                 "(pip install dask-deploy-core) with the same dask/distributed versions as "
                 "here; set remote_python=... to pick another one.")
+
+    @property
+    def _boot_timeout(self) -> float:
+        # Connecting and booting an agent (one interpreter start per host) is set-up, not a
+        # unit's start: a start_timeout tuned for workers (even 2 s) must not fail it.
+        return max(self.spec.start_timeout, 60.0)
+
+    def _abandon_if_closing(self, host: _Host) -> None:
+        """The cluster closed while we were connecting: drop what we made, start nothing."""
+        if self._closing:
+            if host.conn is not None:
+                host.conn.close()
+            raise BackendError(f"cluster {self.spec.name} closed while connecting to {host.key}")
 
     async def _read(self, host: _Host, proc: asyncssh.SSHClientProcess[str],
                     agent: AgentClient) -> None:
@@ -269,7 +296,7 @@ class SSHBackend:
             raise BackendError("\n".join(str(e) for e in errors))
         sched = cluster.scheduler
         if sched.placement == "local" and _is_loopback(sched.host):
-            far = [h.address for h in hosts if not _is_loopback(h.peer)]
+            far = [h.key for h in hosts if not _is_loopback(h.peer)]
             if far:
                 raise BackendError(
                     f"workers on {far} cannot reach a scheduler in this process bound to "
@@ -280,7 +307,7 @@ class SSHBackend:
 
     @hookimpl
     async def deploy_start_scheduler(self, cluster: ClusterSpec) -> SchedulerInfo:
-        host = self._host(self._options().hosts[0])
+        host = self._host(self._entries[0])
         agent = await self._ensure(host)
         s = cluster.scheduler
         name = f"{cluster.name}-scheduler"
@@ -292,8 +319,8 @@ class SSHBackend:
         agent.start(name, "scheduler", kwargs, {}, log, cluster.tls)
         up = await agent.wait_for(lambda: name in agent.schedulers or name in agent.exited,
                                   cluster.start_timeout)
-        handle = Handle(cluster.backend, cluster.name, name, f"{host.address}:{agent.pid}",
-                        {"host": host.address, "role": "scheduler", "logs": {name: log}})
+        handle = Handle(cluster.backend, cluster.name, name, f"{host.key}#{agent.pid}",
+                        {"host": host.key, "role": "scheduler", "logs": {name: log}})
         if name not in agent.schedulers:
             with contextlib.suppress(Exception):
                 await agent.stop([name], 0, 5)
@@ -302,7 +329,7 @@ class SSHBackend:
                 text = await self.deploy_get_logs(cluster, handle)
             why = agent.exited.get(name, {}).get("reason") or "no answer"
             err = BackendError if up else StartTimeout
-            raise err(f"the scheduler of {cluster.name} did not start on {host.address} ({why}); "
+            raise err(f"the scheduler of {cluster.name} did not start on {host.key} ({why}); "
                       f"its log:\n{text[-2000:]}")
         info = agent.schedulers[name]
         self._agents[name] = _Placed(host, agent, (name,))
@@ -329,7 +356,7 @@ class SSHBackend:
                     "127.0.0.1", 0, dest_host, int(dest_port))
             except (OSError, asyncssh.Error) as e:
                 raise BackendError(f"cannot forward the dashboard of {handle.name} from "
-                                   f"{host.address}: {e}") from None
+                                   f"{host.key}: {e}") from None
         return f"127.0.0.1:{self._forwards[handle.name].get_port()}"
 
     @hookimpl
@@ -346,10 +373,9 @@ class SSHBackend:
 
     def _pick(self, candidates: Sequence[int], down: set[str]) -> _Host | None:
         """The worker host with the smallest share of units (entries listed twice count twice)."""
-        hosts = self._options().hosts
         weight: dict[str, int] = {}
         for i in candidates:
-            weight[hosts[i]] = weight.get(hosts[i], 0) + 1
+            weight[self._entries[i]] = weight.get(self._entries[i], 0) + 1
         usable = [a for a in weight if a not in down and self._hosts[a].up]
         if not usable:
             return None
@@ -360,10 +386,11 @@ class SSHBackend:
     async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
                                    units: Sequence[Unit]) -> list[Handle]:
         opts = self._options()
+        self._scheduler_address = scheduler_address
         candidates = opts.worker_hosts(cluster.scheduler.placement == "remote")
-        if not any(self._hosts[opts.hosts[i]].up for i in candidates):
+        if not any(self._hosts[self._entries[i]].up for i in candidates):
             # Every worker host was lost: try them once more before refusing.
-            await asyncio.gather(*(self._ensure(self._hosts[opts.hosts[i]]) for i in candidates),
+            await asyncio.gather(*(self._ensure(self._hosts[self._entries[i]]) for i in candidates),
                                  return_exceptions=True)
         handles: list[Handle] = []
         down: set[str] = set()
@@ -378,7 +405,7 @@ class SSHBackend:
                         handles.append(self._start_unit(cluster, scheduler_address, unit, host))
                         break
                     except Exception:  # this host's agent is gone: try another
-                        down.add(host.address)
+                        down.add(host.key)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._stop_names(cluster, [h.name for h in handles])
@@ -397,8 +424,8 @@ class SSHBackend:
             agent.start(name, "worker", kwargs, dict(w.env), logs[name], cluster.tls)
         host.units.add(unit.name)
         self._agents[unit.name] = _Placed(host, agent, unit.worker_names)
-        return Handle(cluster.backend, cluster.name, unit.name, f"{host.address}:{agent.pid}",
-                      {"host": host.address, "workers": list(unit.worker_names), "logs": logs})
+        return Handle(cluster.backend, cluster.name, unit.name, f"{host.key}#{agent.pid}",
+                      {"host": host.key, "workers": list(unit.worker_names), "logs": logs})
 
     @hookimpl
     async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
@@ -414,6 +441,9 @@ class SSHBackend:
         """Stop units (or the scheduler) by name, each through the agent that started it."""
         grace = self._options().stop_grace
         placed = [self._agents[u] for u in units if u in self._agents]  # unknown: gone already
+        lost = [n for p in placed if not p.agent.alive for n in p.names]
+        if lost and not any(n.endswith("-scheduler") for n in lost):
+            await self._forget(cluster, lost)
         by_agent: dict[int, tuple[AgentClient, list[str]]] = {}
         for p in placed:
             by_agent.setdefault(id(p.agent), (p.agent, []))[1].extend(p.names)
@@ -428,6 +458,32 @@ class SSHBackend:
         if stuck:
             raise BackendError(f"{sorted(stuck)} of {cluster.name} did not stop within {grace + 5:g}s")
 
+    async def _forget(self, cluster: ClusterSpec, names: Sequence[str]) -> None:
+        """Tell the scheduler that these workers, on a host we lost, are gone.
+
+        Their host cannot be reached, so the scheduler would notice only when its TCP
+        connections time out (~30 s), and until then it refuses a replacement that has the
+        same name ("duplicate name"), which would count as failures towards the crash-loop
+        limit. Best effort: the scheduler may have dropped them already.
+        """
+        if self._scheduler_address is None:
+            return
+        from distributed.core import rpc
+        from distributed.security import Security
+
+        security = cluster.tls.security() if cluster.tls else Security()
+        try:
+            async with rpc(self._scheduler_address,
+                           connection_args=security.get_connection_args("client")) as scheduler:
+                info = await asyncio.wait_for(scheduler.identity(), 30)
+                for address, worker in info.get("workers", {}).items():
+                    if worker.get("name") in names:
+                        await asyncio.wait_for(scheduler.unregister(
+                            address=address, stimulus_id=f"dask-deploy-host-lost-{time.time()}"), 30)
+        except Exception as e:
+            warnings.warn(f"could not tell the scheduler that {list(names)} are gone: {e}",
+                          RuntimeWarning, stacklevel=2)
+
     @hookimpl
     async def deploy_poll(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> list[Status]:
         # No SSH round trip: the agents report starts and exits as they happen.
@@ -441,7 +497,7 @@ class SSHBackend:
             ended = [agent.exited[n] for n in names if n in agent.exited]
             failed = [e for e in ended if e["code"] != 0 and not e["stopped"]]
             if failed:
-                out.append(Status(Phase.FAILED, f"{failed[0]['name']} on {host.address}: "
+                out.append(Status(Phase.FAILED, f"{failed[0]['name']} on {host.key}: "
                                                 f"{failed[0]['reason']}"))
             elif ended:
                 out.append(Status(Phase.GONE, "exited"))
@@ -465,7 +521,7 @@ class SSHBackend:
             conn = await self._connection(host)
             result = await conn.run(script, check=False, timeout=60)
         except (OSError, asyncssh.Error, asyncio.TimeoutError, BackendError) as e:
-            raise BackendError(f"cannot read the logs of {handle.name} on {host.address}: "
+            raise BackendError(f"cannot read the logs of {handle.name} on {host.key}: "
                                f"{e}") from None
         stdout = result.stdout
         texts = (stdout if isinstance(stdout, str) else (stdout or b"").decode(errors="replace")
@@ -481,7 +537,7 @@ class SSHBackend:
         results = await asyncio.gather(*(self._discover(h, cluster_id) for h in hosts),
                                        return_exceptions=True)
         found = [h for r in results if not isinstance(r, BaseException) for h in r]
-        errors = [f"{h.address}: {r}" for h, r in zip(hosts, results, strict=True)
+        errors = [f"{h.key}: {r}" for h, r in zip(hosts, results, strict=True)
                   if isinstance(r, BaseException)]
         if errors and not found and len(errors) == len(hosts):
             raise BackendError(f"cannot list dask-deploy processes on any host: {errors}")
@@ -512,9 +568,9 @@ class SSHBackend:
             for child, (parent, _) in sorted(procs.items()):
                 if parent in family:
                     family.append(child)
-            handles.append(Handle(self.spec.backend, cid, f"{cid}-agent@{host.address}",
-                                  f"{host.address}:{pid}",
-                                  {"host": host.address, "role": "agent", "pids": family}))
+            handles.append(Handle(self.spec.backend, cid, f"{cid}-agent@{host.key}",
+                                  f"{host.key}#{pid}",
+                                  {"host": host.key, "role": "agent", "pids": family}))
         return handles
 
     async def _kill(self, handle: Handle) -> None:
@@ -532,7 +588,7 @@ class SSHBackend:
         conn = await self._connection(host)
         result = await conn.run(script, check=False, timeout=wait / 10 + 30)
         if result.exit_status != 0:
-            raise BackendError(f"processes {pids} of {handle.cluster} on {host.address} "
+            raise BackendError(f"processes {pids} of {handle.cluster} on {host.key} "
                                "survived SIGKILL")
 
     @hookimpl
@@ -550,6 +606,10 @@ class SSHBackend:
         grace = self.options.stop_grace if self.options else 3.0
         proc, conn = host.proc, host.conn
         if proc is not None:
+            if host.agent is not None and host.agent.pid is None:
+                # Still importing, nothing forked yet: stop it now rather than after the import.
+                with contextlib.suppress(Exception):
+                    proc.terminate()
             # End of input: the agent stops its children (after the grace) and exits.
             with contextlib.suppress(Exception):
                 proc.stdin.write_eof()
