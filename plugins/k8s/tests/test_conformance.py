@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from dask_deploy_conformance import ConformanceSuite
+from dask_deploy_conformance.suite import LeakChecks
 from dask_deploy_k8s.testing import Emulator
 
 REAL = os.environ.get("DASK_DEPLOY_K8S_KUBECONFIG")
@@ -34,7 +35,15 @@ class TestK8sConformance(ConformanceSuite):
 
     @pytest.fixture
     def deploy_max_workers(self) -> int:
-        return 3
+        return 2  # every worker is a pod, i.e. a fresh interpreter on these 2 cores
+
+    def test_never_connecting_start_fails_after_timeout(self, deploy_cluster: Any, deploy_faults: Any,
+                                                       deploy_timeout: float) -> None:
+        # The check sets start_timeout=2, which also bounds the start of a scheduler pod (a
+        # fresh interpreter, slower than 2 s on a busy machine): run it with the scheduler in
+        # this process, so that only the workers it means to test are held to 2 s.
+        deploy_cluster.options = {**deploy_cluster.options, "scheduler": "local"}
+        super().test_never_connecting_start_fails_after_timeout(deploy_cluster, deploy_faults, deploy_timeout)
 
     @pytest.fixture(autouse=True)
     def _default_kubeconfig(self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,3 +51,12 @@ class TestK8sConformance(ConformanceSuite):
         # API server the default way, through $KUBECONFIG.
         path = REAL or request.getfixturevalue("emulator").kubeconfig
         monkeypatch.setenv("KUBECONFIG", path)
+
+    def test_no_leak_after_close_during_start(self, deploy_cluster: Any, deploy_timeout: float) -> None:
+        """Held to pass here, although the suite marks it xfail(strict) for a core bug.
+
+        The core bug (a start that goes on after close) leaves nothing behind on k8s: a start
+        hook still in flight when teardown ran sees the cluster closed after its API call,
+        deletes what that call made and gives up, and teardown waits for it.
+        """
+        LeakChecks.test_no_leak_after_close_during_start(self, deploy_cluster, deploy_timeout)

@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -115,8 +115,28 @@ class K8sBackend:
         self.forwards: list[PortForward] = []
         self.logs: OrderedDict[str, str] = OrderedDict()  # of deleted pods
         self._connecting: asyncio.Lock | None = None
+        #: Set by teardown. A start still in flight (close during start) sees it after its
+        #: next API call, deletes what that call made and gives up, so nothing outlives close.
+        self.closed = False
+        self._busy: set[asyncio.Event] = set()  # one per start hook in flight
 
     # -- connection -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _starting(self) -> Iterator[None]:
+        """Mark a start hook as in flight (teardown waits until it has cleaned up)."""
+        self._check_open()
+        done = asyncio.Event()
+        self._busy.add(done)
+        try:
+            yield
+        finally:
+            done.set()
+            self._busy.discard(done)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise BackendError(f"cluster {self.spec.name} was closed while it was starting")
 
     async def _connect(self) -> Any:
         if self._connecting is None:
@@ -150,6 +170,10 @@ class K8sBackend:
 
     @hookimpl
     async def deploy_prepare(self, cluster: ClusterSpec) -> None:
+        with self._starting():
+            await self._prepare(cluster)
+
+    async def _prepare(self, cluster: ClusterSpec) -> None:
         api = await self._connect()
         body = m.cluster_secret(cluster, self.namespace)
         try:
@@ -167,6 +191,10 @@ class K8sBackend:
                 raise BackendError(f"{e}; see rbac.yaml for the permissions the backend needs") from e
             else:
                 raise
+        if self.closed:
+            await self._call("deleting Secret", api.delete_namespaced_secret, cluster.name, self.namespace,
+                             missing_ok=True)
+            self._check_open()
         self.owner = m.owner_reference(secret)
         self.watch = PodWatch(api, self.namespace, m.selector(cluster.name))
         self.watch.start()
@@ -193,16 +221,28 @@ class K8sBackend:
         assert self.watch is not None
         pod: dict[str, Any] = await self._call(what, self.api.create_namespaced_pod, self.namespace, body)
         self.watch.created(pod)
+        if self.closed:
+            await self._call("deleting pod", self.api.delete_namespaced_pod, pod["metadata"]["name"],
+                             self.namespace, missing_ok=True)
+            self._check_open()
         return pod
 
     # -- scheduler ------------------------------------------------------------------------
 
     @hookimpl
     async def deploy_start_scheduler(self, cluster: ClusterSpec) -> SchedulerInfo:
+        with self._starting():
+            return await self._start_scheduler(cluster)
+
+    async def _start_scheduler(self, cluster: ClusterSpec) -> SchedulerInfo:
         assert self.owner is not None and self.watch is not None
         ns = self.namespace
         svc = await self._call("creating the scheduler Service", self.api.create_namespaced_service,
                                ns, m.scheduler_service(cluster, ns, self.owner))
+        if self.closed:
+            await self._call("deleting the scheduler Service", self.api.delete_namespaced_service,
+                             svc["metadata"]["name"], ns, missing_ok=True)
+            self._check_open()
         pod = await self._create_pod(m.scheduler_pod(cluster, ns, self.owner), "creating the scheduler pod")
         name = pod["metadata"]["name"]
         handle = Handle(cluster.backend, cluster.name, f"{cluster.name}-scheduler", name,
@@ -222,9 +262,11 @@ class K8sBackend:
         deadline = time.monotonic() + cluster.start_timeout
 
         def settled() -> bool:
-            return m.pod_status(self.watch.get(name) if self.watch else None).phase is not _Phase.PENDING
+            return self.closed or m.pod_status(self.watch.get(name) if self.watch else None
+                                               ).phase is not _Phase.PENDING
 
         await self.watch.wait_for(settled, max(0.0, deadline - time.monotonic()))
+        self._check_open()
         status = m.pod_status(self.watch.get(name), self.watch.is_deleted(name))
         if status.phase is not _Phase.RUNNING:
             log = await self._safe_logs(cluster, handle)
@@ -261,6 +303,7 @@ class K8sBackend:
         args = security.get_connection_args("client") if security else {}
         last: Exception | None = None
         while time.monotonic() < deadline:
+            self._check_open()
             status = m.pod_status(self.watch.get(handle.backend_id) if self.watch else None)
             if status.phase is not _Phase.RUNNING:
                 last = RuntimeError(f"its pod is {status.phase.value}: {status.reason}")
@@ -291,6 +334,11 @@ class K8sBackend:
     @hookimpl
     async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
                                    units: Sequence[Unit]) -> list[Handle]:
+        with self._starting():
+            return await self._start_workers(cluster, scheduler_address, units)
+
+    async def _start_workers(self, cluster: ClusterSpec, scheduler_address: str,
+                             units: Sequence[Unit]) -> list[Handle]:
         assert self.owner is not None
         address = self.worker_address or scheduler_address
         results = await asyncio.gather(*(
@@ -443,6 +491,14 @@ class K8sBackend:
 
     @hookimpl
     async def deploy_teardown(self, cluster: ClusterSpec) -> None:
+        self.closed = True
+        if self._busy:  # starts in flight clean up after themselves; wait for them
+            if self.watch is not None:
+                await self.watch.poke()
+            waits = [asyncio.ensure_future(done.wait()) for done in self._busy]
+            await asyncio.wait(waits, timeout=self.opts.stop_grace + 30)
+            for w in waits:
+                w.cancel()
         for forward in self.forwards:
             with contextlib.suppress(Exception):
                 await forward.close()

@@ -68,6 +68,10 @@ class PodWatch:
     def is_deleted(self, name: str) -> bool:
         return name in self.deleted
 
+    async def poke(self) -> None:
+        """Wake every ``wait_for`` so that it re-checks its condition (e.g. a close flag)."""
+        await self._notify()
+
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
