@@ -124,6 +124,7 @@ def test_conformance_command_runs_the_suite() -> None:
     pytest.importorskip("dask_deploy_conformance")
     from dask_deploy_conformance import main  # noqa: F401  (the CLI's entry into the suite)
 
-    out = run("conformance", "fake", "--", "-k", "close_twice or with_statement", "-q", check=False, timeout=600)
+    out = run("conformance", "fake", "--", "-k", "close_twice or with_statement", "-q",
+              check=False, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert " passed" in out.stdout

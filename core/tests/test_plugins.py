@@ -123,3 +123,9 @@ def test_expansion_hooks_chain(tmp_path: Path) -> None:
     c._hook = cluster_plugin_manager(spec, extensions={"a": Split(), "b": Split()})[0].hook
     workers = c._expand(spec)
     assert [w.suffix for w in workers] == ["-0-0", "-0-1", "-1-0", "-1-1"]
+
+
+def test_job_script_is_only_for_backends_that_submit_one() -> None:
+    with Cluster.from_name("local", n_workers=0, name="t-js") as cluster, \
+            pytest.raises(DeployError, match="submits no job script"):
+        cluster.job_script()

@@ -399,13 +399,20 @@ class SpecCluster(Cluster):  # type: ignore[misc]
     def worker_spec(self) -> dict[str, Unit]:  # what distributed's widget counts
         return dict(self.units)
 
-    def adapt(self, Adaptive: type[Any] = Adaptive, **kwargs: Any) -> Any:  # noqa: N803
+    def adapt(self, Adaptive: type[Any] = Adaptive, **kwargs: Any) -> Any:
         """Scale with the load: ``minimum``, ``maximum``, ``wait_count``, ``interval``, ...
 
         Uses :class:`dask_deploy._adaptive.Adaptive`, which never closes a worker that is
         still starting (see its docstring); pass ``Adaptive=`` to use another policy.
         """
         return super().adapt(Adaptive=Adaptive, **kwargs)
+
+    def job_script(self) -> str:
+        """What the backend submits for one unit (batch-system backends), for inspection."""
+        show = getattr(self.backend, "job_script", None)
+        if show is None:
+            raise DeployError(f"backend {self.spec.backend!r} submits no job script")
+        return str(show())
 
     def retry(self) -> None:
         """Clear the crash-loop stop after fixing its cause, so that starts resume."""

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import _state
-from ._errors import DeployError, SpecError
+from ._errors import SpecError
 from ._plugins import backend_info, cluster_plugin_manager, installed_backends
 from ._specs import ClusterSpec, Handle
 
@@ -60,8 +60,8 @@ async def collect_garbage(backends: Iterable[str] | None = None,
                     if stop is not None:
                         await stop
             orphans += mine
-        except DeployError as e:
-            echo(f"{name}: {e}")
+        except Exception as e:
+            echo(f"skipped {name}: {type(e).__name__}: {e}")
         finally:
             teardown = pm.hook.deploy_teardown(cluster=spec)
             if teardown is not None:
