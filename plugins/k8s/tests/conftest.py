@@ -120,18 +120,7 @@ def objects(emulator: Emulator) -> Callable[[str], dict[str, list[dict[str, Any]
 @pytest.fixture
 def k8s(emulator: Emulator) -> Callable[[Callable[[Any], Any]], Any]:
     """``k8s(async_fn)``: run ``async_fn(CoreV1Api)`` against the emulator from a sync test."""
-    return lambda fn: k8s_run(emulator, fn)
-
-
-def k8s_run(emulator: Emulator, fn: Callable[[Any], Any]) -> Any:
-    async def go() -> Any:
-        cfg = type.__call__(client.Configuration)
-        await config.load_kube_config(config_file=emulator.kubeconfig, client_configuration=cfg,
-                                      persist_config=False)
-        async with client.ApiClient(cfg) as api:
-            return await fn(client.CoreV1Api(api))
-
-    return asyncio.run(go())
+    return emulator.call
 
 
 def list_objects(emulator: Emulator, selector: str) -> dict[str, list[dict[str, Any]]]:
@@ -144,4 +133,4 @@ def list_objects(emulator: Emulator, selector: str) -> dict[str, list[dict[str, 
             out[kind] = json.loads(await resp.read())["items"]
         return out
 
-    return k8s_run(emulator, go)
+    return emulator.call(go)

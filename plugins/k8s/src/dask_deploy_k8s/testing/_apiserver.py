@@ -187,9 +187,12 @@ class ApiHandler:
     """Routes requests to the store; ``kubelet`` serves logs (None: no kubelet runs)."""
 
     def __init__(self, store: Store, kubelet: Any = None, token: str | None = None,
-                 server_address: Callable[[], str] = lambda: "127.0.0.1:0") -> None:
+                 server_address: Callable[[], str] = lambda: "127.0.0.1:0",
+                 audit: Callable[[dict[str, str]], None] | None = None) -> None:
         self.store, self.kubelet, self.token = store, kubelet, token
         self._server_address = server_address
+        #: Called with the RBAC attributes (verb, resource, subresource, namespace) of each request.
+        self.audit = audit
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 2**20, middlewares=[self._errors])
@@ -207,6 +210,8 @@ class ApiHandler:
         if self.token and request.path not in ("/healthz", "/readyz", "/livez") and \
                 request.headers.get("Authorization") != f"Bearer {self.token}":
             return _json(ApiError(401, "Unauthorized", "Unauthorized").status(), 401)
+        if self.audit is not None and request.path.startswith("/api/v1/"):
+            self.audit(rbac_attributes(request))
         try:
             return await handler(request)  # type: ignore[no-any-return]
         except ApiError as e:
@@ -547,6 +552,27 @@ class ApiHandler:
                     if k.lower() not in ("content-length", "transfer-encoding", "content-encoding",
                                          "connection")}
             return web.Response(body=body, status=upstream.status, headers=keep)
+
+
+def rbac_attributes(request: web.Request) -> dict[str, str]:
+    """What RBAC would authorize this request as: verb, resource, subresource, namespace."""
+    parts = [p for p in request.path[len("/api/v1/"):].split("/") if p]
+    ns = ""
+    if parts[:1] == ["namespaces"] and len(parts) >= 3 and parts[2] != "status":
+        ns, parts = parts[1], parts[2:]
+    resource = parts[0] if parts else ""
+    named = len(parts) > 1
+    sub = parts[2] if len(parts) > 2 else ""
+    if resource == "namespaces" and named:
+        ns = parts[1]
+    verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(request.method, "")
+    if request.method in ("GET", "HEAD"):
+        verb = "watch" if _flag(request, "watch") else "get" if named else "list"
+    elif request.method == "DELETE":
+        verb = "delete" if named else "deletecollection"
+    if sub in ("portforward", "exec", "attach") and request.method == "GET":
+        verb = "create"  # a websocket upgrade of these is authorized as create (since 1.30)
+    return {"verb": verb, "resource": resource, "subresource": sub, "namespace": ns}
 
 
 def _age(timestamp: str) -> str:

@@ -79,28 +79,44 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class ServiceProxy:
-    """kube-proxy: each Service's ``clusterIP:port`` forwards TCP to a ready pod behind it."""
+    """kube-proxy: each Service's ``clusterIP:port`` forwards TCP to a ready pod behind it.
+
+    A Service listens only while it has a ready endpoint, so that a connection to one
+    without any is refused, as with the real kube-proxy's REJECT rule.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.servers: dict[str, list[asyncio.Server]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending = False
         store.listeners.append(self._on_event)
 
     def _on_event(self, ev: Event) -> None:
-        if ev.resource != "services":
-            return
-        uid = ev.obj["metadata"]["uid"]
-        if ev.type == "DELETED":
-            for server in self.servers.pop(uid, []):
-                server.close()
-        elif uid not in self.servers and ev.obj["spec"].get("clusterIP") not in (None, "None"):
-            self.servers[uid] = []
-            task = asyncio.ensure_future(self._listen(ev.obj))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if ev.resource in ("pods", "services") and not self._pending:
+            self._pending = True
+            asyncio.get_running_loop().call_soon(self._sync)
 
-    async def _listen(self, svc: Obj) -> None:
+    def _sync(self) -> None:
+        self._pending = False
+        current = {}
+        for svc in self.store.items("services"):
+            ports = svc["spec"].get("ports") or []
+            if svc["spec"].get("clusterIP") not in (None, "None") and any(
+                    endpoint(self.store, svc, p) for p in ports):
+                current[svc["metadata"]["uid"]] = svc
+        for uid in list(self.servers):
+            if uid not in current:
+                for server in self.servers.pop(uid):
+                    server.close()
+        for uid, svc in current.items():
+            if uid not in self.servers:
+                self.servers[uid] = []
+                task = asyncio.ensure_future(self._listen(svc, self.servers[uid]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _listen(self, svc: Obj, servers: list[asyncio.Server]) -> None:
         uid, ns, name = svc["metadata"]["uid"], svc["metadata"]["namespace"], svc["metadata"]["name"]
         for port in svc["spec"].get("ports") or []:
             async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter,
@@ -108,10 +124,10 @@ class ServiceProxy:
                 await self._forward(r, w, ns, name, uid, number)
 
             server = await asyncio.start_server(handle, svc["spec"]["clusterIP"], port["port"])
-            if uid not in self.servers:  # deleted meanwhile
+            if self.servers.get(uid) is not servers:  # closed meanwhile
                 server.close()
                 return
-            self.servers[uid].append(server)
+            servers.append(server)
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        ns: str, name: str, uid: str, number: int) -> None:

@@ -17,8 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -27,6 +27,8 @@ from ._kubelet import Network, ProcessKubelet, ServiceProxy
 from ._store import Store
 
 __all__ = ["ApiServer", "Emulator", "kubeconfig"]
+
+T = TypeVar("T")
 
 
 def kubeconfig(url: str, namespace: str = "default", token: str | None = None,
@@ -87,7 +89,8 @@ class ApiServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
                  history: int = 1000, kubelet: bool = True, capacity: Mapping[str, object] | None = None,
                  network: Network | None = None, workdir: str | None = None, tls: bool = True,
-                 namespaces: tuple[str, ...] = ("default", "kube-system", "kube-public")) -> None:
+                 namespaces: tuple[str, ...] = ("default", "kube-system", "kube-public"),
+                 audit_log: str | None = None) -> None:
         self.host, self.port, self.token = host, port, token
         self.ca: str | None = None
         self._key: str | None = None
@@ -98,7 +101,9 @@ class ApiServer:
         self.kubelet = ProcessKubelet(self.store, self.network, capacity=capacity,
                                       workdir=workdir) if kubelet else None
         self.proxy: ServiceProxy | None = None
-        self.handler = ApiHandler(self.store, self.kubelet, token, lambda: f"{self.host}:{self.port}")
+        self._audit_file = open(audit_log, "a", buffering=1) if audit_log else None  # noqa: SIM115
+        self.handler = ApiHandler(self.store, self.kubelet, token, lambda: f"{self.host}:{self.port}",
+                                  self._audit if audit_log else None)
         self._namespaces = namespaces
         self._runner: web.AppRunner | None = None
 
@@ -128,7 +133,13 @@ class ApiServer:
         self.port = self._runner.addresses[0][1]
         return self
 
+    def _audit(self, attributes: dict[str, str]) -> None:
+        assert self._audit_file is not None
+        self._audit_file.write(json.dumps(attributes) + "\n")
+
     async def close(self) -> None:
+        if self._audit_file is not None:
+            self._audit_file.close()
         if self.kubelet is not None:
             await self.kubelet.close()
         if self.proxy is not None:
@@ -153,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--history", type=int, default=1000, help="events a watch can resume from")
     parser.add_argument("--capacity", action="append", default=[], metavar="RESOURCE=QUANTITY")
     parser.add_argument("--no-kubelet", action="store_true", help="never schedule pods")
+    parser.add_argument("--audit-log", default=None,
+                        help="append each request's RBAC attributes to this file (JSON lines)")
     args = parser.parse_args(argv)
     capacity = dict(c.split("=", 1) for c in args.capacity)
 
@@ -163,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         loop.add_reader(sys.stdin.fileno(), lambda: None if os.read(sys.stdin.fileno(), 4096) else stop.set())
         api = ApiServer(args.host, args.port, token=args.token, history=args.history,
-                        kubelet=not args.no_kubelet, capacity=capacity)
+                        kubelet=not args.no_kubelet, capacity=capacity, audit_log=args.audit_log)
         await api.start()
         print(json.dumps({"url": api.url, "pid": os.getpid(), "ca": api.ca}), flush=True)
         try:
@@ -189,9 +202,11 @@ class Emulator:
         self.url = ""
         self.kubeconfig = os.path.join(workdir, "kubeconfig")
         self.log = os.path.join(workdir, "emulator.log")
+        #: The RBAC attributes of every request, one JSON object a line (see :meth:`requests`).
+        self.audit_log = os.path.join(workdir, "audit.jsonl")
 
     def start(self, timeout: float = 60) -> Emulator:
-        cmd = [self.python, "-m", "dask_deploy_k8s.testing"]
+        cmd = [self.python, "-m", "dask_deploy_k8s.testing", "--audit-log", self.audit_log]
         if self.token:
             cmd += ["--token", self.token]
         if self.history:
@@ -230,6 +245,27 @@ class Emulator:
         """
         return {"kubeconfig": self.kubeconfig, "python": sys.executable, "listen_address": "$(POD_IP)",
                 **extra}
+
+    def call(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``await fn(CoreV1Api)`` against this emulator (for sync tests, in a new loop)."""
+        async def go() -> T:
+            from kubernetes_asyncio import client, config
+
+            cfg = type.__call__(client.Configuration)
+            await config.load_kube_config(config_file=self.kubeconfig, client_configuration=cfg,
+                                          persist_config=False)
+            async with client.ApiClient(cfg) as api:
+                return await fn(client.CoreV1Api(api))
+
+        return asyncio.run(go())
+
+    def requests(self) -> list[dict[str, str]]:
+        """Every request so far as RBAC sees it: ``{"verb", "resource", "subresource", "namespace"}``."""
+        try:
+            with open(self.audit_log) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
 
     def stop(self) -> None:
         proc = self.proc
