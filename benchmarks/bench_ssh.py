@@ -5,7 +5,8 @@ the ssh plugin's tests. Both clusters put the scheduler on the first host and sp
 workers over both hosts (SSHCluster: hosts=[A, A, B] with n_workers per host; ours:
 scheduler="remote", the same hosts). Runs alternate (ours, theirs, ours, ...) so that
 machine load hits both alike. Measured: constructor call to N workers connected
-("ready"), and close() ("close").
+("ready"), and close() until no process of the test user is left on the hosts ("close";
+SSHCluster's close() returns before its remote processes are gone).
 
 Each side runs with its defaults: ours forks non-nanny workers from one agent per host and
 speaks TLS; SSHCluster starts one SSH session and one interpreter (plus a nanny) per worker,
@@ -36,11 +37,19 @@ def _harness() -> Any:
         "sshd_harness", ROOT / "plugins" / "ssh" / "tests" / "sshd_harness.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["sshd_harness"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
 
-def ours(n: int, a: Any, b: Any) -> tuple[float, float]:
+def _gone(h: Any) -> None:
+    """Wait until no Python process of the test user is left on the hosts (what close means)."""
+    deadline = time.monotonic() + 120
+    while h.user_processes(needle="python") and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def ours(n: int, a: Any, b: Any, h: Any) -> tuple[float, float]:
     from dask_deploy import Cluster
 
     hosts = ["127.0.0.1", "127.0.0.1", "127.0.0.1"] if n > 1 else ["127.0.0.1", "127.0.0.1"]
@@ -52,10 +61,11 @@ def ours(n: int, a: Any, b: Any) -> tuple[float, float]:
     cluster.wait_for_workers(n, timeout=300)
     t1 = time.perf_counter()
     cluster.close()
+    _gone(h)
     return t1 - t0, time.perf_counter() - t1
 
 
-def theirs(n: int, a: Any, b: Any) -> tuple[float, float]:
+def theirs(n: int, a: Any, b: Any, h: Any) -> tuple[float, float]:
     from distributed import SSHCluster
 
     per_host = max(1, n // 2)
@@ -69,6 +79,7 @@ def theirs(n: int, a: Any, b: Any) -> tuple[float, float]:
     cluster.wait_for_workers(n, timeout=300)
     t1 = time.perf_counter()
     cluster.close()
+    _gone(h)
     return t1 - t0, time.perf_counter() - t1
 
 
@@ -86,19 +97,20 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="dask-deploy-bench-ssh-") as tmp:
+        Path(tmp).chmod(0o755)  # sshd reads authorized_keys as the test user
         keys = Path(tmp) / "keys"
         keys.mkdir()
         keys.chmod(0o755)
         a = h.start_sshd(Path(tmp) / "a", keys=keys)
         b = h.start_sshd(Path(tmp) / "b", python=a.python, keys=keys)
         try:
-            ours(1, a, b)  # warm both paths (page cache, sshd) before measuring
-            theirs(1, a, b)
+            ours(1, a, b, h)  # warm both paths (page cache, sshd) before measuring
+            theirs(1, a, b, h)
             for n in sizes:
                 rows: dict[str, list[tuple[float, float]]] = {"ours": [], "theirs": []}
                 for _ in range(args.repeats):
-                    rows["ours"].append(ours(n, a, b))
-                    rows["theirs"].append(theirs(n, a, b))
+                    rows["ours"].append(ours(n, a, b, h))
+                    rows["theirs"].append(theirs(n, a, b, h))
                 ready = [o[0] / t[0] for o, t in zip(rows["ours"], rows["theirs"], strict=True)]
                 close = [o[1] / t[1] for o, t in zip(rows["ours"], rows["theirs"], strict=True)]
                 results[str(n)] = {

@@ -314,3 +314,21 @@ def test_discover_sees_a_live_cluster_and_nothing_after_close(ssh_options: dict[
             await backend.deploy_teardown(cluster=spec)
 
     assert asyncio.run(discover()) == []
+
+
+def test_gpus_become_one_worker_per_gpu_on_the_host(ssh_options: dict[str, Any],
+                                                    ssh_harness: Any) -> None:
+    """``gpus=`` is expanded by the gpu extension; each worker gets its own device first."""
+    pytest.importorskip("dask_deploy_gpu")
+    name = new_name()
+    with Cluster.from_name("ssh", name=name, n_workers=2, gpus=2, **ssh_options) as cluster:
+        cluster.wait_for_workers(2, timeout=TIMEOUT)
+        assert list(cluster.units) == [f"{name}-0"]  # one unit (one start) of two workers
+        with Client(cluster) as client:
+            seen = client.run(lambda dask_worker: (dask_worker.name,
+                                                   os.environ.get("CUDA_VISIBLE_DEVICES")))
+        by_name = dict(seen.values())
+        assert sorted(by_name) == [f"{name}-0-0", f"{name}-0-1"]
+        assert sorted(by_name.values()) == ["0,1", "1,0"]
+        logs = cluster.get_logs(scheduler=False, cluster=False)[f"{name}-0"]
+        assert f"==> {name}-0-0 <==" in logs and f"==> {name}-0-1 <==" in logs

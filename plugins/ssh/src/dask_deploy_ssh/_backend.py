@@ -90,7 +90,8 @@ class _Host:
         self.log_dir: str | None = None
         self.stderr: deque[str] = deque(maxlen=40)
         self.tasks: list[asyncio.Task[None]] = []
-        self.lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # one agent start at a time
+        self.connecting = asyncio.Lock()  # one connection attempt at a time
         self.units: set[str] = set()
         self.reconnect: asyncio.Task[None] | None = None
 
@@ -141,8 +142,14 @@ class SSHBackend:
 
     async def _connection(self, host: _Host) -> asyncssh.SSHClientConnection:
         """The host's SSH connection, opened (again) if needed."""
-        if host.conn is not None and not host.conn.is_closed():
+        async with host.connecting:
+            if host.conn is None or host.conn.is_closed():
+                await self._connect(host)
+            assert host.conn is not None
             return host.conn
+
+    async def _connect(self, host: _Host) -> None:
+        """Open the host's connection, turning asyncssh's errors into ones that say the fix."""
         opts = {**_CONNECT_DEFAULTS, "connect_timeout": self._boot_timeout, **host.options}
         where = host.key
         try:
@@ -155,9 +162,9 @@ class SSHBackend:
                 "fingerprint), or pass connect_options={'known_hosts': '/path/to/known_hosts'}"
             ) from None
         except asyncssh.PermissionDenied as e:
-            user = opts.get("username", "(your local user name)")
+            user = "" if opts.get("username") else " as your local user name"
             raise BackendError(
-                f"SSH login to {where} as {user} was refused ({e.reason}): give "
+                f"SSH login to {where}{user} was refused ({e.reason}): give "
                 "connect_options={'username': ..., 'client_keys': [...]} or load the key "
                 "into ssh-agent") from None
         except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
@@ -166,7 +173,6 @@ class SSHBackend:
         peer = host.conn.get_extra_info("peername")
         if peer:
             host.peer = str(peer[0])
-        return host.conn
 
     async def _ensure(self, host: _Host) -> AgentClient:
         """The host's agent, with its connection, started on first use (and after a loss)."""
@@ -235,7 +241,7 @@ class SSHBackend:
             pass
         finally:
             agent.lost()
-            if not self._closing and host.agent is agent and host.units:
+            if not self._closing and host.agent is agent:
                 host.reconnect = asyncio.ensure_future(self._reconnect(host))
 
     async def _drain(self, host: _Host, proc: asyncssh.SSHClientProcess[str]) -> None:
@@ -518,7 +524,8 @@ class SSHBackend:
         if not script:
             return ""
         try:
-            conn = await self._connection(host)
+            # Bounded: a host that is gone must not hold get_logs() for a connect timeout.
+            conn = await asyncio.wait_for(self._connection(host), 15)
             result = await conn.run(script, check=False, timeout=60)
         except (OSError, asyncssh.Error, asyncio.TimeoutError, BackendError) as e:
             raise BackendError(f"cannot read the logs of {handle.name} on {host.key}: "
@@ -605,7 +612,10 @@ class SSHBackend:
             host.reconnect.cancel()
         grace = self.options.stop_grace if self.options else 3.0
         proc, conn = host.proc, host.conn
-        if proc is not None:
+
+        async def agent_gone() -> None:
+            if proc is None:
+                return
             if host.agent is not None and host.agent.pid is None:
                 # Still importing, nothing forked yet: stop it now rather than after the import.
                 with contextlib.suppress(Exception):
@@ -617,10 +627,16 @@ class SSHBackend:
                 await asyncio.wait_for(proc.wait_closed(), grace + 10)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.gather(*host.tasks), 5)
-        if conn is not None and not conn.is_closed():
-            if cluster.shutdown_on_close and host.log_dir:
+
+        async def logs_gone() -> None:
+            # Workers and scheduler were stopped before teardown: their logs can go now.
+            if conn is not None and not conn.is_closed() and cluster.shutdown_on_close \
+                    and host.log_dir:
                 with contextlib.suppress(Exception):
                     await conn.run(f"rm -rf {shlex.quote(host.log_dir)}", timeout=30)
+
+        await asyncio.gather(agent_gone(), logs_gone())
+        if conn is not None and not conn.is_closed():
             conn.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.wait_closed(), 10)
