@@ -212,6 +212,14 @@ def test_discover_and_gc_after_a_detached_close(emulator: Emulator, objects: Obj
     assert not asyncio.run(discover())
 
 
+def test_missing_namespace_is_a_clear_error(emulator: Emulator, objects: Objects) -> None:
+    from dask_deploy import BackendError
+
+    with pytest.raises(BackendError, match=r'Secret nons in namespace nowhere failed: 404 .*"nowhere"'):
+        Cluster.from_name("k8s", **emulator.backend_options(name="nons", namespace="nowhere"))
+    assert nothing_left(objects, "nons")
+
+
 def test_local_scheduler_without_tls(emulator: Emulator, objects: Objects, wait_until: Any) -> None:
     name = "plain"
     opts = emulator.backend_options(name=name, n_workers=1, scheduler="local", security=False)
@@ -236,6 +244,7 @@ def test_detach_and_reattach_in_cluster(emulator: Emulator, objects: Objects, wa
     first.close()
     (secret,) = objects(selector(name))["secrets"]
     assert secret["metadata"]["annotations"]["dask-deploy/detached"] == "true"
+    assert secret["metadata"]["annotations"]["dask-deploy/scheduler-address"] == address
 
     again = Cluster.from_name("k8s", name=name)  # the record says: attach
     try:

@@ -215,6 +215,7 @@ class K8sBackend:
         await self._call(f"re-attaching to Secret {cluster.name}", self.api.patch_namespaced_secret,
                          cluster.name, self.namespace, {"metadata": {"annotations": {m.DETACHED: None}}},
                          _content_type="application/merge-patch+json")
+        self.worker_address = meta["annotations"].get(m.ADDRESS)
         return secret  # type: ignore[no-any-return]
 
     async def _create_pod(self, body: dict[str, Any], what: str) -> dict[str, Any]:
@@ -504,10 +505,11 @@ class K8sBackend:
                 await forward.close()
         self.forwards.clear()
         if not cluster.shutdown_on_close and self.api is not None and self.owner is not None:
-            with contextlib.suppress(Exception):  # detached: mark it, so that attach may adopt it
+            # Detached: mark it, so that attach may adopt it, with the address pods dial.
+            notes = {m.DETACHED: "true", **({m.ADDRESS: self.worker_address} if self.worker_address else {})}
+            with contextlib.suppress(Exception):
                 await self._call("marking the cluster detached", self.api.patch_namespaced_secret,
-                                 cluster.name, self.namespace,
-                                 {"metadata": {"annotations": {m.DETACHED: "true"}}},
+                                 cluster.name, self.namespace, {"metadata": {"annotations": notes}},
                                  _content_type="application/merge-patch+json")
         if cluster.shutdown_on_close and self.api is not None and self.owner is not None:
             with contextlib.suppress(Exception):

@@ -30,6 +30,8 @@ ROLE = "dask-deploy/role"
 UNIT = "dask-deploy/unit"
 #: Annotation on the Secret of a detached cluster (no client owns it; one may re-attach).
 DETACHED = "dask-deploy/detached"
+#: Annotation on the Secret of a detached cluster: the scheduler's address as pods dial it.
+ADDRESS = "dask-deploy/scheduler-address"
 TLS_DIR = "/etc/dask-deploy/tls"
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
