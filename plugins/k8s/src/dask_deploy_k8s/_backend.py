@@ -176,12 +176,13 @@ class K8sBackend:
     async def _prepare(self, cluster: ClusterSpec) -> None:
         api = await self._connect()
         body = m.cluster_secret(cluster, self.namespace)
+        adopted = False
         try:
             secret = await self._call(f"creating Secret {cluster.name}", api.create_namespaced_secret,
                                       self.namespace, body)
         except Refused as e:
             if e.status == 409 and (secret := await self._adopt(cluster)) is not None:
-                pass
+                adopted = True
             elif e.status == 409:
                 raise BackendError(
                     f"a cluster named {cluster.name!r} already exists in namespace {self.namespace} "
@@ -192,8 +193,14 @@ class K8sBackend:
             else:
                 raise
         if self.closed:
-            await self._call("deleting Secret", api.delete_namespaced_secret, cluster.name, self.namespace,
-                             missing_ok=True)
+            if adopted:  # leave it detached, as it was
+                await self._call("marking the cluster detached", api.patch_namespaced_secret,
+                                 cluster.name, self.namespace,
+                                 {"metadata": {"annotations": {m.DETACHED: "true"}}},
+                                 _content_type="application/merge-patch+json")
+            else:  # ours alone: nothing else refers to it yet
+                await self._call("deleting Secret", api.delete_namespaced_secret, cluster.name,
+                                 self.namespace, missing_ok=True)
             self._check_open()
         self.owner = m.owner_reference(secret)
         self.watch = PodWatch(api, self.namespace, m.selector(cluster.name))
