@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -162,6 +163,9 @@ def test_gpus_become_device_plugin_limits(emulator: Emulator, objects: Objects, 
             assert sum(int(n) for n in limits) == 2
             assert all("CUDA_VISIBLE_DEVICES" not in json.dumps(c.get("env"))
                        for c in pod["spec"]["containers"])
+            # the (emulated) device plugin gave the containers both GPUs, none twice
+            seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+            assert sorted(d for ids in seen.values() for d in ids.split(",")) == ["0", "1"]
 
 
 def test_deleting_the_parent_removes_everything(emulator: Emulator, objects: Objects, k8s: Any,

@@ -34,6 +34,7 @@ from ._store import ApiError, Event, Obj, Store, now_iso
 
 __all__ = ["LogSource", "Network", "ProcessKubelet", "ServiceProxy", "quantity"]
 
+GPU = "nvidia.com/gpu"
 _UNITS = {"m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 
@@ -205,6 +206,7 @@ class _Pod:
         self.task: asyncio.Task[None] | None = None
         self.started = now_iso()
         self.mounts: dict[str, str] = {}
+        self.devices: dict[str, str] = {}  # container -> GPU ids
         self.envs: dict[str, dict[str, str]] = {}
 
 
@@ -232,6 +234,8 @@ class ProcessKubelet:
         self.backoff = backoff
         self.pods: dict[str, _Pod] = {}
         self.unscheduled: dict[str, tuple[str, str]] = {}
+        #: The device plugin: which pod (uid) holds each of the node's GPUs (None: free).
+        self.gpus: dict[str, str | None] = {str(i): None for i in range(int(self.capacity.get(GPU, 0)))}
         self._schedule_pending = False
         store.listeners.append(self._on_event)
 
@@ -300,6 +304,7 @@ class ProcessKubelet:
             for key, value in want.items():
                 used[key] = used.get(key, 0.0) + value
             pod = _Pod(obj, self.network.pod_ip(), self.root)
+            self._allocate_gpus(pod)
             self.pods[uid] = pod
             self._publish(pod, bind=True)
             pod.task = asyncio.ensure_future(self._run(pod))
@@ -369,6 +374,9 @@ class ProcessKubelet:
                 await self._stop(pod)  # a process that started while we were stopping
         finally:
             self.pods.pop(pod.uid, None)
+            for device, holder in self.gpus.items():
+                if holder == pod.uid:
+                    self.gpus[device] = None
             with contextlib.suppress(ApiError):
                 current = self.store.find("pods", pod.ns, pod.name)
                 if current is not None and current["metadata"]["uid"] == pod.uid:
@@ -505,7 +513,25 @@ class ProcessKubelet:
         os.makedirs(tmp, exist_ok=True)
         base = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": pod.dir,
                 "HOSTNAME": pod.name, "TMPDIR": tmp, "LANG": "C.UTF-8"}
-        return argv, {**base, **{k: remap(v) for k, v in env.items()}}
+        devices = pod.devices.get(spec["name"])
+        plugin = {"NVIDIA_VISIBLE_DEVICES": devices, "CUDA_VISIBLE_DEVICES": devices} if devices else {}
+        return argv, {**base, **{k: remap(v) for k, v in env.items()}, **plugin}
+
+    def _allocate_gpus(self, pod: _Pod) -> None:
+        """The NVIDIA device plugin's part: give each container the GPUs its limits ask for.
+
+        A real container sees only its devices; processes here see the whole machine, so
+        the plugin's ``NVIDIA_VISIBLE_DEVICES`` is mirrored into ``CUDA_VISIBLE_DEVICES``.
+        The scheduler already checked that enough are free.
+        """
+        for c in pod.containers.values():
+            limits = (c.spec.get("resources") or {}).get("limits") or {}
+            want = int(quantity(limits.get(GPU, 0)))
+            free = [d for d, holder in self.gpus.items() if holder is None][:want]
+            for d in free:
+                self.gpus[d] = pod.uid
+            if free:
+                pod.devices[c.name] = ",".join(free)
 
     async def _start(self, pod: _Pod, c: _Container) -> None:
         run = LogSource()
