@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -187,7 +188,8 @@ def worker_pod(spec: ClusterSpec, namespace: str, owner: Obj, unit: Unit, schedu
             # The device plugin decides which GPU a container sees and sets this itself.
             env.pop("CUDA_VISIBLE_DEVICES", None)
         containers.append({
-            "name": f"worker{w.suffix}".lower(), "image": w.image or spec.worker.image,
+            "name": re.sub(r"[^a-z0-9-]", "-", f"worker{w.suffix}".lower())[:63].rstrip("-"),
+            "image": w.image or spec.worker.image,
             "command": _command(spec, "worker", kwargs), "env": _env(env), "resources": _resources(w),
         })
     return _pod(spec, namespace, owner, {"generateName": f"{unit.name}-"},
