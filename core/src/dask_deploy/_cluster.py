@@ -207,6 +207,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         self._kick: asyncio.Event | None = None  # created on the loop in _start
         self._dead: dict[str, Handle] = {}  # stopped units whose logs stay readable
         self._loop_task: asyncio.Task[None] | None = None
+        self._start_task: asyncio.Future[None] | None = None
         self.error: CrashLoopError | None = None
         #: What ``Client(cluster)`` uses to connect (TLS with the cluster's own certificate).
         self.security = spec.tls.security() if spec.tls else Security()
@@ -261,8 +262,22 @@ class SpecCluster(Cluster):  # type: ignore[misc]
 
     async def _start(self) -> None:
         if self.status != ClusterStatus.created:
+            if self._start_task is not None:  # a second await of a starting cluster
+                await asyncio.shield(self._start_task)
             return
         self.status = ClusterStatus.starting
+        # The start runs as a task of its own so that close() can cancel it (close during
+        # start must not leave a half-started cluster behind).
+        self._start_task = asyncio.ensure_future(self._start_inner())
+        try:
+            await self._start_task
+        except asyncio.CancelledError:
+            if self._start_task.cancelled() and self.status in (ClusterStatus.closing,
+                                                                ClusterStatus.closed):
+                raise DeployError(f"cluster {self.name} was closed while it was starting") from None
+            raise
+
+    async def _start_inner(self) -> None:
         self._kick = asyncio.Event()
         self._lock = asyncio.Lock()
         prepare = asyncio.ensure_future(self._call("deploy_prepare"))
@@ -567,6 +582,11 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         if self.status == ClusterStatus.closed:
             return
         self.status = ClusterStatus.closing
+        start = self._start_task
+        if start is not None and not start.done():
+            start.cancel()
+            with contextlib.suppress(BaseException):
+                await start
         if self._adaptive is not None:
             self._adaptive.stop()
         if self._loop_task is not None:
