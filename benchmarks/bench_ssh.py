@@ -83,6 +83,25 @@ def theirs(n: int, a: Any, b: Any, h: Any) -> tuple[float, float]:
     return t1 - t0, time.perf_counter() - t1
 
 
+def ours_scale(a: Any, b: Any, h: Any) -> float:
+    """Seconds from scale(8) to 8 workers on a running 4-worker cluster (SSHCluster cannot)."""
+    from dask_deploy import Cluster
+
+    cluster = Cluster.from_name("ssh", hosts=["127.0.0.1"] * 2 + ["127.0.0.1"],
+                                connect_options=[a.connect_options, a.connect_options,
+                                                 b.connect_options],
+                                scheduler="remote", remote_python=a.python, n_workers=4, quiet=True)
+    try:
+        cluster.wait_for_workers(4, timeout=300)
+        t0 = time.perf_counter()
+        cluster.scale(8)
+        cluster.wait_for_workers(8, timeout=300)
+        return time.perf_counter() - t0
+    finally:
+        cluster.close()
+        _gone(h)
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
@@ -128,6 +147,10 @@ def main() -> None:
                       f"vs {r['theirs_close']['median']:.2f}s, ratio "
                       f"{r['close_ratio']['min']:.2f}/{r['close_ratio']['median']:.2f}/"
                       f"{r['close_ratio']['max']:.2f}", flush=True)
+            scale = summary([ours_scale(a, b, h) for _ in range(args.repeats)])
+            results["scale_4_to_8_ours"] = scale
+            print(f"scale 4->8 after start (ours only): min/med/max {scale['min']:.2f}/"
+                  f"{scale['median']:.2f}/{scale['max']:.2f}s", flush=True)
         finally:
             a.stop()
             b.stop()

@@ -75,8 +75,23 @@ def test_options_are_validated_and_secrets_hidden() -> None:
     with pytest.raises(SpecError) as err:
         SSHOptions(hosts=["a", "b"], connect_options=[{"password": "hunter2"}])
     assert "hunter2" not in str(err.value)
+    spec = ClusterSpec(backend="ssh", name="x", backend_options=opts)
+    assert "hunter2" not in repr(spec)  # what ends up in logs and tracebacks
     with pytest.raises(SpecError, match="not an option of backend 'ssh'"):
         Cluster.from_name("ssh", hosts=["a"], no_such_option=1)
+
+
+def test_hosts_have_sshclusters_meaning() -> None:
+    from dask_deploy_ssh._options import default_n_workers
+
+    three = SSHOptions(hosts=["a", "b", "c"])
+    assert three.remote_python == (sys.executable,) * 3  # SSHCluster's default
+    assert three.worker_hosts(remote_scheduler=True) == (1, 2)  # the first runs the scheduler
+    assert three.worker_hosts(remote_scheduler=False) == (0, 1, 2)
+    assert SSHOptions(hosts=["a"]).worker_hosts(remote_scheduler=True) == (0,)
+    assert default_n_workers({"hosts": ["a", "b", "c"], "scheduler": "remote"}) == 2
+    assert default_n_workers({"hosts": ["a", "b", "c"]}) == 3
+    assert default_n_workers({"hosts": ["a"], "scheduler": "remote"}) == 1
 
 
 # -- the lifecycle on a real server ---------------------------------------------------------
