@@ -42,6 +42,8 @@ def pytest_args(argv: Sequence[str]) -> list[str]:
             # Independent of the current directory's pytest configuration (addopts, plugins
             # options it may not have, its rootdir): an empty ini file and no cache files.
             "-c", os.devnull, "--rootdir", str(SUITE_ENTRY.parent), "-p", "no:cacheprovider",
+            # main() imported this package before pytest could mark it for rewriting.
+            "-W", "ignore::pytest.PytestAssertRewriteWarning",
             "-p", "dask_deploy_conformance", "--deploy-backend", ns.backend,
             "-q" if ns.quiet else "-v", "-rfEs"]
     for opt in ns.option:

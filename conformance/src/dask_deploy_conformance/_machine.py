@@ -127,7 +127,7 @@ def machine_for(factory: ClusterFactory, faults: Faults, max_workers: int, timeo
                          f"all {len(self.futures)} submitted tasks finished", cluster)
                 errors = [f for f in self.futures if f.status == "error"]
                 assert not errors, f"tasks failed: {[f.exception() for f in errors[:3]]}"
-                self.futures.clear()
+                self.futures.clear()  # release the results: held data keeps workers alive
 
         def teardown(self) -> None:
             if not self.closed:

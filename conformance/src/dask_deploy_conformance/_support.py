@@ -97,7 +97,7 @@ def kill_worker(cluster: Any, worker_name: str) -> None:
     """
     from distributed import Client
 
-    def die(dask_worker: Any = None) -> None:  # nested: pickled by value, no import needed
+    async def die(dask_worker: Any = None) -> None:  # nested: pickled by value, no import
         import os as _os
 
         kill = getattr(dask_worker, "dask_deploy_kill", None)
@@ -260,6 +260,18 @@ def discover(info: Any, spec: Any) -> list[Any] | None:
     return asyncio.run(call())
 
 
+def _records() -> list[Any]:
+    """The core's records of clusters (``dask_deploy.list_clusters``), where it has them."""
+    import dask_deploy
+
+    lister = getattr(dask_deploy, "list_clusters", None)
+    if lister is None:
+        return []
+    with contextlib.suppress(Exception):
+        return list(lister())
+    return []
+
+
 def _processes() -> dict[int, Any]:
     import psutil
 
@@ -344,6 +356,8 @@ class ClusterFactory:
             if spec is not None:
                 handles = discover(self.info, spec)
                 found += [f"discover: {h.name} ({h.backend_id})" for h in handles or []]
+            found += [f"record: {r.name} (a cluster record in the state directory)"
+                      for r in _records() if r.name == name]
             procs = {p.pid: p for p in _tagged(name)}
             procs.update({pid: p for pid, p in _processes().items() if pid not in before and _alive(p)})
             for pid, p in sorted(procs.items()):

@@ -17,6 +17,7 @@ import contextlib
 import operator
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -85,6 +86,62 @@ def _compute(cluster: Any, timeout: float) -> None:
         assert client.submit(operator.add, 1, 2).result(timeout=timeout) == 3
 
 
+#: Event-loop turns after which ``close`` interrupts a start: every turn early on, where
+#: the start awaits little steps, then coarser (a sweep, because where a start is
+#: vulnerable depends on the backend and the core, not on wall time).
+SWEEP = (*range(13), 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+#: Checks that fail because of a known bug in dask-deploy's core, not in the backend. Marked
+#: xfail(strict=True): the day the core is fixed they pass, and the strict mark tells us to
+#: remove them from here.
+CORE_BUGS: dict[str, str] = {
+    # "test_name": "core bug: what goes wrong, and where",
+}
+
+
+def _core_bug(fn: Callable[..., Any]) -> Callable[..., Any]:
+    reason = CORE_BUGS.get(fn.__name__)
+    return pytest.mark.xfail(reason=reason, strict=True)(fn) if reason else fn
+
+
+def close_during_start(factory: ClusterFactory, timeout: float, points: tuple[int, ...] = SWEEP,
+                       ) -> list[tuple[int, str, Any]]:
+    """Start clusters asynchronously and close each after ``point`` event-loop turns.
+
+    Stops early once a start completes before the close (later points are not "during
+    start"). Returns ``(point, status after close, spec)`` for each.
+    """
+    from dask_deploy import from_name
+
+    out: list[tuple[int, str, Any]] = []
+
+    async def one(point: int) -> bool:
+        c = from_name(factory.backend, asynchronous=True, **factory.merged(n_workers=2))
+
+        async def start() -> None:
+            await c
+
+        task = asyncio.ensure_future(start())
+        for _ in range(point):
+            await asyncio.sleep(0)
+            if task.done():
+                break
+        done_before = task.done()
+        await asyncio.wait_for(c.close(), timeout)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout)
+        out.append((point, _status(c), c.spec))
+        return done_before
+
+    async def main() -> None:
+        for point in points:
+            if await one(point):
+                break
+
+    asyncio.run(main())
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Lifecycle
 # --------------------------------------------------------------------------------------
@@ -134,7 +191,7 @@ class LifecycleChecks:
                 assert _status(cluster) == "running"
                 await asyncio.wait_for(cluster.wait_for_workers(1), deploy_timeout)
                 async with Client(cluster, asynchronous=True) as client:
-                    assert await client.submit(operator.add, 1, 2) == 3
+                    assert await asyncio.wait_for(client.submit(operator.add, 1, 2), deploy_timeout) == 3
             await asyncio.sleep(0)
             stop.set()
             await sampler
@@ -180,23 +237,9 @@ class LifecycleChecks:
         asyncio.run(main())
 
     def test_close_during_start(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
-        from dask_deploy import from_name
-
-        async def main() -> None:
-            c = from_name(deploy_cluster.backend, asynchronous=True, **deploy_cluster.merged(n_workers=2))
-
-            async def start() -> None:
-                await c
-
-            task = asyncio.ensure_future(start())
-            await async_wait_for(lambda: _status(c) != "created" or task.done(), deploy_timeout,
-                                 "the cluster began to start", c)
-            await asyncio.wait_for(c.close(), deploy_timeout)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, deploy_timeout)
-            assert _status(c) == "closed", f"closed during start, status is now {_status(c)}"
-
-        asyncio.run(main())
+        for point, status, _ in close_during_start(deploy_cluster, deploy_timeout, points=SWEEP[:12]):
+            assert status == "closed", (f"closed {point} event-loop turns into the start, the "
+                                        f"status is now {status}")
 
     def test_close_while_workers_start(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
         cluster = deploy_cluster(n_workers=2)
@@ -307,6 +350,19 @@ def _adapt(cluster: Any, minimum: int, maximum: int, wait_count: int = 3) -> Any
                          target_duration="10ms")
 
 
+def _finish(futures: list[Any], timeout: float, cluster: Any) -> None:
+    """Wait for tasks with a deadline (a broken backend must fail the check, not hang it)."""
+    from distributed import wait
+
+    try:
+        wait(futures, timeout=timeout)
+    except TimeoutError as e:
+        raise AssertionError(f"{len(futures)} tasks did not finish within {timeout:g}s\n"
+                             f"{describe(cluster)}") from e
+    errors = [f for f in futures if f.status == "error"]
+    assert not errors, f"tasks failed: {[f.exception() for f in errors[:3]]}"
+
+
 def _hold(event_name: str) -> Any:
     """A task that runs until the distributed Event ``event_name`` is set (held load)."""
 
@@ -344,7 +400,8 @@ class AdaptivityChecks:
                     _adapt(cluster, lo, hi)
                     for n_tasks, duration in loads:
                         futures = client.map(time.sleep, [duration] * n_tasks, pure=False)
-                        client.gather(futures)
+                        _finish(futures, deploy_timeout, cluster)
+                        del futures  # results held in memory keep their workers alive
                     wait_converged(cluster, lo, deploy_timeout)
                 outside = [s for s in sampler.sizes if not lo <= s <= hi]
                 # The first samples may still show the previous example's size.
@@ -385,7 +442,8 @@ class AdaptivityChecks:
                 assert not removed_early, (f"workers closed while still starting under load: "
                                            f"{removed_early}\n{describe(cluster)}")
                 Event(name, client=client).set()
-                client.gather(futures)
+                _finish(futures, deploy_timeout, cluster)
+                del futures  # results held in memory keep their workers alive
                 wait_converged(cluster, 0, deploy_timeout)
 
     @requires("scale")
@@ -411,7 +469,8 @@ class AdaptivityChecks:
                 time.sleep(0.02)
             with _Sampler(cluster) as sampler:
                 Event(name, client=client).set()
-                client.gather(futures)
+                _finish(futures, deploy_timeout, cluster)
+                del futures
                 wait_converged(cluster, 1, deploy_timeout)
             ups = [b for a, b in zip(sampler.sizes, sampler.sizes[1:]) if b > a]
             assert not ups, f"the cluster grew again while idle (flapping): sizes {sampler.sizes}"
@@ -437,7 +496,11 @@ class FaultChecks:
         wait_for(lambda: connected(cluster).get(victim) != before[victim], deploy_timeout,
                  f"the scheduler lost the killed worker {victim}", cluster)
         wait_converged(cluster, 2, deploy_timeout)
-        assert connected(cluster)[victim] != before[victim], "the killed worker was not replaced"
+        after = connected(cluster)
+        assert after[victim] != before[victim], "the killed worker was not replaced"
+        others = {n: a for n, a in before.items() if n != victim}
+        assert {n: after[n] for n in others} == others, (
+            f"workers that were not killed were restarted too: {others} -> {after}")
 
     def test_never_connecting_start_fails_after_timeout(
             self, deploy_cluster: ClusterFactory, deploy_faults: Faults, deploy_timeout: float) -> None:
@@ -526,15 +589,25 @@ class DashboardChecks:
     """The dashboard the cluster reports is served."""
 
     @requires("dashboard")
-    def test_dashboard_served(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
-        cluster = deploy_cluster(n_workers=1)
-        link = cluster.dashboard_link
-        assert link and link.startswith("http"), f"no dashboard link: {link!r}"
-        base = link.rsplit("/status", 1)[0]
-        status, body = _get(f"{base}/health", deploy_timeout)
-        assert status == 200 and body.strip() == "ok", (status, body[:200])
-        status, body = _get(link, deploy_timeout)
-        assert status == 200 and "Dask" in body, f"{link} did not serve the dashboard ({status})"
+    def test_dashboard_served(self, deploy_cluster: ClusterFactory, deploy_capabilities: frozenset[str],
+                              deploy_timeout: float) -> None:
+        placements = ["local", *(["remote"] if "remote_scheduler" in deploy_capabilities else [])]
+        for placement in placements:
+            cluster = deploy_cluster(scheduler=placement)
+            link = cluster.dashboard_link
+            assert link and link.startswith("http"), f"no dashboard link ({placement} scheduler): {link!r}"
+            parts = urllib.parse.urlsplit(link)  # keep the query: the proxy's token
+            health = urllib.parse.urlunsplit(parts._replace(path=parts.path.rsplit("/status", 1)[0]
+                                                            + "/health"))
+            try:
+                status, body = _get(health, deploy_timeout)
+                assert status == 200 and body.strip() == "ok", (status, body[:200])
+                status, body = _get(link, deploy_timeout)
+            except OSError as e:
+                raise AssertionError(f"the dashboard of the {placement} scheduler is not served at "
+                                     f"{link}: {e}") from e
+            assert status == 200 and "Dask" in body, f"{link} did not serve the dashboard ({status})"
+            cluster.close()
 
 
 # --------------------------------------------------------------------------------------
@@ -561,7 +634,9 @@ class LeakChecks:
         wait_converged(cluster, 3, deploy_timeout)
         cluster.scale(1)
         wait_converged(cluster, 1, deploy_timeout)
-        cluster.scale(2)  # close while one is starting
+        cluster.scale(2)  # close while one is starting (requested, maybe not connected)
+        wait_for(lambda: len(cluster.requested) == 2, deploy_timeout, "the second unit was requested",
+                 cluster, interval=0.001)
         cluster.close()
         leaks = deploy_cluster.leaks(cluster.name, cluster.spec)
         assert not leaks, "still running after close:\n  " + "\n  ".join(leaks)
@@ -577,30 +652,13 @@ class LeakChecks:
         leaks = deploy_cluster.leaks(opts["name"], spec)
         assert not leaks, "still running after a failed start:\n  " + "\n  ".join(leaks)
 
+    @_core_bug
     def test_no_leak_after_close_during_start(self, deploy_cluster: ClusterFactory,
                                               deploy_timeout: float) -> None:
-        from dask_deploy import from_name
-
-        opts = deploy_cluster.merged(n_workers=2)
-        spec: list[Any] = []
-
-        async def main() -> None:
-            c = from_name(deploy_cluster.backend, asynchronous=True, **opts)
-            spec.append(c.spec)
-
-            async def start() -> None:
-                await c
-
-            task = asyncio.ensure_future(start())
-            await async_wait_for(lambda: _status(c) != "created" or task.done(), deploy_timeout,
-                                 "the cluster began to start", c)
-            await c.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, deploy_timeout)
-
-        asyncio.run(main())
-        leaks = deploy_cluster.leaks(opts["name"], spec[0])
-        assert not leaks, "still running after a close during start:\n  " + "\n  ".join(leaks)
+        for point, _, spec in close_during_start(deploy_cluster, deploy_timeout):
+            leaks = deploy_cluster.leaks(spec.name, spec)
+            assert not leaks, (f"still running after a close {point} event-loop turns into the "
+                               "start:\n  " + "\n  ".join(leaks))
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,213 @@
+"""A catalogue of deliberately broken backends: proof that the suite can fail.
+
+Each is the ``fake`` backend with exactly one defect, and names the check(s) of the suite
+that must fail because of it (``BrokenBackend.fails``). ``conformance/tests/test_meta.py``
+runs the whole suite against each one and asserts that it fails on those checks.
+
+They are not registered as entry points (``dask-deploy backends`` should not list them).
+:func:`install` writes a throw-away distribution that registers them, so that
+``PYTHONPATH=DIR pytest -p dask_deploy_conformance --deploy-backend broken-loses-logs``
+shows the suite failing.
+
+Not in the catalogue, on purpose: "reports RUNNING before the worker connects". The hook
+contract allows it (``deploy_poll``: RUNNING means the process runs, it may not have
+connected yet); the core learns about connections from the scheduler. What *is* a defect,
+reporting RUNNING for a unit that failed, is ``broken-hides-failures``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dask_deploy import BackendInfo, ClusterSpec, Handle, Phase, SchedulerInfo, Status, hookimpl
+
+from ._fake import _WORLD, INFO as FAKE, FakeBackend, FakeUnit
+
+__all__ = ["CATALOGUE", "BrokenBackend", "install"]
+
+
+class LeaksStartingWorker(FakeBackend):
+    """Stops only units that already run: one still starting at close is left behind."""
+
+    @hookimpl
+    async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
+        world = _WORLD.get(cluster.name, {})
+        await asyncio.gather(*(self._stop(world[h.name]) for h in handles
+                               if h.name in world and world[h.name].phase is not Phase.PENDING))
+
+    @hookimpl
+    async def deploy_teardown(self, cluster: ClusterSpec) -> None:
+        return None  # trusts that stop_workers stopped everything
+
+
+class IgnoresScaleDown(FakeBackend):
+    """``deploy_stop_workers`` does nothing; only teardown (on close) stops workers."""
+
+    @hookimpl
+    async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
+        return None
+
+
+class StopsWrongWorker(FakeBackend):
+    """Stops the newest units instead of the ones it was given (an off-by-one in a batch API)."""
+
+    @hookimpl
+    async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
+        world = _WORLD.get(cluster.name, {})
+        newest = sorted(world, key=lambda n: int(n.rpartition("-")[2]))[-len(handles):]
+        await asyncio.gather(*(self._stop(world[n]) for n in newest))
+
+
+class HidesFailures(FakeBackend):
+    """``deploy_poll`` never reports FAILED: a crashed or failed unit still "runs"."""
+
+    @hookimpl
+    async def deploy_poll(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> list[Status]:
+        statuses = await super().deploy_poll(cluster, handles)
+        return [Status(Phase.RUNNING) if s.phase is Phase.FAILED else s for s in statuses]
+
+
+class PollOutOfOrder(FakeBackend):
+    """``deploy_poll`` answers in its own order (by name, descending), not the handles' order."""
+
+    @hookimpl
+    async def deploy_poll(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> list[Status]:
+        statuses = await super().deploy_poll(cluster, handles)
+        return [s for _, s in sorted(zip([h.name for h in handles], statuses),
+                                     key=lambda pair: pair[0], reverse=True)]
+
+
+class LosesLogs(FakeBackend):
+    """Reads logs from the live worker only: the log of a unit that ended is gone."""
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        super().__init__(spec)
+        self.options = dataclasses.replace(self.options, lose_logs=True)
+
+
+class BlindDiscover(FakeBackend):
+    """``deploy_discover`` answers from nothing: it never finds what runs."""
+
+    @hookimpl
+    async def deploy_discover(self, cluster: ClusterSpec, cluster_id: str | None) -> list[Handle]:
+        return []
+
+
+class Flaps(FakeBackend):
+    """Workers leave on their own (cleanly) a second after they start, again and again."""
+
+    async def _run(self, cluster: ClusterSpec, address: str, unit: Any, fake: FakeUnit,
+                   fail: bool) -> None:
+        async def leave() -> None:
+            await asyncio.sleep(1.0)
+            for w in fake.workers:
+                await w.close(reason="left on its own", nanny=False, executor_wait=False)
+
+        runner = asyncio.ensure_future(super()._run(cluster, address, unit, fake, fail))
+        asyncio.ensure_future(leave())
+        await runner
+
+
+class LeaksOnFailedStart(FakeBackend):
+    """Opens a per-cluster "agent" in prepare and removes it only if the cluster started."""
+
+    started = False
+
+    @hookimpl
+    async def deploy_prepare(self, cluster: ClusterSpec) -> None:
+        _WORLD.setdefault(cluster.name, {})[f"{cluster.name}-agent"] = FakeUnit(
+            cluster.name, f"{cluster.name}-agent", (), phase=Phase.RUNNING)
+        await super().deploy_prepare(cluster)
+        self.started = True
+
+    @hookimpl
+    async def deploy_teardown(self, cluster: ClusterSpec) -> None:
+        if self.started:
+            _WORLD.get(cluster.name, {}).pop(f"{cluster.name}-agent", None)
+        await super().deploy_teardown(cluster)
+
+
+class LeaksScheduler(FakeBackend):
+    """``deploy_stop_scheduler`` forgets to stop the remote scheduler (nor does teardown)."""
+
+    @hookimpl
+    async def deploy_stop_scheduler(self, cluster: ClusterSpec, handle: Handle) -> None:
+        return None
+
+    @hookimpl
+    async def deploy_teardown(self, cluster: ClusterSpec) -> None:
+        self._mine = {n for n in self._mine if not n.endswith("-scheduler")}
+        await super().deploy_teardown(cluster)
+
+
+class WrongDashboard(FakeBackend):
+    """Reports a dashboard address nobody listens on (a port mapping it got wrong)."""
+
+    @hookimpl
+    async def deploy_start_scheduler(self, cluster: ClusterSpec) -> SchedulerInfo:
+        info = await super().deploy_start_scheduler(cluster)
+        return dataclasses.replace(info, dashboard_address="127.0.0.1:9")  # discard port
+
+
+@dataclass(frozen=True)
+class BrokenBackend:
+    """One broken backend: its ``BackendInfo``, its defect, and the checks that must fail."""
+
+    info: BackendInfo
+    defect: str
+    #: Names of the suite's checks (test functions) that this defect must make fail.
+    fails: tuple[str, ...]
+
+
+def _broken(name: str, cls: type[FakeBackend], fails: tuple[str, ...],
+            defaults: dict[str, Any] | None = None) -> BrokenBackend:
+    info = dataclasses.replace(FAKE, name=name, summary=f"BROKEN on purpose: {cls.__doc__}",
+                               factory=cls, extra="", defaults={**FAKE.defaults, **(defaults or {})})
+    return BrokenBackend(info, str(cls.__doc__), fails)
+
+
+#: name -> BrokenBackend
+CATALOGUE: dict[str, BrokenBackend] = {b.info.name: b for b in [
+    _broken("broken-leaks-starting-worker", LeaksStartingWorker,
+            ("test_no_leak_after_close", "test_no_leak_after_close_during_start"),
+            {"start_delay": 0.5}),
+    _broken("broken-ignores-scale-down", IgnoresScaleDown,
+            ("test_scale_down_named_workers", "test_scale_sequences")),
+    _broken("broken-stops-wrong-worker", StopsWrongWorker, ("test_scale_down_named_workers",)),
+    _broken("broken-hides-failures", HidesFailures,
+            ("test_crash_loop_limit", "test_dead_worker_is_replaced")),
+    _broken("broken-poll-out-of-order", PollOutOfOrder, ("test_dead_worker_is_replaced",)),
+    _broken("broken-loses-logs", LosesLogs, ("test_logs_of_dead_worker",)),
+    _broken("broken-blind-discover", BlindDiscover, ("test_discover_finds_what_runs",)),
+    _broken("broken-flaps", Flaps, ("test_adapt_no_flapping",)),
+    _broken("broken-leaks-on-failed-start", LeaksOnFailedStart, ("test_no_leak_after_failed_start",)),
+    _broken("broken-leaks-scheduler", LeaksScheduler, ("test_remote_scheduler",)),
+    _broken("broken-wrong-dashboard", WrongDashboard, ("test_dashboard_served",)),
+]}
+
+
+@hookimpl
+def deploy_backends() -> list[BackendInfo]:
+    return [b.info for b in CATALOGUE.values()]
+
+
+def install(directory: str) -> str:
+    """Write a distribution into ``directory`` that registers the catalogue's entry points.
+
+    Put ``directory`` on ``PYTHONPATH`` (or ``sys.path``) of a fresh interpreter and the
+    broken backends are installed there. Returns ``directory``.
+    """
+    dist = os.path.join(directory, "dask_deploy_broken_backends-0.0.0.dist-info")
+    os.makedirs(dist, exist_ok=True)
+    with open(os.path.join(dist, "METADATA"), "w") as f:
+        f.write("Metadata-Version: 2.1\nName: dask-deploy-broken-backends\nVersion: 0.0.0\n")
+    with open(os.path.join(dist, "entry_points.txt"), "w") as f:
+        f.write("[dask_deploy]\n")
+        for name in CATALOGUE:
+            f.write(f"{name} = {__name__}\n")
+    return directory
