@@ -250,3 +250,14 @@ def test_a_forgotten_detached_cluster_closes_itself_after_its_idle_timeout(
 def run_list() -> str:
     return subprocess.run([sys.executable, "-m", "dask_deploy._cli", "list"], capture_output=True,
                           text=True, check=True, timeout=120).stdout
+
+
+def test_detaching_needs_a_backend_that_can() -> None:
+    from dask_deploy import BackendInfo, register_backend
+    from dask_deploy._local import LocalBackend
+
+    register_backend(BackendInfo("t-nodetach", "local without detach", factory=LocalBackend,
+                                 capabilities=frozenset({"scale", "remote_scheduler"})))
+    with pytest.raises(SpecError, match="cannot leave a cluster running") as info:
+        Cluster.from_name("t-nodetach", scheduler="remote", shutdown_on_close=False)
+    assert info.value.option == "shutdown_on_close"

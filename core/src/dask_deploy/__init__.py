@@ -10,7 +10,8 @@ implement is :mod:`dask_deploy.hookspecs`.
 
 from __future__ import annotations
 
-from ._cluster import SpecCluster, attach, from_name
+from typing import TYPE_CHECKING, Any
+
 from ._errors import BackendError, BackendNotFound, CrashLoopError, DeployError, SpecError, StartTimeout
 from ._plugins import get_plugin_manager, installed_backends, register_backend
 from ._specs import (
@@ -25,11 +26,33 @@ from ._specs import (
     Unit,
     WorkerSpec,
 )
-from ._state import ClusterRecord, list_clusters
 from .hookspecs import hookimpl
 
-#: ``Cluster.from_name("ssh", ...)``: every cluster is a :class:`SpecCluster`.
-Cluster = SpecCluster
+# The cluster machinery (distributed.deploy, aiohttp) loads on first use, so that light
+# users of this package (the worker agent, plugin listings) do not pay for it.
+_LAZY = {
+    "SpecCluster": "_cluster", "Cluster": "_cluster", "attach": "_cluster", "from_name": "_cluster",
+    "ClusterRecord": "_state", "list_clusters": "_state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        # ``Cluster.from_name("ssh", ...)``: every cluster is a SpecCluster
+        value = module.SpecCluster if name == "Cluster" else getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from ._cluster import SpecCluster, attach, from_name
+    from ._state import ClusterRecord, list_clusters
+
+    Cluster = SpecCluster
 
 __all__ = [
     "TLS",

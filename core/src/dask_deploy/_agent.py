@@ -325,7 +325,10 @@ def main(argv: list[str] | None = None) -> None:
                 sel.register(fd, selectors.EVENT_READ, "conn")
                 continue
             conn = conns[key.fd]
-            data = os.read(key.fd, 65536)
+            try:
+                data = os.read(key.fd, 65536)
+            except ConnectionError:  # a socket client hung up with data unread
+                data = b""
             if not data:
                 drop(conn)
                 if conn.owner:

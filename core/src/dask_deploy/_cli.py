@@ -83,8 +83,8 @@ def _attach(name: str) -> Any:
 
 
 def _block_until_interrupted(cluster: Any, message: str) -> None:
-    click.echo(message)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C may come as soon as the line shows
+        click.echo(message)
         while cluster.status.name not in ("closing", "closed"):
             time.sleep(0.5)
 

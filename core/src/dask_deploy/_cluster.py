@@ -110,6 +110,9 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
         idle_timeout=g.get("idle_timeout"),
         options=sched_opts,
     )
+    if not g.get("shutdown_on_close", True) and "detach" not in info.capabilities:
+        raise SpecError("shutdown_on_close", False,
+                        f"backend {backend!r} cannot leave a cluster running after this process")
     if not g.get("shutdown_on_close", True) and scheduler.placement != "remote":
         raise SpecError("shutdown_on_close", False,
                         'a cluster that outlives this process needs scheduler="remote"')
