@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from dask_deploy_conformance._cli import pytest_args
 from dask_deploy_conformance.broken import CATALOGUE, install
 
@@ -30,7 +29,7 @@ class Outcome:
 
 def _run(name: str, site: Path, work: Path) -> Outcome:
     report = work / f"{name}.xml"
-    args = pytest_args([name, "--profile", "ci", "--timeout", "15", "-q",
+    args = pytest_args([name, "--profile", "ci", "--timeout", "10", "-q",
                         "--", f"--junitxml={report}", "-p", "no:logging"])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
            "DASK_DEPLOY_STATE_DIR": str(work / f"state-{name}"), "CI": "true"}
@@ -50,7 +49,7 @@ def _run(name: str, site: Path, work: Path) -> Outcome:
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
     work = tmp_path_factory.mktemp("broken")
     site = Path(install(str(work / "site")))
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=6) as pool:  # mostly waiting, little CPU each
         futures = {name: pool.submit(_run, name, site, work) for name in CATALOGUE}
         return {name: f.result() for name, f in futures.items()}
 

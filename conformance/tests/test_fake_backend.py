@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from dask_deploy import BackendError, CrashLoopError, SpecError, from_name
-
 from dask_deploy_conformance import FakeOptions
 from dask_deploy_conformance._fake import _WORLD, running
 from dask_deploy_conformance._support import connected, wait_for
@@ -39,21 +40,27 @@ def test_start_delay_keeps_units_pending() -> None:
 
 
 def test_fail_start_trips_the_crash_loop() -> None:
-    with from_name("fake", n_workers=1, fail_start=True, max_failures=2) as cluster:
-        with pytest.raises(CrashLoopError, match="injected start failure"):
-            cluster.wait_for_workers(1, timeout=TIMEOUT)
+    with (
+        from_name("fake", n_workers=1, fail_start=True, max_failures=2) as cluster,
+        pytest.raises(CrashLoopError, match="injected start failure"),
+    ):
+        cluster.wait_for_workers(1, timeout=TIMEOUT)
 
 
 def test_refuse_start_is_counted_as_failures() -> None:
-    with from_name("fake", n_workers=1, refuse_start=True, max_failures=2) as cluster:
-        with pytest.raises(CrashLoopError, match="refused"):
-            cluster.wait_for_workers(1, timeout=TIMEOUT)
+    with (
+        from_name("fake", n_workers=1, refuse_start=True, max_failures=2) as cluster,
+        pytest.raises(CrashLoopError, match="refused"),
+    ):
+        cluster.wait_for_workers(1, timeout=TIMEOUT)
 
 
 def test_never_connect_runs_but_never_joins() -> None:
-    with from_name("fake", n_workers=1, never_connect=True, start_timeout=1, max_failures=1) as cluster:
-        with pytest.raises(CrashLoopError, match="did not connect"):
-            cluster.wait_for_workers(1, timeout=TIMEOUT)
+    with (
+        from_name("fake", n_workers=1, never_connect=True, start_timeout=1, max_failures=1) as cluster,
+        pytest.raises(CrashLoopError, match="did not connect"),
+    ):
+        cluster.wait_for_workers(1, timeout=TIMEOUT)
 
 
 def test_crash_after_kills_and_the_worker_is_replaced() -> None:
@@ -65,11 +72,16 @@ def test_crash_after_kills_and_the_worker_is_replaced() -> None:
 
 
 def test_fail_stop_raises_on_close_and_teardown_still_cleans_up() -> None:
-    cluster = from_name("fake", n_workers=1, fail_stop=True)
-    cluster.wait_for_workers(1, timeout=TIMEOUT)
-    with pytest.raises(BackendError, match="fail_stop"):
-        cluster.close()
-    assert running(cluster.name) == []
+    async def main() -> str:
+        cluster = from_name("fake", n_workers=1, fail_stop=True, asynchronous=True)
+        await cluster
+        await cluster.wait_for_workers(1)
+        with pytest.raises(BackendError, match="fail_stop"):
+            await cluster.close()
+        return str(cluster.name)
+
+    name = asyncio.run(main())
+    assert running(name) == []
 
 
 def test_lose_logs_loses_the_logs_of_ended_units() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from dask_deploy_conformance import ConformanceSuite
 
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from dask_deploy_conformance._cli import pytest_args
 from dask_deploy_conformance._profiles import default_profile
 from dask_deploy_conformance._support import merge_options, parse_option

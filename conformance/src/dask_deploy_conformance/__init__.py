@@ -15,6 +15,7 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "PROFILES",
     "AdaptivityChecks",
     "ConformanceSuite",
     "DashboardChecks",
@@ -25,7 +26,6 @@ __all__ = [
     "LeakChecks",
     "LifecycleChecks",
     "LogChecks",
-    "PROFILES",
     "RemoteSchedulerChecks",
     "ScalingChecks",
     "StateMachineChecks",

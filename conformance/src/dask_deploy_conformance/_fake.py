@@ -156,6 +156,7 @@ class FakeBackend:
         self.fail_next = 0
         self._logs: dict[str, list[str]] = {}  # unit name -> log lines, kept after death
         self._mine: set[str] = set()  # what this plugin object started (teardown stops it)
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     # -- run-time fault injection ----------------------------------------------------------
 
@@ -180,7 +181,9 @@ class FakeBackend:
     def _kill(self, unit: FakeUnit, reason: str) -> None:
         unit.fail(reason)
         for w in unit.workers:
-            asyncio.ensure_future(w.close(reason=reason, nanny=False, executor_wait=False))
+            task = asyncio.ensure_future(w.close(reason=reason, nanny=False, executor_wait=False))
+            self._tasks.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._tasks.discard)
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -212,7 +215,7 @@ class FakeBackend:
         handle = Handle(cluster.backend, cluster.name, name, str(id(scheduler)), {"role": "scheduler"})
         dash = None
         if s.dashboard_address is not None and scheduler.http_server is not None:
-            dash = f"{s.host or '127.0.0.1'}:{scheduler.http_server.port}"
+            dash = f"{s.host or '127.0.0.1'}:{scheduler.http_server.port}"  # type: ignore[attr-defined]
         return SchedulerInfo(handle, scheduler.address, dash)
 
     @hookimpl
@@ -266,7 +269,7 @@ class FakeBackend:
             if opts.never_connect:
                 fake.write("worker started but never connects (never_connect=True)")
                 return
-            for name, w in zip(unit.worker_names, unit.workers):
+            for name, w in zip(unit.worker_names, unit.workers, strict=True):
                 worker = Worker(**_worker_kwargs(cluster, address, name, w))
                 # The memory monitor would measure the whole test process, not this worker.
                 worker.periodic_callbacks.pop("memory_monitor", None)

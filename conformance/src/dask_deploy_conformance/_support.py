@@ -14,7 +14,6 @@ import functools
 import json
 import logging
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -75,6 +74,9 @@ def _installed() -> dict[str, Any]:
 def backend_info(name: str) -> Any:
     """The installed backend's :class:`dask_deploy.BackendInfo` (pytest fails if it is missing)."""
     infos = _installed()
+    if name not in infos:  # registered since (dask_deploy.register_backend)?
+        _installed.cache_clear()
+        infos = _installed()
     if name not in infos:
         from dask_deploy import BackendNotFound
 
@@ -138,6 +140,8 @@ class Faults:
     never_connects: Mapping[str, Any] | None = None
     #: Option overrides under which the cluster itself fails to start.
     cluster_start_failure: Mapping[str, Any] | None = None
+    #: Option overrides under which stopping workers fails (``deploy_stop_workers`` raises).
+    stop_failure: Mapping[str, Any] | None = None
     #: Option overrides under which each worker takes a second or more to connect.
     slow_start: Mapping[str, Any] | None = None
     #: ``kill(cluster, worker_name)``: kill one connected worker abruptly.
@@ -159,6 +163,7 @@ def default_faults(info: Any) -> Faults:
     if {"fail_start", "never_connect", "fail_prepare"} <= fields:
         return Faults(start_failure={"fail_start": True}, never_connects={"never_connect": True},
                       cluster_start_failure={"fail_prepare": True}, slow_start={"start_delay": 1.0},
+                      stop_failure={"fail_stop": True},
                       inject_start_failure=inject_start_failure)
     return Faults(
         start_failure={"worker_options": {"preload": [_FAIL_PRELOAD]}},

@@ -26,7 +26,8 @@ from typing import Any
 
 from dask_deploy import BackendInfo, ClusterSpec, Handle, Phase, SchedulerInfo, Status, hookimpl
 
-from ._fake import _WORLD, INFO as FAKE, FakeBackend, FakeUnit
+from ._fake import _WORLD, FakeBackend, FakeUnit
+from ._fake import INFO as FAKE
 
 __all__ = ["CATALOGUE", "BrokenBackend", "install"]
 
@@ -78,7 +79,7 @@ class PollOutOfOrder(FakeBackend):
     @hookimpl
     async def deploy_poll(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> list[Status]:
         statuses = await super().deploy_poll(cluster, handles)
-        return [s for _, s in sorted(zip([h.name for h in handles], statuses),
+        return [s for _, s in sorted(zip([h.name for h in handles], statuses, strict=True),
                                      key=lambda pair: pair[0], reverse=True)]
 
 
@@ -108,9 +109,11 @@ class Flaps(FakeBackend):
             for w in fake.workers:
                 await w.close(reason="left on its own", nanny=False, executor_wait=False)
 
-        runner = asyncio.ensure_future(super()._run(cluster, address, unit, fake, fail))
-        asyncio.ensure_future(leave())
-        await runner
+        leaving = asyncio.ensure_future(leave())
+        try:
+            await super()._run(cluster, address, unit, fake, fail)
+        finally:
+            leaving.cancel()
 
 
 class LeaksOnFailedStart(FakeBackend):

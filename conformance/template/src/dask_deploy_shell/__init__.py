@@ -1,0 +1,204 @@
+"""dask-deploy-shell: Dask workers as local processes started by a shell command.
+
+A complete dask-deploy backend in one file (see ``docs/writing-a-backend.md``). Each worker
+is ``dask worker`` started through ``/bin/sh`` in its own process group, its output goes to
+a log file (so the log of a dead worker stays readable), and every process carries the
+cluster's name in ``DASK_DEPLOY_CLUSTER`` so that ``deploy_discover`` can find it again.
+
+    >>> from dask_deploy import Cluster
+    >>> cluster = Cluster.from_name("shell", n_workers=2)            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dask_deploy import (
+    BackendError,
+    BackendInfo,
+    ClusterSpec,
+    Handle,
+    Phase,
+    SpecError,
+    Status,
+    Unit,
+    WorkerSpec,
+    hookimpl,
+)
+
+__all__ = ["INFO", "ShellBackend", "ShellOptions"]
+
+#: The environment variable that tags every process with its cluster's name.
+TAG = "DASK_DEPLOY_CLUSTER"
+DEFAULT_COMMAND = "exec {python} -m distributed.cli.dask_worker {scheduler} {args}"
+
+
+@dataclass(frozen=True)
+class ShellOptions:
+    """The backend's own options (the generic ones, such as ``n_workers``, come from core)."""
+
+    #: Shell command that starts one worker; ``{python}``, ``{scheduler}`` and ``{args}``
+    #: (name, threads, memory, ...) are filled in. Prefix it, e.g. ``"nice -n 5 " + ...``.
+    command: str = DEFAULT_COMMAND
+    #: Where worker logs go (default: a directory per cluster under the temp directory).
+    log_directory: str | None = None
+    #: Seconds a worker gets to leave after SIGTERM before it is killed.
+    stop_grace: float = 3.0
+
+    def __post_init__(self) -> None:
+        for field in ("{scheduler}", "{args}"):
+            if field not in self.command:
+                raise SpecError("command", self.command, f"a shell command containing {field}")
+        if isinstance(self.stop_grace, bool) or not isinstance(self.stop_grace, (int, float)) \
+                or self.stop_grace < 0:
+            raise SpecError("stop_grace", self.stop_grace, "seconds >= 0")
+
+
+def worker_args(name: str, w: WorkerSpec) -> list[str]:
+    """``dask worker`` arguments for one worker of a unit."""
+    memory = w.memory_limit if w.memory_limit is not None else 0
+    args = ["--name", name, "--nthreads", str(w.nthreads), "--memory-limit", str(memory),
+            "--host", "127.0.0.1", "--no-nanny", "--no-dashboard"]
+    if w.resources:
+        args += ["--resources", " ".join(f"{k}={v}" for k, v in w.resources.items())]
+    for key, value in w.options.items():
+        if key != "preload":
+            raise SpecError(f"worker_options[{key!r}]", value, "only 'preload' (a list) is supported")
+        for item in [value] if isinstance(value, str) else value:
+            args += ["--preload", str(item)]
+    return args
+
+
+class ShellBackend:
+    """One cluster's backend: the worker processes it started, by unit name."""
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        self.spec = spec
+        self.options: ShellOptions = spec.backend_options or ShellOptions()
+        base = self.options.log_directory or os.path.join(tempfile.gettempdir(), "dask-deploy-shell")
+        self.logs = os.path.join(base, spec.name)
+        self.procs: dict[str, list[asyncio.subprocess.Process]] = {}
+        self.stopped: set[str] = set()
+
+    def _log(self, worker: str) -> str:
+        return os.path.join(self.logs, f"{worker}.log")
+
+    @hookimpl
+    async def deploy_prepare(self, cluster: ClusterSpec) -> None:
+        if cluster.tls is not None:
+            raise SpecError("security", True, "the shell backend runs plain TCP on 127.0.0.1: security=False")
+        os.makedirs(self.logs, mode=0o700, exist_ok=True)
+
+    @hookimpl
+    async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
+                                   units: Sequence[Unit]) -> list[Handle]:
+        os.makedirs(self.logs, mode=0o700, exist_ok=True)
+        handles = []
+        for unit in units:
+            procs = []
+            for name, w in zip(unit.worker_names, unit.workers, strict=True):
+                command = self.options.command.format(
+                    python=shlex.quote(sys.executable), scheduler=shlex.quote(scheduler_address),
+                    args=shlex.join(worker_args(name, w)))
+                with open(self._log(name), "ab") as log:
+                    try:
+                        procs.append(await asyncio.create_subprocess_shell(
+                            command, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                            start_new_session=True,  # its own process group: we signal them all
+                            env={**os.environ, **w.env, TAG: cluster.name}))
+                    except OSError as e:
+                        await self._kill(procs)
+                        raise BackendError(f"could not run {command!r}: {e}") from e
+            self.procs[unit.name] = procs
+            self.stopped.discard(unit.name)
+            handles.append(Handle(cluster.backend, cluster.name, unit.name,
+                                  ",".join(str(p.pid) for p in procs),
+                                  {"workers": list(unit.worker_names)}))
+        return handles
+
+    async def _kill(self, procs: list[asyncio.subprocess.Process]) -> None:
+        """SIGTERM each process group, wait ``stop_grace``, then SIGKILL what is left."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for p in procs:
+                if p.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(p.pid, sig)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), self.options.stop_grace)
+            if all(p.returncode is not None for p in procs):
+                return
+        raise BackendError(f"processes {[p.pid for p in procs]} did not stop after SIGKILL")
+
+    @hookimpl
+    async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
+        for h in handles:
+            self.stopped.add(h.name)
+        await asyncio.gather(*(self._kill(self.procs.pop(h.name, [])) for h in handles))
+
+    @hookimpl
+    async def deploy_poll(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> list[Status]:
+        out = []
+        for h in handles:
+            codes = [p.returncode for p in self.procs.get(h.name, [])]
+            errors = [c for c in codes if c not in (None, 0)]
+            if not codes or h.name in self.stopped:
+                out.append(Status(Phase.GONE))
+            elif errors:
+                out.append(Status(Phase.FAILED, f"a worker exited with code {errors[0]}"))
+            elif all(c == 0 for c in codes):
+                out.append(Status(Phase.GONE, "exited"))
+            else:
+                out.append(Status(Phase.RUNNING))
+        return out
+
+    @hookimpl
+    async def deploy_get_logs(self, cluster: ClusterSpec, handle: Handle) -> str:
+        parts = []
+        for name in handle.data.get("workers", [handle.name]):
+            with contextlib.suppress(FileNotFoundError), open(self._log(name), errors="replace") as f:
+                parts.append(f.read())
+        return "\n".join(parts)
+
+    @hookimpl
+    async def deploy_discover(self, cluster: ClusterSpec, cluster_id: str | None) -> list[Handle]:
+        import psutil
+
+        found = []
+        for p in psutil.process_iter(["pid", "environ"]):
+            tag = (p.info["environ"] or {}).get(TAG)
+            if tag and (cluster_id is None or tag == cluster_id) and p.pid != os.getpid():
+                found.append(Handle(cluster.backend, tag, f"{tag}-pid{p.pid}", str(p.pid)))
+        return found
+
+    @hookimpl
+    async def deploy_teardown(self, cluster: ClusterSpec) -> None:
+        with contextlib.suppress(Exception):
+            await self._kill([p for procs in self.procs.values() for p in procs])
+        self.procs.clear()
+        if cluster.shutdown_on_close:
+            shutil.rmtree(self.logs, ignore_errors=True)
+
+
+
+INFO = BackendInfo(
+    name="shell",
+    summary="Workers as local processes started by a shell command (the tutorial backend)",
+    factory=ShellBackend,
+    options=ShellOptions,
+    capabilities=frozenset({"scale", "logs_after_death", "dashboard"}),
+    defaults={"n_workers": 1, "poll_interval": 0.2},
+)
+
+
+@hookimpl
+def deploy_backends() -> list[BackendInfo]:
+    return [INFO]
