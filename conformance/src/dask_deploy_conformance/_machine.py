@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from ._support import ClusterFactory, Faults, connected, converged, describe, wait_for
+from ._support import ClusterFactory, Faults, connected, converged, describe, plan, wait_for
 from .strategies import DURATIONS, adapt_bounds
 
 __all__ = ["machine_for"]
@@ -114,7 +114,7 @@ def machine_for(factory: ClusterFactory, faults: Faults, max_workers: int, timeo
             def ok() -> bool:
                 if cluster.error is not None:
                     raise AssertionError(f"crash loop: {cluster.error}\n{describe(cluster)}")
-                size = len(set(cluster.plan))
+                size = len(plan(cluster))
                 if self.bounds is None:
                     return converged(cluster, self.target)
                 lo, hi = self.bounds

@@ -178,17 +178,38 @@ def default_faults(info: Any) -> Faults:
 # --------------------------------------------------------------------------------------
 
 
+def _settled(read: Callable[[], Any]) -> Any:
+    """Read state that the cluster's event loop thread may change while we iterate it."""
+    for _ in range(100):
+        try:
+            return read()
+        except RuntimeError:  # "dictionary/set changed size during iteration": read again
+            time.sleep(0.001)
+    return read()
+
+
 def connected(cluster: Any) -> dict[str, str]:
     """Worker name -> address of every worker the scheduler knows."""
-    return {str(w["name"]): a for a, w in dict(cluster.scheduler_info.get("workers", {})).items()}
+    return dict(_settled(lambda: {str(w["name"]): a for a, w in
+                                  dict(cluster.scheduler_info.get("workers", {})).items()}))
+
+
+def plan(cluster: Any) -> set[str]:
+    """The workers the cluster plans to run (``cluster.plan``), read safely from any thread."""
+    return set(_settled(lambda: set(cluster.plan)))
+
+
+def requested(cluster: Any) -> set[str]:
+    """The workers the cluster asked the backend for (``cluster.requested``), read safely."""
+    return set(_settled(lambda: set(cluster.requested)))
 
 
 def describe(cluster: Any) -> str:
     """A few lines of what the cluster thinks and sees, for assertion messages."""
     lines = [f"cluster {getattr(cluster, 'name', '?')} status={getattr(cluster, 'status', '?')}"]
     with contextlib.suppress(Exception):
-        lines.append(f"  plan={sorted(cluster.plan)}")
-        lines.append(f"  requested={sorted(cluster.requested)}")
+        lines.append(f"  plan={sorted(plan(cluster))}")
+        lines.append(f"  requested={sorted(requested(cluster))}")
         lines.append(f"  connected={sorted(connected(cluster))}")
         lines.append(f"  error={cluster.error}")
     with contextlib.suppress(Exception):
@@ -228,9 +249,8 @@ def expected_workers(cluster: Any, n: int) -> int:
 
 def converged(cluster: Any, n: int) -> bool:
     """Exactly the planned workers run and are connected, and there are ``n`` of them."""
-    seen = set(connected(cluster))
-    plan = set(cluster.plan)
-    return len(plan) == n and seen == plan and set(cluster.requested) == plan
+    seen, planned = set(connected(cluster)), plan(cluster)
+    return len(planned) == n and seen == planned and requested(cluster) == planned
 
 
 # --------------------------------------------------------------------------------------

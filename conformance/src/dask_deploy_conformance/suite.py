@@ -35,6 +35,8 @@ from ._support import (
     discover,
     expected_workers,
     merge_options,
+    plan,
+    requested,
     wait_for,
 )
 
@@ -262,8 +264,8 @@ class LifecycleChecks:
         failing = _fault(deploy_faults, "stop_failure")
 
         async def main() -> None:
-            c = from_name(deploy_cluster.backend, asynchronous=True,
-                          **deploy_cluster.merged(n_workers=1, **failing))
+            c: Any = from_name(deploy_cluster.backend, asynchronous=True,
+                               **deploy_cluster.merged(n_workers=1, **failing))
             await c
             await asyncio.wait_for(c.wait_for_workers(1), deploy_timeout)
             with pytest.raises(BackendError):
@@ -319,14 +321,14 @@ class ScalingChecks:
         gone = unit_of(by_name)
         cluster.sync(cluster.scale_down, [by_name])  # by name
         left = {n: a for n, a in before.items() if n not in gone}
-        wait_for(lambda: connected(cluster) == left and set(cluster.plan) == set(left), deploy_timeout,
+        wait_for(lambda: connected(cluster) == left and plan(cluster) == set(left), deploy_timeout,
                  f"only {by_name}'s unit is gone and the others run on unchanged", cluster)
 
         by_address = sorted(left)[-1]
         gone = unit_of(by_address)
         cluster.sync(cluster.scale_down, [left[by_address]])  # by address
         left = {n: a for n, a in left.items() if n not in gone}
-        wait_for(lambda: connected(cluster) == left and set(cluster.plan) == set(left), deploy_timeout,
+        wait_for(lambda: connected(cluster) == left and plan(cluster) == set(left), deploy_timeout,
                  f"only {by_address}'s unit is gone and the others run on unchanged", cluster)
 
     @requires("scale")
@@ -360,7 +362,7 @@ class _Sampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(RuntimeError):  # a set changed size while we read it
-                size = len(set(self.cluster.plan))
+                size = len(plan(self.cluster))
                 if not self.sizes or self.sizes[-1] != size:
                     self.sizes.append(size)
                 if self.check is not None and (problem := self.check(self.cluster)):
@@ -421,17 +423,17 @@ class AdaptivityChecks:
             @given(st.integers(0, 1), st.integers(1, top), load_sequences())
             def run(lo: int, span: int, loads: list[tuple[int, float]]) -> None:
                 hi = max(lo, span)
-                bounds = f"[{lo}, {hi}]"
+                _adapt(cluster, lo, hi)
+                wait_for(lambda: lo <= len(plan(cluster)) <= hi, deploy_timeout,
+                         f"adapt({lo}, {hi}) brought the plan within bounds", cluster)
                 with _Sampler(cluster) as sampler:
-                    _adapt(cluster, lo, hi)
                     for n_tasks, duration in loads:
                         futures = client.map(time.sleep, [duration] * n_tasks, pure=False)
                         _finish(futures, deploy_timeout, cluster)
                         del futures  # results held in memory keep their workers alive
                     wait_converged(cluster, lo, deploy_timeout)
                 outside = [s for s in sampler.sizes if not lo <= s <= hi]
-                # The first samples may still show the previous example's size.
-                assert not outside[1:], f"adaptive target left {bounds}: sizes {sampler.sizes}"
+                assert not outside, f"the plan left [{lo}, {hi}] under load: sizes {sampler.sizes}"
 
             run()
         finally:
@@ -451,12 +453,12 @@ class AdaptivityChecks:
 
         def check(c: Any) -> str | None:
             nonlocal last_plan
-            plan, seen = set(c.plan), set(connected(c))
+            planned, seen = plan(c), set(connected(c))
             ever_connected.update(seen)
-            for name in last_plan - plan:
+            for name in last_plan - planned:
                 if name not in ever_connected:
                     removed_early.append(name)
-            last_plan = plan
+            last_plan = planned
             return None
 
         name = f"conf-hold-{uuid.uuid4().hex[:8]}"
@@ -575,7 +577,7 @@ class LogChecks:
         cluster = deploy_cluster(n_workers=1)
         wait_converged(cluster, 1, deploy_timeout)
         (unit,) = cluster.units
-        worker = next(iter(cluster.plan))
+        worker = next(iter(plan(cluster)))
         logs = cluster.get_logs()
         assert "Scheduler" in logs, sorted(logs)
         assert unit in logs, f"get_logs() has no entry for unit {unit}: {sorted(logs)}"
@@ -588,7 +590,7 @@ class LogChecks:
         cluster = deploy_cluster(n_workers=1)
         wait_converged(cluster, 1, deploy_timeout)
         (unit,) = cluster.units
-        worker = next(iter(cluster.plan))
+        worker = next(iter(plan(cluster)))
         if deploy_faults.kill is not None:
             address = connected(cluster)[worker]
             deploy_faults.kill(cluster, worker)
@@ -661,7 +663,7 @@ class LeakChecks:
         cluster.scale(1)
         wait_converged(cluster, 1, deploy_timeout)
         cluster.scale(2)  # close while one is starting (requested, maybe not connected)
-        wait_for(lambda: len(cluster.requested) == 2, deploy_timeout, "the second unit was requested",
+        wait_for(lambda: len(requested(cluster)) == 2, deploy_timeout, "the second unit was requested",
                  cluster, interval=0.001)
         cluster.close()
         leaks = deploy_cluster.leaks(cluster.name, cluster.spec)
