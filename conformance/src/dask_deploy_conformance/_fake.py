@@ -157,6 +157,7 @@ class FakeBackend:
         self._logs: dict[str, list[str]] = {}  # unit name -> log lines, kept after death
         self._mine: set[str] = set()  # what this plugin object started (teardown stops it)
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the cluster's, once it starts units
 
     # -- run-time fault injection ----------------------------------------------------------
 
@@ -171,10 +172,20 @@ class FakeBackend:
             self.options = dataclasses.replace(self.options, **switches)
 
     def kill(self, worker_name: str, reason: str = "killed") -> None:
-        """Kill one worker abruptly (its unit reports FAILED), as a signal would."""
+        """Kill one worker abruptly (its unit reports FAILED), as a signal would.
+
+        Callable from any thread: the kill happens on the cluster's event loop.
+        """
         for unit in _WORLD.get(self.spec.name, {}).values():
             if worker_name in unit.worker_names:
-                self._kill(unit, reason)
+                try:
+                    here = asyncio.get_running_loop()
+                except RuntimeError:
+                    here = None
+                if self._loop is not None and here is not self._loop:
+                    self._loop.call_soon_threadsafe(self._kill, unit, reason)
+                else:
+                    self._kill(unit, reason)
                 return
         raise KeyError(f"no running fake worker named {worker_name!r}")
 
@@ -235,6 +246,7 @@ class FakeBackend:
                                    units: Sequence[Unit]) -> list[Handle]:
         if self.options.refuse_start:
             raise BackendError(f"fake backend refused to start {len(units)} unit(s) (refuse_start=True)")
+        self._loop = asyncio.get_running_loop()
         world = _WORLD.setdefault(cluster.name, {})
         handles = []
         for unit in units:
