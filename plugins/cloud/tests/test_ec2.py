@@ -77,3 +77,19 @@ def test_ec2_failed_worker(ec2_options: dict[str, Any], discover: Any, name: str
         assert "instance shut down" in logs["Cluster"]
         assert "no_such_option" in logs[f"{name}-0"]
     assert discover("ec2", name) == []
+
+
+def test_ec2_gpus_pick_gpu_instances(ec2_options: dict[str, Any], boto: Any, runner: Any,
+                                     discover: Any, name: str, wait_until: Any) -> None:
+    gpu_ami = boto("ssm").get_parameter(
+        Name="/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id")["Parameter"]["Value"]
+    # About the launch only: nothing needs to run.
+    with runner.holding(), Cluster.from_name("ec2", scheduler="local", gpus=1, n_workers=1,
+                                             **{**ec2_options, "dashboard_address": None}) as cluster:
+        wait_until(lambda: len(instances_of(boto, name)) == 1, what="the worker instance")
+        (inst,) = instances_of(boto, name)
+        assert inst["InstanceType"] == "g4dn.xlarge"
+        assert inst["ImageId"] == gpu_ami
+        assert "--gpus all" in user_data(boto, inst["InstanceId"])
+        assert cluster.backend.aws.calls["ec2.run_instances"] == 1
+    assert discover("ec2", name) == []

@@ -78,6 +78,9 @@ class MachineBackend:
         self._client_address: str | None = None
         self._prepared = False
         self._touched = False  # whether this object may have created anything in AWS
+        self._preparing: asyncio.Future[None] | None = None
+        self._closed = False  # after teardown nothing may be created any more
+        self._teardown: asyncio.Future[None] | None = None
 
     # -- what a subclass provides -------------------------------------------------------
 
@@ -124,6 +127,11 @@ class MachineBackend:
 
     @hookimpl
     async def deploy_prepare(self, cluster: ClusterSpec) -> None:
+        self._check_open()
+        self._preparing = asyncio.ensure_future(self._prepare_all(cluster))
+        await asyncio.shield(self._preparing)  # a cancelled start must not half-create things
+
+    async def _prepare_all(self, cluster: ClusterSpec) -> None:
         if not (self.spec.worker.image or "").strip():
             raise SpecError("image", self.spec.worker.image,
                             "expected a container image with dask-deploy[cloud] installed "
@@ -136,7 +144,13 @@ class MachineBackend:
         await self._prepare()
         self._prepared = True
 
+    def _check_open(self) -> None:
+        # A start that goes on after close (closed while starting) must not create anything.
+        if self._closed:
+            raise BackendError(f"cluster {self.spec.name} is closed")
+
     async def _ready(self) -> None:
+        self._check_open()
         # The core runs deploy_prepare concurrently with the scheduler's start and awaits it
         # before; for a local scheduler, workers may be started only after it, as here.
         if not self._prepared:
@@ -330,6 +344,7 @@ class MachineBackend:
             return
         await self._stop(handles)
         deadline = time.monotonic() + self.stop_patience
+        delay = 0.2  # most stops are quick; AWS's slow ones (ENI detach) get polled less
         while True:
             live = [h for h, s in zip(handles, await self._statuses(handles), strict=True)
                     if s.phase in (Phase.PENDING, Phase.RUNNING)]
@@ -339,7 +354,8 @@ class MachineBackend:
                 raise BackendError(f"{len(live)} of {self.spec.name}'s {self.kind}s did not stop "
                                    f"within {self.stop_patience:g} s: "
                                    f"{[h.backend_id for h in live]}; dask-deploy gc retries")
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 2.0)
 
     stop_patience: ClassVar[float] = 180.0
 
@@ -386,10 +402,25 @@ class MachineBackend:
 
     @hookimpl
     async def deploy_teardown(self, cluster: ClusterSpec) -> None:
+        # Once, however often it is called: a close during start calls it twice at once,
+        # and the second call must not close the clients under the first.
+        if self._teardown is None:
+            self._closed = True
+            self._teardown = asyncio.ensure_future(self._clean_up(cluster))
+        await asyncio.shield(self._teardown)
+
+    async def _clean_up(self, cluster: ClusterSpec) -> None:
         try:
             if cluster.shutdown_on_close and self._touched:
-                leftovers = await self.deploy_discover(cluster, cluster.name)
-                await self.deploy_stop_workers(cluster, leftovers)
+                if self._preparing is not None:  # closed during start: let it finish first
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(self._preparing), cluster.start_timeout)
+                # Again until nothing is left: a start cancelled mid-call may still land.
+                for _ in range(3):
+                    leftovers = await self.deploy_discover(cluster, cluster.name)
+                    if not leftovers:
+                        break
+                    await self.deploy_stop_workers(cluster, leftovers)
         except Exception as e:  # must not raise: gc finds whatever is left by its tags
             logger.warning("cleaning up AWS resources of %s failed (%s); run dask-deploy gc",
                            cluster.name, e)
