@@ -95,12 +95,7 @@ SWEEP = (*range(13), 16, 24, 32, 48, 64, 96, 128, 192, 256)
 #: Checks that fail because of a known bug in dask-deploy's core, not in the backend. Marked
 #: xfail(strict=True): the day the core is fixed they pass, and the strict mark tells us to
 #: remove them from here.
-CORE_BUGS: dict[str, str] = {
-    "test_close_reports_stop_failure": (
-        "core bug: the sync SpecCluster.close() swallows BackendError: distributed's "
-        "Cluster.close() catches RuntimeError (meant for 'loop closed at exit') and "
-        "BackendError is a RuntimeError, so a failed stop is silent (async close raises)"),
-}
+CORE_BUGS: dict[str, str] = {}
 
 
 def _core_bug(fn: Callable[..., Any]) -> Callable[..., Any]:

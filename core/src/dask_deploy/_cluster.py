@@ -636,7 +636,10 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         return self.close(timeout)
 
     def close(self, timeout: float | None = None) -> Any:
-        aw = super().close(timeout)
+        if self.asynchronous or self.status == ClusterStatus.closed:
+            aw = super().close(timeout)
+        else:  # distributed's close() swallows RuntimeError, and BackendError is one
+            aw = self.sync(self._close, callback_timeout=timeout)
         if not self.asynchronous:
             self._loop_runner.stop()
         return aw
