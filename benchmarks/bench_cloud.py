@@ -52,11 +52,13 @@ def trial(mode: str, n: int) -> dict[str, float]:
         ready = time.perf_counter() - t1
         start_calls = sum(calls.values()) - sum(before.values())
         run_task = calls["ecs.run_task"] - before.get("ecs.run_task", 0)
+        stops = calls["ecs.stop_task"]
         t2 = time.perf_counter()
         cluster.close()
         closed = time.perf_counter() - t2
+        worker_stops = calls["ecs.stop_task"] - stops - 1  # the scheduler's task is one of them
     return {"scheduler": scheduler, "ready": ready, "close": closed,
-            "run_task_per_worker": run_task / n, "stop_task_per_worker": calls["ecs.stop_task"] / n,
+            "run_task_per_worker": run_task / n, "stop_task_per_worker": worker_stops / n,
             "start_calls_per_worker": start_calls / n}
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dask_deploy import (
@@ -30,11 +31,11 @@ from dask_deploy import (
     hookimpl,
 )
 
-from ._aws import AWS, CLUSTER_TAG, KIND_TAG, Infra, delete_infra, discover_infra
+from ._aws import AWS, KIND_TAG, Infra, delete_infra, discover_infra
 from ._entry import MARKER, METADATA_KEY
 from ._options import AWSOptions, as_options
 
-__all__ = ["Machine", "MachineBackend"]
+__all__ = ["ENTRY", "STOP_REASON", "Machine", "MachineBackend", "kind_tags"]
 
 logger = logging.getLogger("dask_deploy_cloud")
 
@@ -46,12 +47,16 @@ ENTRY = ["python", "-m", "dask_deploy_cloud._entry"]
 MACHINES = ("task", "instance")
 
 
+@dataclass(frozen=True)
 class Machine:
     """A started task or instance as the subclass reports it: id, phase and addresses."""
 
-    def __init__(self, id: str, status: Status, private_ip: str | None = None,
-                 public_ip: str | None = None) -> None:
-        self.id, self.status, self.private_ip, self.public_ip = id, status, private_ip, public_ip
+    id: str
+    status: Status
+    private_ip: str | None = None
+    public_ip: str | None = None
+    #: AWS's own state name (``lastStatus`` of a task, ``State.Name`` of an instance).
+    state: str = ""
 
 
 def _port(address: str | None) -> int:
@@ -62,7 +67,8 @@ def _port(address: str | None) -> int:
 
 
 class MachineBackend:
-    """One cluster on one AWS backend. Subclasses set ``kind`` and the ``_machines`` methods."""
+    """One cluster on one AWS backend. Subclasses set ``kind`` and the machine methods
+    (``_prepare``, ``_start``, ``_describe``, ``_stop``, ``_discover_machines``, ...)."""
 
     kind: ClassVar[str] = "task"
     options_class: ClassVar[type[AWSOptions]] = AWSOptions
@@ -432,5 +438,3 @@ def kind_tags(infra: Infra, role: str, extra: dict[str, str] | None = None) -> d
     """Tags of a machine: the cluster, its kind and role."""
     return {**infra.tags, KIND_TAG: role, **(extra or {})}
 
-
-__all__ += ["CLUSTER_TAG", "STOP_REASON", "kind_tags"]

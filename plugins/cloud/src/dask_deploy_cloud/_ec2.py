@@ -171,14 +171,14 @@ class EC2Backend(MachineBackend):
             for inst in await self._instances([{"Name": "instance-id", "Values": ids[i:i + 200]}]):
                 found[inst["InstanceId"]] = Machine(inst["InstanceId"], instance_status(inst),
                                                     inst.get("PrivateIpAddress"),
-                                                    inst.get("PublicIpAddress"))
+                                                    inst.get("PublicIpAddress"), inst["State"]["Name"])
         return found
 
     async def _stop(self, handles: Sequence[Handle]) -> None:
-        # Only ids AWS still knows: one unknown id would fail the whole call.
+        # Only instances still up: an unknown id fails the whole call, and one that shut
+        # itself down is terminated already.
         known = await self._describe(handles)
-        ids = [i for i, m in known.items() if m.status.phase in (Phase.PENDING, Phase.RUNNING)
-               or m.status.reason != "terminated"]
+        ids = [i for i, m in known.items() if m.state not in ("shutting-down", "terminated")]
         for i in range(0, len(ids), 1000):
             await self.aws("ec2", "terminate_instances", InstanceIds=ids[i:i + 1000])
 

@@ -170,7 +170,8 @@ class ECSBackend(MachineBackend):
         return [self._machine(t) for t in result["tasks"]], why
 
     def _machine(self, task: dict[str, Any], public_ip: str | None = None) -> Machine:
-        return Machine(task["taskArn"], task_status(task), _private_ip(task), public_ip)
+        return Machine(task["taskArn"], task_status(task), _private_ip(task), public_ip,
+                       task.get("lastStatus", ""))
 
     def _handle(self, name: str, machine_id: str, role: str, **data: Any) -> Handle:
         return super()._handle(name, machine_id, role, ecs_cluster=self.cluster_arn, **data)
