@@ -96,6 +96,8 @@ def test_scale_up_down_and_replace_a_deleted_pod(emulator: Emulator, objects: Ob
         cluster.scale(1)
         wait_until(lambda: len(client.scheduler_info()["workers"]) == 1 and len(worker_pods()) == 1,
                    120, "scale down to one worker and one pod")
+        # a worker stopped while running keeps its log, although its pod is gone
+        assert "scale-2" not in cluster.handles and "Start worker" in cluster.sync(cluster.logs_of, "scale-2")
         # a pod deleted behind our back is seen through the watch and replaced
         (victim,) = worker_pods()
         k8s(lambda v1: v1.delete_namespaced_pod(victim["metadata"]["name"], "default"))
@@ -258,3 +260,33 @@ def test_detach_and_reattach_in_cluster(emulator: Emulator, objects: Objects, wa
     finally:
         again.shutdown()
     wait_until(lambda: nothing_left(objects, name), 30, "every object of the cluster to be gone")
+
+
+def test_close_while_the_secret_is_being_created_leaves_nothing(emulator: Emulator,
+                                                                objects: Objects) -> None:
+    """A start cancelled after the API server made the Secret but before we read the answer."""
+    name = "cancelled"
+    spec = ClusterSpec(backend="k8s", name=name, backend_options=K8sOptions(kubeconfig=emulator.kubeconfig))
+
+    async def main() -> None:
+        backend = K8sBackend(spec)
+        api = await backend._connect()
+        made = asyncio.Event()
+        create = api.create_namespaced_secret
+
+        async def create_then_hang(*args: Any, **kwargs: Any) -> Any:
+            await (await create(*args, **kwargs)).read()  # the Secret exists now
+            made.set()
+            await asyncio.Event().wait()  # the answer never reaches us
+
+        api.create_namespaced_secret = create_then_hang
+        start = asyncio.ensure_future(backend.deploy_prepare(spec))
+        await asyncio.wait_for(made.wait(), 60)
+        assert [h.data["kind"] for h in await backend.deploy_discover(spec, name)] == ["Secret"]
+        start.cancel()  # what the core does to a start when close() comes
+        with pytest.raises(asyncio.CancelledError):
+            await start
+        await backend.deploy_teardown(spec)
+
+    asyncio.run(main())
+    assert nothing_left(objects, name)

@@ -111,6 +111,9 @@ class K8sBackend:
         self.ws_api: Any = None
         self.watch: PodWatch | None = None
         self.owner: dict[str, Any] | None = None
+        #: The cluster Secret may be ours although ``owner`` is unset: a start cancelled while
+        #: its create request was in flight (close during start) can still have made it.
+        self.may_own = False
         self.worker_address: str | None = None  # the scheduler as pods reach it
         self.forwards: list[PortForward] = []
         self.logs: OrderedDict[str, str] = OrderedDict()  # of deleted pods
@@ -177,10 +180,12 @@ class K8sBackend:
         api = await self._connect()
         body = m.cluster_secret(cluster, self.namespace)
         adopted = False
+        self.may_own = True
         try:
             secret = await self._call(f"creating Secret {cluster.name}", api.create_namespaced_secret,
                                       self.namespace, body)
         except Refused as e:
+            self.may_own = False  # refused: whatever Secret has this name is not ours
             if e.status == 409 and (secret := await self._adopt(cluster)) is not None:
                 adopted = True
             elif e.status == 409:
@@ -365,12 +370,20 @@ class K8sBackend:
                 for unit, pod in zip(units, results, strict=True) if isinstance(pod, dict)]
 
     async def _delete_pods(self, cluster: ClusterSpec, names: Sequence[str]) -> None:
-        """Delete pods (keeping the logs of the ones that already ended) and wait until gone."""
+        """Delete pods, keeping their logs (a pod's log goes with it), and wait until gone.
+
+        The log is read just before the delete: a running pod's last lines (its shutdown) are
+        lost, but a pod that died, which is the one worth reading later, has written all.
+        """
         watch = self.watch
-        for name in names:  # a pod's log goes with it: keep those worth reading later
+
+        async def keep_log(name: str) -> None:
             pod = watch.get(name) if watch else None
-            if pod is not None and m.pod_status(pod).phase in (_Phase.FAILED, _Phase.GONE):
-                self.logs[name] = await self._read_logs(pod)
+            if pod is not None:
+                with contextlib.suppress(BackendError):
+                    self.logs[name] = await self._read_logs(pod)
+
+        await asyncio.gather(*(keep_log(n) for n in names))
         while len(self.logs) > 200:
             self.logs.popitem(last=False)
         await asyncio.gather(*(self._call(f"deleting pod {n}", self.api.delete_namespaced_pod,
@@ -518,7 +531,7 @@ class K8sBackend:
                 await self._call("marking the cluster detached", self.api.patch_namespaced_secret,
                                  cluster.name, self.namespace, {"metadata": {"annotations": notes}},
                                  _content_type="application/merge-patch+json")
-        if cluster.shutdown_on_close and self.api is not None and self.owner is not None:
+        if cluster.shutdown_on_close and self.api is not None and (self.owner is not None or self.may_own):
             with contextlib.suppress(Exception):
                 # Deleting the parent lets the garbage collector remove whatever is left, even
                 # if we fail below; deleting the rest directly is quicker than waiting for it.
