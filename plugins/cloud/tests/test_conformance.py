@@ -48,9 +48,3 @@ class TestECSConformance(ConformanceSuite):
         name = request.config.getoption("--deploy-profile") or os.environ.get(
             "DASK_DEPLOY_CONFORMANCE_PROFILE") or "ci"
         return PROFILES[name]()
-
-    def test_no_leak_after_close_during_start(self, deploy_cluster: Any, deploy_timeout: float) -> None:
-        # The suite marks this xfail(strict) for a core bug (a start goes on after close).
-        # These backends survive it: after deploy_teardown their hooks refuse to create
-        # anything and teardown waits for an in-flight deploy_prepare, so it passes here.
-        super().test_no_leak_after_close_during_start(deploy_cluster, deploy_timeout)

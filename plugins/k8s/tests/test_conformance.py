@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from dask_deploy_conformance import ConformanceSuite
-from dask_deploy_conformance.suite import LeakChecks
 from dask_deploy_k8s.testing import Emulator
 
 REAL = os.environ.get("DASK_DEPLOY_K8S_KUBECONFIG")
@@ -51,12 +50,3 @@ class TestK8sConformance(ConformanceSuite):
         # API server the default way, through $KUBECONFIG.
         path = REAL or request.getfixturevalue("emulator").kubeconfig
         monkeypatch.setenv("KUBECONFIG", path)
-
-    def test_no_leak_after_close_during_start(self, deploy_cluster: Any, deploy_timeout: float) -> None:
-        """Held to pass here, although the suite marks it xfail(strict) for a core bug.
-
-        The core bug (a start that goes on after close) leaves nothing behind on k8s: a start
-        hook still in flight when teardown ran sees the cluster closed after its API call,
-        deletes what that call made and gives up, and teardown waits for it.
-        """
-        LeakChecks.test_no_leak_after_close_during_start(self, deploy_cluster, deploy_timeout)
