@@ -175,3 +175,32 @@ def test_adapt_scales_up_under_load_and_back_down(no_leaked_processes: None, wai
         del futures
         wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 120, "scale down to 1")
         wait_until(lambda: len(cluster.handles) == 1, 60, "stopped units to be forgotten")
+
+
+def test_detached_agent_outlives_clients_that_hang_up_abruptly(state_dir: str, wait_until: Any) -> None:
+    """A client of a detached agent may vanish at any moment (a dropped SSH session)."""
+    import socket
+    import struct
+
+    sock = os.path.join(state_dir, "agent.sock")
+    agent = subprocess.Popen([sys.executable, "-m", "dask_deploy._agent", "--cluster", "hangup",
+                              "--listen", sock], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: os.path.exists(sock), 60, "the agent's socket")
+        for _ in range(3):  # connect and reset at once, before reading the agent's greeting
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(sock)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        with socket.socket(socket.AF_UNIX) as s:  # and it still answers the next client
+            s.connect(sock)
+            s.sendall(b'{"op": "ps"}\n')
+            got = b""
+            while b'"ps"' not in got:
+                chunk = s.recv(65536)
+                assert chunk, f"the agent hung up (exit code {agent.poll()})"
+                got += chunk
+        assert agent.poll() is None
+    finally:
+        agent.kill()
+        agent.wait()

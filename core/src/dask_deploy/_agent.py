@@ -319,8 +319,12 @@ def main(argv: list[str] | None = None) -> None:
             if key.data == "accept" and server is not None:
                 fd = server.accept()[0].detach()
                 conn = _Conn(fd, functools.partial(os.write, fd), owner=False)
-                for line in [{"op": "ready", "pid": os.getpid()}, *agent.replay()]:
-                    conn.write((json.dumps(line) + "\n").encode())
+                try:
+                    for line in [{"op": "ready", "pid": os.getpid()}, *agent.replay()]:
+                        conn.write((json.dumps(line) + "\n").encode())
+                except OSError:  # the client already hung up: it must not take the agent along
+                    os.close(fd)
+                    continue
                 conns[fd] = conn
                 sel.register(fd, selectors.EVENT_READ, "conn")
                 continue

@@ -269,8 +269,7 @@ async def test_discover_and_remove_orphans(ssh_options: dict[str, Any], sshd: An
         async with asyncssh.connect(sshd.host, **sshd.connect_options) as conn:
             await conn.run(f"setsid {sshd.python} -m dask_deploy._agent --cluster {orphan} "
                            f"--grace 0 --listen {sock} </dev/null >/dev/null 2>&1 &", check=True)
-            # Read the agent's answers up to "started" before hanging up: closing a socket
-            # with unread data resets it, and the agent does not survive a reset (core bug).
+            # Read the agent's answers up to "started": then the worker exists when we hang up.
             drive = (f"import socket, time\ns = socket.socket(socket.AF_UNIX)\n"
                      f"for _ in range(600):\n    try: s.connect({sock!r}); break\n"
                      f"    except OSError: time.sleep(0.1)\ns.sendall({start!r}.encode() + b'\\n')\n"
