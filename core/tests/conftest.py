@@ -2,25 +2,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable
 
 import psutil
 import pytest
+from dask_deploy_conformance import wait_for as wait_until
 from hypothesis import settings
 
 settings.register_profile("ci", max_examples=40, deadline=None)
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
-
-
-def wait_until(cond: Callable[[], object], timeout: float = 60, what: str = "condition") -> None:
-    """Poll ``cond`` until it is true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def agents_of(cluster_name: str) -> list[psutil.Process]:

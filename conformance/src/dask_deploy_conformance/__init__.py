@@ -4,7 +4,8 @@
   classes to subclass (:class:`ConformanceSuite`), see the README;
 * the ``fake`` backend (in-process workers with fault-injection switches, :class:`FakeOptions`);
 * a catalogue of deliberately broken backends (:mod:`dask_deploy_conformance.broken`);
-* :func:`main`, the ``dask-deploy conformance NAME`` command.
+* :func:`main`, the ``dask-deploy conformance NAME`` command;
+* :func:`wait_for`, the polling wait that the checks (and our own tests) use.
 
 Importing this package is light: names load on first use.
 """
@@ -33,11 +34,13 @@ __all__ = [
     "kill_worker",
     "main",
     "settings_for",
+    "wait_for",
 ]
 
 _WHERE = {
     "FakeBackend": "._fake", "FakeOptions": "._fake",
     "Faults": "._support", "default_faults": "._support", "kill_worker": "._support",
+    "wait_for": "._support",
     "PROFILES": "._profiles", "settings_for": "._profiles",
     "main": "._cli",
     **{name: ".suite" for name in __all__ if name.endswith(("Checks", "Suite"))},

@@ -218,16 +218,22 @@ def describe(cluster: Any) -> str:
     return "\n".join(lines)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str,
-             cluster: Any = None, interval: float = 0.05) -> None:
-    """Poll ``predicate`` until it is true; fail with ``what`` and the cluster's state if not."""
+def wait_for(predicate: Callable[[], Any], timeout: float = 120.0, what: str = "a condition",
+             cluster: Any = None, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it is truthy and return that value; on timeout fail naming
+    ``what``, the last value and (given ``cluster``) the cluster's state.
+
+    Tests share it (also outside the suite): the default timeout is generous because other
+    test runs share the machine's cores; it only matters when the wait fails.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        if predicate():
-            return
+        if value := predicate():
+            return value
         if time.monotonic() > deadline:
             detail = f"\n{describe(cluster)}" if cluster is not None else ""
-            raise AssertionError(f"timed out after {timeout:g}s waiting until {what}{detail}")
+            raise AssertionError(f"timed out after {timeout:g}s waiting until {what} "
+                                 f"(last: {value!r}){detail}")
         time.sleep(interval)
 
 

@@ -9,25 +9,16 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from dask_deploy_cloud.testing import MotoServer, TaskRunner, emulated_aws
+from dask_deploy_conformance import wait_for as wait_until
 
 REGION = "us-east-1"
 LOOPBACK = "dask_deploy_cloud.testing:loopback"
-
-
-def wait_until(cond: Callable[[], object], timeout: float = 90, what: str = "condition") -> None:
-    """Poll ``cond`` until it is true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(name="wait_until")

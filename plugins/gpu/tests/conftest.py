@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import dask.config
 import psutil
 import pytest
+from dask_deploy_conformance import wait_for as wait_until
 from dask_deploy_gpu import _fake_nvml
 from dask_deploy_gpu._nvml import FAKE_ENV
-
-
-def wait_until(cond: Callable[[], object], timeout: float = 60, what: str = "condition") -> None:
-    """Poll ``cond`` until it is true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _live_children() -> set[int]:

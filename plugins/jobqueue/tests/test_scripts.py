@@ -18,6 +18,7 @@ from pathlib import Path
 import dask.config
 import pytest
 from dask_deploy import TLS, Cluster, ClusterSpec, SpecError, WorkerSpec
+from dask_deploy_conformance import wait_for as wait_until
 from dask_deploy_jobqueue import (
     HTCondorOptions,
     LSFOptions,
@@ -28,7 +29,6 @@ from dask_deploy_jobqueue import (
 )
 from dask_deploy_jobqueue._backend import JobqueueBackend, lifetime
 from dask_deploy_jobqueue._options import default_processes, defaults, parse_walltime
-from dask_deploy_jobqueue.testing import wait_until
 
 OPTS = {"slurm": SLURMOptions, "pbs": PBSOptions, "sge": SGEOptions, "lsf": LSFOptions,
         "htcondor": HTCondorOptions}

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 from dask_deploy import Cluster, ClusterSpec, CrashLoopError, Phase
+from dask_deploy_conformance import wait_for as wait_until
 from dask_deploy_jobqueue import SLURMOptions, job_script
 from dask_deploy_jobqueue._backend import JobqueueBackend
-from dask_deploy_jobqueue.testing import LocalSlurm, wait_until
+from dask_deploy_jobqueue.testing import LocalSlurm
 from distributed import Client
 
 T = 120  # seconds: generous, the machine is shared

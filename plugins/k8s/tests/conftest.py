@@ -13,20 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dask_deploy_conformance import wait_for as wait_until
 from dask_deploy_k8s.testing import ApiServer, Emulator, kubeconfig
 from kubernetes_asyncio import client, config
 
 HERE = Path(__file__).parent
 CI = os.environ.get("CI") == "true"
-
-
-def wait_until(cond: Callable[[], object], timeout: float = 60, what: str = "condition") -> None:
-    """Poll ``cond`` until it is true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 async def async_wait_until(cond: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:

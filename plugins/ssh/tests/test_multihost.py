@@ -17,22 +17,12 @@ from typing import Any
 
 import pytest
 from dask_deploy import Cluster
+from dask_deploy_conformance import wait_for as wait_until
 from distributed import Client
 
 pytestmark = pytest.mark.filterwarnings("ignore::distributed.versions.VersionMismatchWarning")
 
 TIMEOUT = 120
-
-
-def wait_until(cond: Any, what: str, timeout: float = TIMEOUT) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +77,7 @@ def test_workers_of_a_lost_host_are_replaced_on_the_others(hosts: Any) -> None:
         hosts.link(3, up=False)
         try:
             # Replaced on host 2, without tripping the crash-loop limit (max_failures=5).
-            wait_until(lambda: worker_hosts(cluster) == [h2, h2], "both workers on host 2")
+            wait_until(lambda: worker_hosts(cluster) == [h2, h2], what="both workers on host 2")
             assert cluster.error is None
             with Client(cluster) as client:
                 assert client.submit(lambda: 2).result(timeout=TIMEOUT) == 2
@@ -95,6 +85,6 @@ def test_workers_of_a_lost_host_are_replaced_on_the_others(hosts: Any) -> None:
             hosts.link(3, up=True)
         # Host 3 is back: the backend reconnects by itself and places new workers there again.
         lost = next(h for h in cluster.backend._hosts.values() if h.address == h3)
-        wait_until(lambda: lost.up, "the backend to reconnect to host 3")
+        wait_until(lambda: lost.up, what="the backend to reconnect to host 3")
         cluster.scale(3)
-        wait_until(lambda: worker_hosts(cluster) == [h2, h2, h3], "a new worker on host 3")
+        wait_until(lambda: worker_hosts(cluster) == [h2, h2, h3], what="a new worker on host 3")

@@ -15,32 +15,19 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dask_deploy import BackendError, Cluster, ClusterSpec, SpecError
+from dask_deploy_conformance import wait_for as wait_until
 from dask_deploy_ssh import SSHOptions
 from distributed import Client
 
 pytestmark = pytest.mark.filterwarnings("ignore::distributed.versions.VersionMismatchWarning")
 
 TIMEOUT = 120  # generous: other test runs share these 2 cores
-
-
-def wait_until(cond: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    """Poll ``cond`` until it is truthy; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
-        time.sleep(0.05)
 
 
 def new_name() -> str:
@@ -115,15 +102,15 @@ def test_scale_up_and_down_after_start_with_client_work(ssh_options: dict[str, A
             assert client.submit(sum, range(10)).result(timeout=TIMEOUT) == 45
             # One agent on the host, every worker forked from it.
             running = wait_until(lambda: len(procs(ssh_harness, name)) == 4 and procs(ssh_harness, name),
-                                 "an agent and 3 workers on the host")
+                                 what="an agent and 3 workers on the host")
             agents = [p for p in running if p[1] not in {q[0] for q in running}]
             assert len(agents) == 1
             assert all(p[1] == agents[0][0] for p in running if p is not agents[0])
 
             cluster.scale(1)
-            wait_until(lambda: n_workers(cluster) == 1, "scale down to 1 worker")
-            wait_until(lambda: len(procs(ssh_harness, name)) == 2, "2 workers gone from the host")
-    wait_until(lambda: not procs(ssh_harness, name), "nothing left on the host after close")
+            wait_until(lambda: n_workers(cluster) == 1, what="scale down to 1 worker")
+            wait_until(lambda: len(procs(ssh_harness, name)) == 2, what="2 workers gone from the host")
+    wait_until(lambda: not procs(ssh_harness, name), what="nothing left on the host after close")
 
 
 def test_remote_scheduler_tls_and_dashboard_through_forward(ssh_options: dict[str, Any], sshd: Any,
@@ -153,7 +140,7 @@ def test_remote_scheduler_tls_and_dashboard_through_forward(ssh_options: dict[st
             assert client.submit(lambda: 7).result(timeout=TIMEOUT) == 7
         logs = cluster.get_logs(cluster=False, workers=False)
         assert "Scheduler at:" in logs["Scheduler"]
-    wait_until(lambda: not procs(ssh_harness, name), "nothing left on the host after close")
+    wait_until(lambda: not procs(ssh_harness, name), what="nothing left on the host after close")
     with pytest.raises(OSError):  # the forward was closed with the cluster
         urllib.request.urlopen(f"{route}/health", timeout=10)
 
@@ -221,7 +208,7 @@ def test_workers_die_when_the_client_dies(ssh_options: dict[str, Any], ssh_harne
         client.send_signal(signal.SIGKILL)  # no atexit, no close: only the TCP connection ends
         client.wait()
         wait_until(lambda: not procs(ssh_harness, name),
-                   "the host's agent to stop its workers after losing the client")
+                   what="the host's agent to stop its workers after losing the client")
     finally:
         if client.poll() is None:
             client.kill()
@@ -242,14 +229,14 @@ def test_logs_of_a_killed_worker(ssh_options: dict[str, Any], ssh_harness: Any) 
         os.kill(killed, signal.SIGKILL)
         # The reconciler sees the failure and starts the unit again (same name, new process).
         wait_until(lambda: n_workers(cluster) == 1 and len(worker_pids()) == 1
-                   and killed not in worker_pids(), "the killed worker to be replaced")
+                   and killed not in worker_pids(), what="the killed worker to be replaced")
         assert "killed by signal 9" in cluster.get_logs(scheduler=False, workers=False)["Cluster"]
         # Its log (a file on the host) still holds the dead process's lines.
         text = cluster.sync(cluster.logs_of, unit)
         assert text.count("Start worker at:") == 2 and unit in text
         # And after scale-down, the stopped unit's log is still there to read.
         cluster.scale(0)
-        wait_until(lambda: n_workers(cluster) == 0 and not worker_pids(), "scale down to 0")
+        wait_until(lambda: n_workers(cluster) == 0 and not worker_pids(), what="scale down to 0")
         text = cluster.get_logs(scheduler=False)[unit]
         assert text.count("Start worker at:") == 2
 
@@ -275,7 +262,7 @@ async def test_discover_and_remove_orphans(ssh_options: dict[str, Any], sshd: An
                      f"    except OSError: time.sleep(0.1)\ns.sendall({start!r}.encode() + b'\\n')\n"
                      f"got = b''\nwhile b'started' not in got:\n    got += s.recv(65536)\n")
             await conn.run(f"{sshd.python} -c {shlex.quote(drive)}", check=True)
-        wait_until(lambda: len(procs(ssh_harness, orphan)) == 2, "the orphan agent and its worker")
+        wait_until(lambda: len(procs(ssh_harness, orphan)) == 2, what="the orphan agent and its worker")
 
         # `dask-deploy gc --dry-run` lists it.
         from dask_deploy._gc import collect_garbage

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["LocalSlurm", "ensure_packages", "local_slurm", "wait_until"]
+__all__ = ["LocalSlurm", "ensure_packages", "local_slurm"]
 
 _PACKAGES = ("sbatch", "squeue", "scancel", "slurmctld", "slurmd", "munged")
 _CI_SETUP = Path(__file__).resolve().parents[2] / "ci-setup.sh"
@@ -224,12 +224,3 @@ def local_slurm() -> Iterator[LocalSlurm]:
     finally:
         slurm.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def wait_until(cond: object, timeout: float = 60.0, what: str = "condition") -> None:
-    """Poll ``cond()`` until it is true; raise AssertionError naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
