@@ -119,3 +119,21 @@ def test_remote_scheduler_is_placed_by_the_backend() -> None:
         assert any(n.endswith("-scheduler") for n in running(cluster.name))
         assert cluster.get_logs()["Scheduler"]
     assert running(cluster.name) == []
+
+
+def test_a_lost_hosts_worker_makes_way_for_its_replacement() -> None:
+    # The core drops a failed unit's worker that the scheduler still lists (an unreachable
+    # host), so that the replacement may register under the same name.
+    with from_name("fake", n_workers=1, max_failures=3) as cluster:
+        cluster.wait_for_workers(1, timeout=TIMEOUT)
+        ((worker, address),) = connected(cluster).items()
+
+        async def lose() -> None:
+            cluster.backend.lose(worker)
+
+        cluster.sync(lose)
+        wait_for(lambda: connected(cluster).get(worker) not in (None, address), TIMEOUT,
+                 "a replacement under the same name", cluster)
+        assert cluster.error is None
+        assert "Removed the lost worker" in cluster.get_logs(scheduler=False, workers=False)["Cluster"]
+    assert running(cluster.name) == []

@@ -8,7 +8,8 @@ nothing outlives the test process. It is built on the public hooks only, like
 the core's records.
 
 Faults are switched on with backend options (``Cluster.from_name("fake", fail_start=True)``)
-or at run time on the cluster's plugin object (``cluster.backend.inject(fail_starts=2)``):
+or at run time on the cluster's plugin object (``cluster.backend.inject(fail_starts=2)``,
+``cluster.backend.kill(worker)``, ``cluster.backend.lose(worker)``):
 
 ============== ===============================================================
 option         effect
@@ -158,6 +159,7 @@ class FakeBackend:
         self._mine: set[str] = set()  # what this plugin object started (teardown stops it)
         self._tasks: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None  # the cluster's, once it starts units
+        self._unreachable: list[Any] = []  # workers of lost hosts (see :meth:`lose`)
 
     # -- run-time fault injection ----------------------------------------------------------
 
@@ -186,6 +188,21 @@ class FakeBackend:
                     self._loop.call_soon_threadsafe(self._kill, unit, reason)
                 else:
                     self._kill(unit, reason)
+                return
+        raise KeyError(f"no running fake worker named {worker_name!r}")
+
+    def lose(self, worker_name: str) -> None:
+        """Lose the "host" of one worker: its unit reports FAILED, but the worker goes on
+        running and stays registered with the scheduler, out of the backend's reach (as on
+        a host behind a dropped link): stopping the unit does not stop it.
+
+        Call it on the cluster's event loop (``cluster.sync``). Teardown still removes it.
+        """
+        for unit in _WORLD.get(self.spec.name, {}).values():
+            if worker_name in unit.worker_names:
+                unit.fail("host lost: unreachable")
+                self._unreachable += unit.workers
+                unit.workers = []
                 return
         raise KeyError(f"no running fake worker named {worker_name!r}")
 
@@ -366,6 +383,9 @@ class FakeBackend:
         for fake in [f for n, f in _WORLD.get(cluster.name, {}).items() if n in self._mine]:
             with contextlib.suppress(Exception):
                 await self._stop(fake)
+        for worker in self._unreachable:
+            with contextlib.suppress(Exception):
+                await worker.close(nanny=False, executor_wait=False)
         for handle_name in [n for n in _SCHEDULERS.get(cluster.name, {}) if n in self._mine]:
             with contextlib.suppress(Exception):
                 await self.deploy_stop_scheduler(

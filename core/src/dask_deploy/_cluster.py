@@ -477,7 +477,11 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                 self._log(str(self.error))
             self._failures = decision.failures
             if decision.stop:
+                ended = (Phase.FAILED, Phase.GONE)
+                lost = [n for n in decision.stop if n in self.units and n in self._observed
+                        and self._observed[n].phase in ended]
                 await self._stop_units(decision.stop)
+                await self._forget(lost)
             if decision.start:
                 await self._start_units(decision.start, now)
 
@@ -515,6 +519,27 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             self._observed[unit.name] = Observed(Phase.PENDING, now)
         self._save_record()
         self._record(f"Started {len(units)} unit(s): {', '.join(u.name for u in units)}")
+
+    async def _forget(self, units: list[str]) -> None:
+        """Drop from the scheduler the workers of failed units that it still lists.
+
+        A worker on a host we lost (a dropped link, a dead node) stays listed until its TCP
+        connections time out (~30 s), and until then the scheduler refuses a replacement of
+        the same name ("duplicate name"), which would count towards the crash-loop limit.
+        Best effort: a worker that really died is dropped by the scheduler anyway.
+        """
+        comm = self.scheduler_comm
+        if comm is None:
+            return
+        names = {w for u in units for w in self.units[u].worker_names}
+        for address in [a for a, w in self.scheduler_info["workers"].items() if w.get("name") in names]:
+            try:
+                await asyncio.wait_for(comm.unregister(
+                    address=address, stimulus_id=f"dask-deploy-lost-{time.time()}"), 30)
+            except Exception as e:
+                self._log(f"could not tell the scheduler that worker {address} is gone: {e}")
+            else:
+                self._record(f"Removed the lost worker {address} from the scheduler")
 
     async def _stop_units(self, names: Iterable[str]) -> None:
         names = list(names)

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import ipaddress
 import shlex
-import time
 import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -129,7 +128,6 @@ class SSHBackend:
         self._agents: dict[str, _Placed] = {}  # unit or scheduler name -> where it runs
         self._forwards: dict[str, asyncssh.SSHListener] = {}
         self._closing = False
-        self._scheduler_address: str | None = None  # where workers were last sent
 
     # -- connections and agents ---------------------------------------------------------
 
@@ -392,7 +390,6 @@ class SSHBackend:
     async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
                                    units: Sequence[Unit]) -> list[Handle]:
         opts = self._options()
-        self._scheduler_address = scheduler_address
         candidates = opts.worker_hosts(cluster.scheduler.placement == "remote")
         if not any(self._hosts[self._entries[i]].up for i in candidates):
             # Every worker host was lost: try them once more before refusing.
@@ -447,9 +444,6 @@ class SSHBackend:
         """Stop units (or the scheduler) by name, each through the agent that started it."""
         grace = self._options().stop_grace
         placed = [self._agents[u] for u in units if u in self._agents]  # unknown: gone already
-        lost = [n for p in placed if not p.agent.alive for n in p.names]
-        if lost and not any(n.endswith("-scheduler") for n in lost):
-            await self._forget(cluster, lost)
         by_agent: dict[int, tuple[AgentClient, list[str]]] = {}
         for p in placed:
             by_agent.setdefault(id(p.agent), (p.agent, []))[1].extend(p.names)
@@ -463,32 +457,6 @@ class SSHBackend:
                 done.host.units.discard(unit)
         if stuck:
             raise BackendError(f"{sorted(stuck)} of {cluster.name} did not stop within {grace + 5:g}s")
-
-    async def _forget(self, cluster: ClusterSpec, names: Sequence[str]) -> None:
-        """Tell the scheduler that these workers, on a host we lost, are gone.
-
-        Their host cannot be reached, so the scheduler would notice only when its TCP
-        connections time out (~30 s), and until then it refuses a replacement that has the
-        same name ("duplicate name"), which would count as failures towards the crash-loop
-        limit. Best effort: the scheduler may have dropped them already.
-        """
-        if self._scheduler_address is None:
-            return
-        from distributed.core import rpc
-        from distributed.security import Security
-
-        security = cluster.tls.security() if cluster.tls else Security()
-        try:
-            async with rpc(self._scheduler_address,
-                           connection_args=security.get_connection_args("client")) as scheduler:
-                info = await asyncio.wait_for(scheduler.identity(), 30)
-                for address, worker in info.get("workers", {}).items():
-                    if worker.get("name") in names:
-                        await asyncio.wait_for(scheduler.unregister(
-                            address=address, stimulus_id=f"dask-deploy-host-lost-{time.time()}"), 30)
-        except Exception as e:
-            warnings.warn(f"could not tell the scheduler that {list(names)} are gone: {e}",
-                          RuntimeWarning, stacklevel=2)
 
     @hookimpl
     async def deploy_poll(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> list[Status]:
