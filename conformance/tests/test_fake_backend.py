@@ -63,6 +63,18 @@ def test_never_connect_runs_but_never_joins() -> None:
         cluster.wait_for_workers(1, timeout=TIMEOUT)
 
 
+def test_a_queued_unit_waits_beyond_start_timeout_unless_queue_timeout_says_otherwise() -> None:
+    # start_delay keeps a unit PENDING ("queued"): start_timeout only counts once it runs.
+    with from_name("fake", n_workers=1, start_delay=2, start_timeout=0.5, max_failures=1) as cluster:
+        cluster.wait_for_workers(1, timeout=TIMEOUT)
+        assert cluster.error is None
+    with (
+        from_name("fake", n_workers=1, start_delay=60, queue_timeout=0.5, max_failures=1) as cluster,
+        pytest.raises(CrashLoopError, match=r"still queued after queue_timeout=0\.5s"),
+    ):
+        cluster.wait_for_workers(1, timeout=TIMEOUT)
+
+
 def test_crash_after_kills_and_the_worker_is_replaced() -> None:
     with from_name("fake", n_workers=1, crash_after=0.3, max_failures=50) as cluster:
         cluster.wait_for_workers(1, timeout=TIMEOUT)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from dask_deploy._reconcile import Failures, Observed, Policy, reconcile
 from dask_deploy._specs import Phase
 from hypothesis import given
@@ -59,12 +61,21 @@ def test_crash_loop_limit_stops_all_starts_with_reason() -> None:
     assert reconcile({"c-0", "c-1"}, {}, f, 10_000, P).start == ()
 
 
-def test_unit_that_never_connects_is_failed_after_start_timeout() -> None:
-    pending = {"c-0": Observed(Phase.PENDING, started_at=0)}
-    assert reconcile({"c-0"}, pending, Failures(), 9, P).stop == ()
-    d = reconcile({"c-0"}, pending, Failures(), 11, P)
+def test_unit_that_never_connects_is_failed_start_timeout_after_it_runs() -> None:
+    running = {"c-0": Observed(Phase.RUNNING, started_at=0, running_at=100)}
+    assert reconcile({"c-0"}, running, Failures(), 109, P).stop == ()  # queued 100 s: fine
+    d = reconcile({"c-0"}, running, Failures(), 111, P)
     assert d.stop == ("c-0",)
-    assert "did not connect" in d.failed[0][1] and "still queued" in d.failed[0][1]
+    assert "did not connect" in d.failed[0][1] and "start_timeout=10" in d.failed[0][1]
+
+
+def test_queued_unit_waits_unless_a_queue_timeout_is_set() -> None:
+    queued = {"c-0": Observed(Phase.PENDING, started_at=0)}
+    assert reconcile({"c-0"}, queued, Failures(), 10_000, P).stop == ()  # a long queue is normal
+    limited = dataclasses.replace(P, queue_timeout=50)
+    assert reconcile({"c-0"}, queued, Failures(), 49, limited).stop == ()
+    d = reconcile({"c-0"}, queued, Failures(), 51, limited)
+    assert d.stop == ("c-0",) and "queue_timeout=50" in d.failed[0][1]
 
 
 def test_connected_unit_is_never_timed_out() -> None:

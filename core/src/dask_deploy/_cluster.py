@@ -47,8 +47,8 @@ __all__ = ["SpecCluster", "attach", "from_name"]
 GENERIC_OPTIONS = (
     "name", "n_workers", "threads_per_worker", "memory_limit", "resources", "gpus", "env",
     "image", "worker_options", "scheduler", "host", "scheduler_port", "dashboard_address",
-    "scheduler_options", "idle_timeout", "start_timeout", "max_failures", "shutdown_on_close",
-    "poll_interval",
+    "scheduler_options", "idle_timeout", "start_timeout", "queue_timeout", "max_failures",
+    "shutdown_on_close", "poll_interval",
     "asynchronous", "loop", "quiet", "silence_logs", "security", "dashboard_proxy_address",
     "dashboard_token",
 )
@@ -130,6 +130,7 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
         scheduler=scheduler,
         n_workers=g.get("n_workers", 0),
         start_timeout=g.get("start_timeout", dask.config.get("deploy.start-timeout", 60)),
+        queue_timeout=g.get("queue_timeout", dask.config.get("deploy.queue-timeout", None)),
         max_failures=g.get("max_failures", dask.config.get("deploy.max-failures", 5)),
         shutdown_on_close=g.get("shutdown_on_close", True),
         poll_interval=g.get("poll_interval", dask.config.get("deploy.poll-interval", 1.0)),
@@ -204,7 +205,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         self.handles: dict[str, Handle] = {}  # started
         self._observed: dict[str, Observed] = {}
         self._failures = Failures()
-        self._policy = Policy(start_timeout=spec.start_timeout, max_failures=spec.max_failures,
+        self._policy = Policy(start_timeout=spec.start_timeout, queue_timeout=spec.queue_timeout,
+                              max_failures=spec.max_failures,
                               **dask.config.get("deploy.backoff", default={}))
         self._counter = 0
         self._kick: asyncio.Event | None = None  # created on the loop in _start
@@ -498,7 +500,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                 if handle.name in self.units else False
             self._observed[handle.name] = dataclasses.replace(
                 old, phase=status.phase, reason=status.reason, connected=connected,
-                connected_at=old.connected_at or (now if connected else None))
+                connected_at=old.connected_at or (now if connected else None),
+                running_at=old.running_at or (now if status.phase is not Phase.PENDING else None))
 
     async def _start_units(self, names: Iterable[str], now: float) -> None:
         units = [self.units[n] for n in names]

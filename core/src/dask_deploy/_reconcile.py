@@ -24,6 +24,8 @@ class Observed:
     phase: Phase
     started_at: float
     reason: str = ""
+    #: When the backend first reported it past PENDING (out of the queue; None: not yet).
+    running_at: float | None = None
     #: When all of the unit's workers were first seen in the scheduler (None: not yet).
     connected_at: float | None = None
     #: Whether all of its workers are in the scheduler right now.
@@ -43,7 +45,10 @@ class Failures:
 
 @dataclass(frozen=True)
 class Policy:
+    #: Seconds from leaving the queue (RUNNING) to connected.
     start_timeout: float = 60.0
+    #: Seconds a unit may stay PENDING (queued); None: no limit.
+    queue_timeout: float | None = None
     max_failures: int = 5
     backoff_base: float = 0.5
     backoff_max: float = 30.0
@@ -70,9 +75,15 @@ def _failure_reason(name: str, obs: Observed, now: float, policy: Policy) -> str
         if obs.connected_at is not None and now - obs.connected_at >= policy.stable_after:
             return None
         return obs.reason or "exited before it was up"
-    if obs.connected_at is None and now - obs.started_at > policy.start_timeout:
-        state = "still queued" if obs.phase is Phase.PENDING else "running"
-        return f"did not connect to the scheduler within {policy.start_timeout:g}s ({state})"
+    if obs.connected_at is not None:
+        return None
+    if obs.running_at is None:  # still queued: only the queue timeout applies
+        if policy.queue_timeout is not None and now - obs.started_at > policy.queue_timeout:
+            return f"still queued after queue_timeout={policy.queue_timeout:g}s"
+        return None
+    if now - obs.running_at > policy.start_timeout:
+        return (f"running, but did not connect to the scheduler within "
+                f"start_timeout={policy.start_timeout:g}s")
     return None
 
 
@@ -86,8 +97,9 @@ def reconcile(
     """Decide what to start and stop so that the started units converge to ``desired``.
 
     * started but not desired: stop;
-    * desired, failed or gone, or not connected after ``start_timeout``: stop, and count a
-      failure unless it ran for ``stable_after`` and left cleanly; it is started again later;
+    * desired, failed or gone, or not connected ``start_timeout`` after it left the queue,
+      or queued longer than ``queue_timeout``: stop, and count a failure unless it ran for
+      ``stable_after`` and left cleanly; it is started again later;
     * desired and not started: start, unless backing off (``backoff_base * 2**(n-1)``
       seconds after the n-th consecutive failure) or the crash-loop limit has tripped;
     * a unit that has stayed connected ``stable_after`` seconds since the last failure

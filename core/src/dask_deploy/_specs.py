@@ -190,7 +190,12 @@ class ClusterSpec:
     worker: WorkerSpec = field(default_factory=WorkerSpec)
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     n_workers: int = 0
+    #: Seconds a unit may be running (process up, job started, pod scheduled) without its
+    #: workers connecting before it counts as failed.
     start_timeout: float = 60.0
+    #: Seconds a unit may wait in the backend's queue (PENDING: a queued job, an unscheduled
+    #: pod, a provisioning task) before it counts as failed. None: wait as long as it takes.
+    queue_timeout: float | None = None
     max_failures: int = 5
     shutdown_on_close: bool = True
     #: Seconds between reconcile rounds (each polls the backend once).
@@ -208,6 +213,8 @@ class ClusterSpec:
             )
         _positive_int(self.n_workers, "n_workers", minimum=0)
         _positive_float(self.start_timeout, "start_timeout")
+        if self.queue_timeout is not None:
+            _positive_float(self.queue_timeout, "queue_timeout")
         _positive_int(self.max_failures, "max_failures")
         _positive_float(self.poll_interval, "poll_interval")
 

@@ -112,9 +112,10 @@ async def deploy_start_scheduler(cluster: ClusterSpec) -> SchedulerInfo:
     ``"local"`` scheduler itself). Return only once the scheduler accepts connections, with
     an address this client can dial. Tag what you start with ``cluster.name``. Raise
     :class:`~dask_deploy.StartTimeout` if it does not come up within
-    ``cluster.start_timeout`` and :class:`~dask_deploy.BackendError` for any other failure;
-    clean up whatever you started before raising. Backends without remote placement leave
-    it unimplemented.
+    ``cluster.start_timeout`` (counted once it left the backend's queue, where
+    ``cluster.queue_timeout``, if set, bounds the wait) and :class:`~dask_deploy.BackendError`
+    for any other failure; clean up whatever you started before raising. Backends without
+    remote placement leave it unimplemented.
     """
 
 
@@ -144,7 +145,9 @@ async def deploy_start_workers(
     Each unit's workers must join ``scheduler_address`` with the names ``unit.worker_names``.
     Return as soon as the units are *accepted* (submitted, created,
     forked): readiness is observed through ``deploy_poll`` and the scheduler, and the core
-    fails a unit that has not connected after ``cluster.start_timeout``. Tag everything with
+    fails a unit that has not connected ``cluster.start_timeout`` seconds after ``deploy_poll``
+    first reported it past PENDING (or that stayed PENDING longer than
+    ``cluster.queue_timeout``, when set). Tag everything with
     ``cluster.name``. Raise :class:`~dask_deploy.BackendError` if the batch was refused (the
     core counts it as one failure per unit and backs off); clean up partial starts first.
     """

@@ -189,3 +189,19 @@ def test_poll_reports_pending_with_the_reason(slurm: LocalSlurm, log_dir: str) -
     status, after = asyncio.run(scenario())
     assert status.phase is Phase.PENDING and "JobHeldUser" in status.reason
     assert after.phase is Phase.FAILED and "CANCELLED" in after.reason  # it never ran
+
+
+def test_queue_timeout_bounds_the_wait_of_a_queued_job(slurm: LocalSlurm, log_dir: str) -> None:
+    """A held job is queued (PENDING): start_timeout does not apply, queue_timeout does."""
+    from dask_deploy import StartTimeout
+
+    held = {"job_extra_directives": ["--hold"], "queue_timeout": 3}
+    with (
+        cluster(log_dir, "queued", n_workers=1, max_failures=1, **held) as c,
+        pytest.raises(CrashLoopError, match=r"still queued after queue_timeout=3s"),
+    ):
+        c.wait_for_workers(1, timeout=T)
+    # a remote scheduler's job too: the start fails and its job is cancelled
+    with pytest.raises(StartTimeout, match=r"queue_timeout=3s \(still queued\)"):
+        cluster(log_dir, "queuedsched", scheduler="remote", start_timeout=1, **held)
+    assert "queuedsched" not in slurm.run("squeue", "--noheader", "--format=%j")

@@ -494,9 +494,13 @@ class JobqueueBackend:
             return handle
 
         handle: Handle = await self._shielded(submit())
-        deadline = time.monotonic() + cluster.start_timeout
+        # Queued: as long as queue_timeout allows (None: as long as it takes); then running:
+        # start_timeout to write its address.
+        queued_until = None if cluster.queue_timeout is None else time.monotonic() + cluster.queue_timeout
+        deadline: float | None = None
+        timeout = f"start_timeout={cluster.start_timeout:g}s"
         try:
-            while time.monotonic() < deadline:
+            while deadline is None or time.monotonic() < deadline:
                 ident = self._read_scheduler_file()
                 if ident is not None:
                     address = ident["address"]
@@ -508,6 +512,11 @@ class JobqueueBackend:
                     raise BackendError(
                         f"the scheduler job {handle.backend_id} of {cluster.name} ended before it "
                         f"was up ({status.reason}); its output:\n{self._read_log(handle)[-2000:]}")
+                if status.phase is Phase.RUNNING and deadline is None:
+                    deadline = time.monotonic() + cluster.start_timeout
+                elif queued_until is not None and deadline is None and time.monotonic() > queued_until:
+                    timeout = f"queue_timeout={cluster.queue_timeout:g}s (still queued)"
+                    break
                 await asyncio.sleep(0.2)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -516,7 +525,7 @@ class JobqueueBackend:
         with contextlib.suppress(Exception):
             await self._stop([handle])
         raise StartTimeout(f"the scheduler job {handle.backend_id} of {cluster.name} did not write "
-                           f"{self.scheduler_file} within start_timeout={cluster.start_timeout:g}s")
+                           f"{self.scheduler_file} within {timeout}")
 
     def _read_scheduler_file(self) -> dict[str, Any] | None:
         try:

@@ -333,7 +333,7 @@ def defaults(system: str, options_cls: type[JobqueueOptions]) -> dict[str, Any]:
         return memory // _job_processes(opts) if memory else "auto"
 
     out.update(threads_per_worker=threads, memory_limit=memory_limit, security=True,
-               poll_interval=2.0, start_timeout=3600.0)
+               poll_interval=2.0, start_timeout=300.0)
     return out
 
 
