@@ -79,6 +79,9 @@ def test_workers_of_a_lost_host_are_replaced_on_the_others(hosts: Any) -> None:
             # Replaced on host 2, without tripping the crash-loop limit (max_failures=5).
             wait_until(lambda: worker_hosts(cluster) == [h2, h2], what="both workers on host 2")
             assert cluster.error is None
+            # The scheduler could not hear from the lost worker: the core removed it, so that
+            # its replacement could take its name at once.
+            assert "Removed the lost worker" in cluster.get_logs(scheduler=False, workers=False)["Cluster"]
             with Client(cluster) as client:
                 assert client.submit(lambda: 2).result(timeout=TIMEOUT) == 2
         finally:
