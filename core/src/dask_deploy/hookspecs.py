@@ -204,12 +204,15 @@ async def deploy_discover(cluster: ClusterSpec, cluster_id: str | None) -> Seque
     """List what this backend still runs that is tagged with ``cluster_id``.
 
     With ``cluster_id=None``, everything tagged by dask-deploy that this backend can see
-    (for ``dask-deploy gc``). Include schedulers and units, running or pending. Called to
-    re-attach, to sweep orphans and by the conformance suite's leak checks, so it must ask
-    the backend itself, not the core's records. ``dask-deploy gc`` removes what it finds by
-    passing these handles to ``deploy_stop_workers`` (with ``cluster.name`` set to the
-    handle's cluster), so that hook must accept them. Leave unimplemented if the backend
-    cannot enumerate what it runs.
+    (for ``dask-deploy gc``). Include schedulers and units, running or pending, and also
+    whatever else you created for the cluster and must not leak (a Secret, a Service, a
+    security group, a log group): mark those with ``handle.data["kind"]`` naming what it
+    is. Called to re-attach, to sweep orphans and by the conformance suite's leak checks,
+    so it must ask the backend itself, not the core's records. ``dask-deploy gc`` removes
+    what it finds by passing these handles to ``deploy_stop_workers`` (with
+    ``cluster.name`` set to the handle's cluster), so that hook must accept every handle
+    this one returns, whatever its kind. Leave unimplemented if the backend cannot
+    enumerate what it runs.
     """
 
 
