@@ -274,6 +274,11 @@ class JobqueueBackend:
             proc.kill()
             await proc.wait()
             raise BackendError(f"{' '.join(argv)} did not answer within {_COMMAND_TIMEOUT:g}s") from e
+        except asyncio.CancelledError:  # e.g. a poll when the cluster closes: reap it now,
+            if proc.returncode is None:  # not when the event loop is already gone
+                proc.kill()
+            await proc.wait()
+            raise
         assert proc.returncode is not None
         return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace").strip()
 
