@@ -287,13 +287,20 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         self._lock = asyncio.Lock()
         prepare = asyncio.ensure_future(self._call("deploy_prepare"))
         try:
+            # Let it begin (e.g. spawn the local agent) before the in-process scheduler's
+            # constructor holds the loop: the two then boot side by side.
+            await asyncio.sleep(0)
             if self._attach_to is not None:
                 address = self._adopt(self._attach_to)
                 await prepare
             else:
                 address = await self._start_scheduler(prepare)
         except BaseException:
+            # Wait for the cancelled prepare to clean up (e.g. kill an agent it just spawned)
+            # before teardown runs and the loop may stop.
             prepare.cancel()
+            with contextlib.suppress(BaseException):
+                await prepare
             raise
         self.scheduler_comm = rpc(
             address, connection_args=self.security.get_connection_args("client"))
