@@ -262,8 +262,17 @@ def main(argv: list[str] | None = None) -> None:
     # The template: everything a worker needs is imported once, before any fork.
     import distributed
     import distributed.comm.tcp
+    import distributed.http.health
+    import distributed.http.statics
+    import distributed.http.worker.prometheus
     import distributed.scheduler
-    import distributed.worker  # noqa: F401
+    import distributed.versions
+    import distributed.worker
+    import tornado.platform.asyncio  # noqa: F401
+
+    # A worker sends the scheduler its package versions, read from package metadata once
+    # per process (about half of a forked worker's start): read them here, for all.
+    distributed.versions.get_versions()
 
     stdout = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
