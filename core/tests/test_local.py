@@ -69,6 +69,21 @@ def test_killed_worker_is_replaced_and_its_log_survives(no_leaked_processes: Non
         assert "t-kill-1 failed: t-kill-1: killed by signal 9" in logs["Cluster"]
 
 
+def test_a_killed_agent_is_replaced_with_its_workers(no_leaked_processes: None, wait_until: Any,
+                                                     agents_of: Any) -> None:
+    with Cluster.from_name("local", n_workers=2, name="t-agent") as cluster, Client(cluster) as client:
+        cluster.wait_for_workers(2, timeout=60)
+        (agent,) = agents_of("t-agent")
+        old = set(worker_pids(client).values())
+        agent.kill()  # its workers die with it (parent-death signal)
+        wait_until(lambda: [a for a in agents_of("t-agent") if a.pid != agent.pid], 60, "a new agent")
+        wait_until(lambda: len(client.scheduler_info()["workers"]) == 2
+                   and old.isdisjoint(worker_pids(client).values()), 60, "two workers of the new agent")
+        assert client.submit(sum, [1, 2]).result(timeout=60) == 3
+        assert cluster.error is None
+        assert "the local agent exited with code -9" in cluster.get_logs(scheduler=False)["Cluster"]
+
+
 def test_crash_loop_limit_surfaces_a_clear_error(no_leaked_processes: None) -> None:
     with Cluster.from_name("local", n_workers=1, worker_options={"no_such_option": 1},
                            max_failures=3, name="t-crash") as cluster:

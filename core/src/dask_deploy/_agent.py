@@ -377,6 +377,7 @@ class AgentClient:
         self.pid: int | None = None
         self.ready = asyncio.Event()
         self.alive = True
+        self.why_lost = ""
         self.running: dict[str, int] = {}
         self.exited: dict[str, dict[str, Any]] = {}
         self.schedulers: dict[str, dict[str, Any]] = {}
@@ -405,12 +406,13 @@ class AgentClient:
             self.errors.append(msg["message"])
         self._wake()
 
-    def lost(self) -> None:
-        """The agent is gone: so is everything it ran."""
+    def lost(self, why: str = "") -> None:
+        """The agent is gone (``why``: what is known of its end): so is everything it ran."""
         self.alive = False
+        self.why_lost = why
         for name, pid in list(self.running.items()):
-            self.exited[name] = {"name": name, "pid": pid, "code": -9,
-                                 "reason": "its agent went away", "stopped": False}
+            self.exited[name] = {"name": name, "pid": pid, "code": -9, "stopped": False,
+                                 "reason": "its agent went away" + (f" ({why})" if why else "")}
         self.running.clear()
         self.ready.set()
         self._wake()
@@ -435,7 +437,7 @@ class AgentClient:
         if not self.alive:
             from ._errors import BackendError
 
-            raise BackendError("the worker agent is gone; see the cluster log for why")
+            raise BackendError(f"the worker agent is gone ({self.why_lost or 'connection lost'})")
         self._send(json.dumps({"op": op, **fields}) + "\n")
 
     def start(self, name: str, role: str, kwargs: dict[str, Any], env: dict[str, str],

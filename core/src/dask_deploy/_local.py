@@ -91,14 +91,19 @@ class LocalBackend:
         self._agent: AgentClient | None = None
         self._reader: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock | None = None
+        self._closed = False  # torn down: never start an agent again
 
     async def agent(self) -> AgentClient:
         """The agent, started on first use (shared by the scheduler and all workers)."""
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            if self._agent is not None:
+            if self._closed:
+                raise BackendError(f"cluster {self.spec.name} is closed: no agent is started for it")
+            if self._agent is not None and self._agent.alive:
                 return self._agent
+            if self._reader is not None:  # it died: its children are gone; start a new one
+                await self._reader
             os.makedirs(self.logs, mode=0o700, exist_ok=True)
             if not self.spec.shutdown_on_close:
                 self._agent = await self._detached_agent()
@@ -154,7 +159,16 @@ class LocalBackend:
         assert reader is not None
         while line := await reader.readline():
             agent.feed(line.decode(errors="replace"))
-        agent.lost()
+        why = ""
+        if isinstance(stream, asyncio.subprocess.Process):
+            code = await stream.wait()
+            try:
+                with open(os.path.join(self.logs, "agent.log"), errors="replace") as f:
+                    tail = f.read()[-1500:].strip()
+            except OSError:
+                tail = ""
+            why = f"the local agent exited with code {code}" + (f"; its log ends:\n{tail}" if tail else "")
+        agent.lost(why)
 
     def _log(self, name: str) -> str:
         return os.path.join(self.logs, f"{name}.log")
@@ -263,6 +277,7 @@ class LocalBackend:
 
     @hookimpl
     async def deploy_teardown(self, cluster: ClusterSpec) -> None:
+        self._closed = True
         proc = self._proc
         if proc is not None and proc.returncode is None:
             assert proc.stdin is not None
