@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
 import pytest
@@ -216,6 +217,31 @@ def test_detached_agent_outlives_clients_that_hang_up_abruptly(state_dir: str, w
                 assert chunk, f"the agent hung up (exit code {agent.poll()})"
                 got += chunk
         assert agent.poll() is None
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+def test_agent_survives_workers_stopped_as_soon_as_they_are_forked(tmp_path: Any) -> None:
+    """A SIGTERM that reaches a worker before it has its own handlers is not the agent's."""
+    import json
+
+    agent = subprocess.Popen([sys.executable, "-m", "dask_deploy._agent", "--cluster", "t-race"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert agent.stdin is not None and agent.stdout is not None
+    try:
+        assert b'"ready"' in agent.stdout.readline()
+        for i in range(30):  # start and stop in one read: the stop lands right after the fork
+            start = {"op": "start", "name": f"t-race-{i}", "role": "worker", "env": {},
+                     "kwargs": {"scheduler_ip": "tcp://127.0.0.1:9"}, "log": str(tmp_path / f"{i}.log")}
+            stop = {"op": "stop", "names": [f"t-race-{i}"], "grace": 0}
+            agent.stdin.write(f"{json.dumps(start)}\n{json.dumps(stop)}\n".encode())
+            agent.stdin.flush()
+            time.sleep(0.05)  # one pair per read of the agent
+        agent.stdin.write(b'{"op": "ps"}\n')
+        agent.stdin.flush()
+        lines = iter(agent.stdout.readline, b"")
+        assert any(b'"op": "ps"' in line for line in lines), f"the agent ended (code {agent.wait()})"
     finally:
         agent.kill()
         agent.wait()

@@ -63,6 +63,10 @@ class _Child:
         self.reason = ""
 
 
+#: Signals whose agent handlers a newly forked child must never run.
+_FORK_BLOCKED = {signal.SIGTERM, signal.SIGCHLD}
+
+
 def _die_with_parent() -> None:
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -90,9 +94,13 @@ def _run_child(role: str, kwargs: dict[str, Any], env: dict[str, str], log: str,
     """In the forked child: detach from the agent's pipes, become a worker, never return."""
     code = 1
     try:
-        _die_with_parent()
+        # The agent's handlers write to its wake-up pipe: a SIGTERM for this new worker must
+        # not reach them (the agent would take it as its own and shut down). The signals
+        # were blocked across the fork; they are delivered, if pending, once ours are set.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORK_BLOCKED)
+        _die_with_parent()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(fd, 1)
@@ -155,9 +163,13 @@ class _Agent:
                 os.unlink(msg["log"] + ".json")
             kwargs["scheduler_file"] = msg["log"] + ".json"
         limit = kwargs.get("memory_limit")
-        pid = os.fork()
-        if pid == 0:
-            _run_child(role, kwargs, msg.get("env", {}), msg["log"], msg.get("tls"))
+        signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)  # see _run_child
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _run_child(role, kwargs, msg.get("env", {}), msg["log"], msg.get("tls"))
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORK_BLOCKED)
         child = _Child(name, pid, role, limit if isinstance(limit, int) else None,
                        kwargs.get("scheduler_file"))
         self.children[pid] = child
