@@ -245,3 +245,14 @@ def test_agent_survives_workers_stopped_as_soon_as_they_are_forked(tmp_path: Any
     finally:
         agent.kill()
         agent.wait()
+
+
+def test_a_stopped_adaptive_no_longer_scales(no_leaked_processes: None) -> None:
+    with Cluster.from_name("local", n_workers=0, name="t-adstop") as cluster:
+        adaptive = cluster.adapt(minimum=0, maximum=4)
+        adaptive.stop()
+        cluster.scale(1)
+        # An adapt step that was in flight when stop() came finishes now: the user's scale wins.
+        cluster.sync(adaptive.scale_up, 3)
+        cluster.sync(adaptive.scale_down, ["t-adstop-0"])
+        assert cluster.plan == {"t-adstop-0"}

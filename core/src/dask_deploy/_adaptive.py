@@ -1,4 +1,5 @@
-"""Adaptive scaling that never closes a worker which is still starting."""
+"""Adaptive scaling that never closes a worker which is still starting, and never acts
+after it was stopped."""
 
 from __future__ import annotations
 
@@ -40,3 +41,15 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
             if w in firmly or w not in to_close:
                 del self.close_counts[w]
         return {"status": "down", "workers": sorted(firmly)} if firmly else {"status": "same"}
+
+    # distributed's adapt() step awaits the scheduler, then scales, without looking again
+    # whether stop() came in between: a user's cluster.scale(n) right after adapt was turned
+    # off was then overridden by the step that was in flight. A stopped Adaptive does nothing.
+
+    async def scale_up(self, n: Any) -> None:
+        if self.state != "stopped":
+            await super().scale_up(n)
+
+    async def scale_down(self, workers: Any) -> None:
+        if self.state != "stopped":
+            await super().scale_down(workers)
