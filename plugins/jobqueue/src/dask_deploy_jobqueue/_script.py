@@ -101,6 +101,7 @@ def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequen
         lines += [f"{prefix}{words} &",
                   'pids="$pids $!"']
     lines += [
+        '[ -n "$stopping" ] && stop  # stopped while starting: reach the workers started since',
         "status=0",
         "while [ -n \"$pids\" ]; do",
         "  wait -n; rc=$?",
