@@ -11,8 +11,8 @@ import pytest
 from dask_deploy import ClusterSpec, SpecError, WorkerSpec
 from dask_deploy_gpu import expand as extension
 from dask_deploy_gpu._expand import PRELOAD
-from dask_deploy_gpu._fake_nvml import near_cpu
 from dask_deploy_gpu.plugin import CUDAOptions, expand_cuda
+from dask_deploy_testing.fake_nvml import near_cpu
 
 
 def spec(backend: str, **worker: Any) -> ClusterSpec:

@@ -155,8 +155,8 @@ class ApiServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m dask_deploy_k8s.testing``: serve until stdin closes or SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m dask_deploy_k8s.testing",
+    """``python -m dask_deploy_testing.k8s``: serve until stdin closes or SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m dask_deploy_testing.k8s",
                                      description="An emulated Kubernetes API server with a process kubelet")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -206,7 +206,7 @@ class Emulator:
         self.audit_log = os.path.join(workdir, "audit.jsonl")
 
     def start(self, timeout: float = 60) -> Emulator:
-        cmd = [self.python, "-m", "dask_deploy_k8s.testing", "--audit-log", self.audit_log]
+        cmd = [self.python, "-m", "dask_deploy_testing.k8s", "--audit-log", self.audit_log]
         if self.token:
             cmd += ["--token", self.token]
         if self.history:

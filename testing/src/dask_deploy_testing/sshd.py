@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-PLUGIN = HERE.parent
-WORKSPACE = PLUGIN.parent.parent
+# This module runs from the workspace (the testing member is never published): it reads the
+# ssh plugin's ci-setup.sh and core's sources from there.
+WORKSPACE = Path(__file__).resolve().parents[3]
+PLUGIN = WORKSPACE / "plugins" / "ssh"
 CORE = WORKSPACE / "core"
 USER = os.environ.get("DASK_DEPLOY_SSH_TEST_USER", "dask-ssh-test")
 SYSTEM_PYTHON = "/usr/bin/python3"

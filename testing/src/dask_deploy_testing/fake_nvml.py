@@ -1,7 +1,15 @@
 """TEST ONLY: a fake NVML patched onto the ``pynvml`` module, so GPU code runs without GPUs.
 
-Used only when ``DASK_DEPLOY_GPU_FAKE_NVML`` is set (see :mod:`._nvml`); nothing else imports
-it. The fake implements the handful of NVML calls this package makes, with the same return
+Nothing in a published package knows about it: a test switches it on explicitly.
+
+* In the test process: :func:`install` (and :func:`uninstall` afterwards) patches the NVML calls
+  of the ``pynvml`` module.
+* In processes the test starts (the local backend's agent and its workers are fresh
+  interpreters): :func:`environ` gives the variables that make them install the same fake at
+  start-up, through the ``sitecustomize`` module in :data:`SITE_DIR`, put first on
+  ``PYTHONPATH`` (it runs any ``sitecustomize`` it shadows, too).
+
+The fake implements the handful of NVML calls dask-deploy-gpu makes, with the same return
 shapes and the same ``pynvml.NVMLError`` subclasses as the real library, including the parts that
 matter for scheduling: device count, names, UUIDs, memory, MIG mode and instances, and each
 GPU's nearest CPUs as 64-bit affinity masks.
@@ -20,11 +28,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["gpus", "install", "near_cpu", "uninstall"]
+__all__ = ["ENV", "SITE_DIR", "environ", "gpus", "install", "near_cpu", "uninstall"]
+
+#: A JSON description of fake GPUs for processes started with :data:`SITE_DIR` on their path.
+ENV = "DASK_DEPLOY_TESTING_FAKE_NVML"
+#: The folder whose ``sitecustomize`` installs the fake described by :data:`ENV` at start-up.
+SITE_DIR = str(Path(__file__).with_name("_nvml_site"))
 
 #: Fake MIG slots per GPU (real A100/H100: up to 7; unused slots answer NOT_FOUND).
 MAX_MIG = 7
@@ -221,3 +235,14 @@ def uninstall() -> None:
         setattr(pynvml, name, fn)
     _saved.clear()
     _installed = None
+
+
+def environ(spec: dict[str, Any], base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables that make a new Python process (and what it forks) see the fake ``spec``.
+
+    ``base`` is the environment the process would get otherwise (default: ours): its
+    ``PYTHONPATH`` is kept, after :data:`SITE_DIR`.
+    """
+    base = os.environ if base is None else base
+    path = [SITE_DIR, *[p for p in base.get("PYTHONPATH", "").split(os.pathsep) if p and p != SITE_DIR]]
+    return {ENV: json.dumps(spec), "PYTHONPATH": os.pathsep.join(path)}

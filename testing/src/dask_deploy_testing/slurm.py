@@ -9,8 +9,8 @@ the project's ``INFRA.md``: ``proctrack/linuxproc`` and ``task/none`` (cgroups s
 teardown), ``OverSubscribe=FORCE:4`` so that eight one-core jobs run on two cores, and a
 node that resolves to 127.0.0.1.
 
-This is test infrastructure shipped in the package so that the tests, the conformance run
-and the benchmark share one harness; it is not needed to use the backend.
+Test infrastructure of the workspace's unpublished ``testing`` member, shared by the jobqueue
+tests, their conformance run and the benchmark; the published backend does not need it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from pathlib import Path
 __all__ = ["LocalSlurm", "ensure_packages", "local_slurm"]
 
 _PACKAGES = ("sbatch", "squeue", "scancel", "slurmctld", "slurmd", "munged")
-_CI_SETUP = Path(__file__).resolve().parents[2] / "ci-setup.sh"
+# The workspace's copy (this module is never published, so it always runs from a checkout).
+_CI_SETUP = Path(__file__).resolve().parents[3] / "plugins" / "jobqueue" / "ci-setup.sh"
 
 
 def ensure_packages() -> str | None:
