@@ -2,7 +2,7 @@
 
 Batched starts (``run_task`` with ``count`` up to 10) against one call per worker, as
 dask-cloudprovider does it, on ``fargate`` with moto and the task runner of
-:mod:`dask_deploy_cloud.testing` (every task a local process; all on 127.0.0.1). Each trial
+:mod:`dask_deploy_testing.cloud` (every task a local process; all on 127.0.0.1). Each trial
 runs in a fresh interpreter with its own emulator; the two modes alternate within every
 round. Times are wall clock: the scheduler task's start, then ``scale(N)`` to N connected
 workers, then close (stop every task and wait until ECS reports it stopped). Calls are
@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 OPTIONS: dict[str, Any] = {
-    "image": "dask-deploy:bench", "resolve_address": "dask_deploy_cloud.testing:loopback",
+    "image": "dask-deploy:bench", "resolve_address": "dask_deploy_testing.cloud:loopback",
     "client_cidrs": ["127.0.0.1/32"], "scheduler_port": 0, "dashboard_address": ":0",
     "worker_cpu": 256, "worker_mem": 512, "scheduler_cpu": 256, "scheduler_mem": 512,
     "threads_per_worker": 1, "poll_interval": 0.5, "start_timeout": 300, "quiet": True,
@@ -36,7 +36,7 @@ OPTIONS: dict[str, Any] = {
 def trial(mode: str, n: int) -> dict[str, float]:
     from dask_deploy import Cluster
     from dask_deploy_cloud._ecs import ECSBackend
-    from dask_deploy_cloud.testing import emulated_aws
+    from dask_deploy_testing.cloud import emulated_aws
 
     if mode == "single":
         ECSBackend.batch_size = 1  # type: ignore[misc]  # one run_task per worker

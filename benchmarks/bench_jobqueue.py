@@ -9,7 +9,7 @@ arrays; dask-jobqueue: plain TCP, a nanny per worker, one sbatch per job):
   number of ``sbatch`` calls that took, and then closing those 50 (to an empty queue);
 * the final SLURM state of a stopped job (COMPLETED vs CANCELLED).
 
-A private single-node SLURM is started once (root only; see dask_deploy_jobqueue.testing).
+A private single-node SLURM is started once (root only; see dask_deploy_testing.slurm).
 Each trial runs in a fresh interpreter (imports paid before the clock starts); the
 contenders alternate within every round, so both see the same machine state. Prints a
 markdown table of min/median/max and the ratio ours/anchor of the medians.
@@ -143,7 +143,7 @@ def main() -> None:
         print(json.dumps(fn(kind, int(n))))
         return
 
-    from dask_deploy_jobqueue.testing import local_slurm
+    from dask_deploy_testing.slurm import local_slurm
 
     anchor = "SLURMCluster"
     results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}

@@ -25,7 +25,7 @@ import time
 
 def trial(kind: str, n: int) -> dict[str, float]:
     from dask_deploy import Cluster
-    from dask_deploy_k8s.testing import Emulator
+    from dask_deploy_testing.k8s import Emulator
     from distributed import LocalCluster
 
     with tempfile.TemporaryDirectory() as tmp, Emulator(tmp) as emu:

@@ -19,7 +19,6 @@ Run (as root, which creates the test user and sshds): ``uv run python benchmarks
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -33,13 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _harness() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "sshd_harness", ROOT / "plugins" / "ssh" / "tests" / "sshd_harness.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sshd_harness"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    from dask_deploy_testing import sshd
+
+    return sshd
 
 
 def _gone(h: Any) -> None:

@@ -32,7 +32,7 @@ def probe(dask_worker: Any = None) -> dict[str, Any]:
 
     from dask_deploy_gpu._nvml import nvml
 
-    pynvml = nvml()  # the pynvml module itself, unless DASK_DEPLOY_GPU_FAKE_NVML is set
+    pynvml = nvml()  # the pynvml module itself (patched only in a dry run's processes)
     pynvml.nvmlInit()
     try:
         first = os.environ["CUDA_VISIBLE_DEVICES"].split(",")[0]
@@ -44,7 +44,7 @@ def probe(dask_worker: Any = None) -> dict[str, Any]:
     return {"name": dask_worker.name, "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
             "env": {k: v for k, v in os.environ.items()
                     if k.startswith(("CUDA_VISIBLE", "CUDA_DEVICE", "DASK_DEPLOY"))
-                    and k != "DASK_DEPLOY_GPU_FAKE_NVML"},
+                    and k != "DASK_DEPLOY_TESTING_FAKE_NVML"},
             "affinity": sorted(os.sched_getaffinity(0)),
             "threads": sorted({tuple(sorted(os.sched_getaffinity(int(t))))
                                for t in os.listdir("/proc/self/task")}),

@@ -4,7 +4,8 @@
 # One run takes well under 5 minutes. Prints PASS/FAIL lines and "DEVICE CHECK: PASS|FAIL".
 #
 #   bash plugins/gpu/device_check.sh           # from the repository root
-#   DASK_DEPLOY_GPU_FAKE_NVML="$(...)" bash ...  # dry run on fake GPUs (the GPU computation then fails)
+#   PYTHONPATH=testing/src/dask_deploy_testing/_nvml_site DASK_DEPLOY_TESTING_FAKE_NVML="$(...)" bash ...
+#                                              # dry run on fake GPUs, uv only (the GPU computation then fails)
 #
 # How it gets the project onto the machine:
 #   - with uv and network (a developer machine): `uv run` installs the workspace;

@@ -1,6 +1,6 @@
 """Fixtures of the AWS backends' tests: moto's server in this process, tasks run locally.
 
-One emulator and one :class:`~dask_deploy_cloud.testing.TaskRunner` serve the whole session;
+One emulator and one :class:`~dask_deploy_testing.cloud.TaskRunner` serve the whole session;
 tests use distinct cluster names instead of resetting it. Everything is on 127.0.0.1.
 """
 
@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from dask_deploy_cloud.testing import MotoServer, TaskRunner, emulated_aws
 from dask_deploy_conformance import wait_for as wait_until
+from dask_deploy_testing.cloud import MotoServer, TaskRunner, emulated_aws
 
 REGION = "us-east-1"
-LOOPBACK = "dask_deploy_cloud.testing:loopback"
+LOOPBACK = "dask_deploy_testing.cloud:loopback"
 
 
 @pytest.fixture(name="wait_until")
@@ -97,7 +97,7 @@ def ecs_cluster(emulator: tuple[MotoServer, TaskRunner]) -> str:
 def discover(emulator: tuple[MotoServer, TaskRunner]) -> Callable[..., list[Any]]:
     """``discover(backend, cluster_id)``: what AWS still holds, seen by a backend built from
     nothing but default options (as ``dask-deploy gc`` builds it)."""
-    from dask_deploy_cloud.testing import run_hook
+    from dask_deploy_testing.cloud import run_hook
 
     return lambda backend, cluster_id, **opts: run_hook(backend, "deploy_discover", opts,
                                                         cluster_id=cluster_id)

@@ -12,8 +12,8 @@ import os
 from typing import Any
 
 import pytest
-from dask_deploy_cloud.testing import MotoServer, TaskRunner
 from dask_deploy_conformance import PROFILES, ConformanceSuite
+from dask_deploy_testing.cloud import MotoServer, TaskRunner
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -28,7 +28,7 @@ class TestECSConformance(ConformanceSuite):
                        ecs_cluster: str) -> dict[str, Any]:
         return {
             **deploy_options, "cluster_arn": ecs_cluster, "image": "dask-deploy:test",
-            "resolve_address": "dask_deploy_cloud.testing:loopback", "client_cidrs": ["127.0.0.1/32"],
+            "resolve_address": "dask_deploy_testing.cloud:loopback", "client_cidrs": ["127.0.0.1/32"],
             "scheduler": "local", "scheduler_port": 0, "dashboard_address": "127.0.0.1:0",
             "worker_cpu": 256, "worker_mem": 512, "scheduler_cpu": 256, "scheduler_mem": 512,
             "poll_interval": 0.2, "start_timeout": 90,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from dask_deploy import BackendError, Cluster, CrashLoopError, Phase, SpecError
 from dask_deploy_cloud._entry import METADATA_KEY
-from dask_deploy_cloud.testing import TaskRunner, run_hook
+from dask_deploy_testing.cloud import TaskRunner, run_hook
 from distributed import Client
 
 pytestmark = pytest.mark.timeout(300)

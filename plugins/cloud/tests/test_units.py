@@ -9,7 +9,7 @@ from dask_deploy_cloud import EC2Options, ECSOptions
 from dask_deploy_cloud._base import STOP_REASON
 from dask_deploy_cloud._ec2 import instance_status
 from dask_deploy_cloud._ecs import task_status
-from dask_deploy_cloud.testing import to_loopback
+from dask_deploy_testing.cloud import to_loopback
 
 
 def test_backends_registered_lazily() -> None:
@@ -38,7 +38,7 @@ def test_default_ports_only_for_a_remote_scheduler() -> None:
     ("tags", {"dask-deploy:cluster": "x"}),  # reserved
     ("tags", {"a": 1}),
     ("resolve_address", "no_such_module:f"),
-    ("resolve_address", "dask_deploy_cloud.testing"),  # not module:function
+    ("resolve_address", "dask_deploy_testing.cloud"),  # not module:function
     ("subnets", "subnet-1"),
     ("worker_cpu", 0),
     ("stop_timeout", 500),
@@ -52,7 +52,7 @@ def test_bad_ecs_options_name_the_option(option: str, value: object) -> None:
 
 def test_options_normalise_to_plain_values() -> None:
     opts = ECSOptions(subnets=["subnet-1"], client_cidrs=["0.0.0.0/0"], tags={"team": "x"},
-                      resolve_address="dask_deploy_cloud.testing:loopback")
+                      resolve_address="dask_deploy_testing.cloud:loopback")
     assert opts.subnets == ("subnet-1",)
     assert opts.client_cidrs == ("0.0.0.0/0",)  # allowed when asked for explicitly
     assert opts.resolver("10.1.2.3") == "127.0.0.1"

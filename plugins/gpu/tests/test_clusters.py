@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from dask_deploy import Cluster, SpecError
-from dask_deploy_gpu._fake_nvml import near_cpu
+from dask_deploy_testing.fake_nvml import near_cpu
 from distributed import Client
 
 TIMEOUT = 120  # generous: other test runs share these cores

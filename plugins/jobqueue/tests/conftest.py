@@ -1,4 +1,4 @@
-"""Fixtures: one real single-node SLURM for the whole session (see dask_deploy_jobqueue.testing)."""
+"""Fixtures: one real single-node SLURM for the whole session (see dask_deploy_testing.slurm)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from dask_deploy_jobqueue.testing import LocalSlurm, local_slurm
+from dask_deploy_testing.slurm import LocalSlurm, local_slurm
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from dask_deploy_conformance import ConformanceSuite
-from dask_deploy_jobqueue.testing import LocalSlurm
+from dask_deploy_testing.slurm import LocalSlurm
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -16,7 +16,7 @@ from dask_deploy import Cluster, ClusterSpec, CrashLoopError, Phase
 from dask_deploy_conformance import wait_for as wait_until
 from dask_deploy_jobqueue import SLURMOptions, job_script
 from dask_deploy_jobqueue._backend import JobqueueBackend
-from dask_deploy_jobqueue.testing import LocalSlurm
+from dask_deploy_testing.slurm import LocalSlurm
 from distributed import Client
 
 T = 120  # seconds: generous, the machine is shared

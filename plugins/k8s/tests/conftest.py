@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from dask_deploy_conformance import wait_for as wait_until
-from dask_deploy_k8s.testing import ApiServer, Emulator, kubeconfig
+from dask_deploy_testing.k8s import ApiServer, Emulator, kubeconfig
 from kubernetes_asyncio import client, config
 
 HERE = Path(__file__).parent

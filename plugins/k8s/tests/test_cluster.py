@@ -18,7 +18,7 @@ import pytest
 from dask_deploy import Cluster, ClusterSpec, CrashLoopError, Phase
 from dask_deploy_k8s import K8sOptions
 from dask_deploy_k8s._backend import K8sBackend
-from dask_deploy_k8s.testing import Emulator
+from dask_deploy_testing.k8s import Emulator
 from distributed import Client
 
 pytestmark = pytest.mark.timeout(240)

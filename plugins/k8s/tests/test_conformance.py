@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from dask_deploy_conformance import ConformanceSuite
-from dask_deploy_k8s.testing import Emulator
+from dask_deploy_testing.k8s import Emulator
 
 REAL = os.environ.get("DASK_DEPLOY_K8S_KUBECONFIG")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from dask_deploy_k8s._forward import PortForward
-from dask_deploy_k8s.testing import ApiServer
+from dask_deploy_testing.k8s import ApiServer
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.stream import WsApiClient

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from dask_deploy import Cluster
-from dask_deploy_k8s.testing import Emulator
+from dask_deploy_testing.k8s import Emulator
 from distributed import Client
 
 RBAC = Path(__file__).parent.parent / "rbac.yaml"
@@ -72,7 +72,7 @@ def test_rbac_manifest_is_a_role_covering_every_request(tmp_path: Path) -> None:
 
 def test_rbac_attributes_of_requests() -> None:
     from aiohttp.test_utils import make_mocked_request
-    from dask_deploy_k8s.testing._apiserver import rbac_attributes
+    from dask_deploy_testing.k8s._apiserver import rbac_attributes
 
     def attrs(method: str, path: str) -> tuple[str, ...]:
         got: Any = rbac_attributes(make_mocked_request(method, path))

@@ -10,7 +10,7 @@ import pytest
 from dask_deploy import TLS, ClusterSpec, Phase, SchedulerSpec, SpecError, Unit, WorkerSpec
 from dask_deploy_k8s import K8sOptions, _backend
 from dask_deploy_k8s import _manifests as m
-from dask_deploy_k8s.testing import Emulator
+from dask_deploy_testing.k8s import Emulator
 
 OWNER = {"apiVersion": "v1", "kind": "Secret", "name": "c", "uid": "u-1"}
 

@@ -5,10 +5,8 @@ Under ``CI=true`` a missing sshd is a failure, not a skip.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,21 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-
-
-def _load_harness() -> ModuleType:
-    # --import-mode=importlib puts no test folder on sys.path: load the harness by its path.
-    name = "dask_deploy_ssh_tests_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("sshd_harness.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-harness = _load_harness()
+from dask_deploy_testing import sshd as harness
 
 
 @pytest.fixture(scope="session")

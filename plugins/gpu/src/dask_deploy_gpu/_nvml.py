@@ -2,29 +2,24 @@
 
 Why a layer: pynvml is a ctypes binding that needs the driver's ``libnvidia-ml.so.1``; here every
 NVML failure becomes one of two exceptions with a readable reason, devices are plain frozen
-records, and there is one switch for tests. ``pynvml`` is imported only when a function here is
-called, so importing this module costs nothing on machines without GPUs.
+records, and every call goes through :func:`nvml`. ``pynvml`` is imported only when a function
+here is called, so importing this module costs nothing on machines without GPUs.
 
-Test switch: when the environment variable :data:`FAKE_ENV` holds a JSON description of GPUs,
-:func:`nvml` patches a fake NVML onto the ``pynvml`` module (see :mod:`._fake_nvml`). An
-environment variable, not a monkeypatch, because workers run in other processes (the local
-backend's agent is a fresh interpreter) and must see the same fake GPUs. It is for tests only.
+There is no test switch here: tests patch the ``pynvml`` module itself (the workspace's
+unpublished ``dask_deploy_testing.fake_nvml``, in the test process and in the workers it starts).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, cast
 
-__all__ = ["FAKE_ENV", "Device", "DeviceNotFound", "NVMLUnavailable", "all_devices", "nvml", "resolve"]
+__all__ = ["Device", "DeviceNotFound", "NVMLUnavailable", "all_devices", "nvml", "resolve"]
 
-#: Test only: a JSON description of fake GPUs that replaces NVML in every process that sees it.
-FAKE_ENV = "DASK_DEPLOY_GPU_FAKE_NVML"
 #: What we look for, in words, for error messages.
 LOOKED_FOR = "NVIDIA GPUs through NVML (pynvml, the driver's libnvidia-ml.so.1)"
 
@@ -59,16 +54,9 @@ class Device:
 
 
 def nvml() -> ModuleType:
-    """The ``pynvml`` module, with the fake NVML patched on when :data:`FAKE_ENV` is set."""
+    """The ``pynvml`` module (imported on first use)."""
     import pynvml
 
-    from . import _fake_nvml
-
-    spec = os.environ.get(FAKE_ENV)
-    if spec:
-        _fake_nvml.install(json.loads(spec))
-    else:
-        _fake_nvml.uninstall()
     return cast(ModuleType, pynvml)
 
 
