@@ -116,8 +116,12 @@ def test_detached_lifecycle_through_the_cli(tmp_path: Path, agents_of: Any, wait
 
 
 def test_gc_dry_run_and_run() -> None:
-    assert "0 found" in run("gc", "--dry-run", "-b", "local").stdout
-    assert "0 removed" in run("gc", "-b", "local").stdout
+    # Only clusters this test names: other clusters on this machine are not ours to count.
+    name = "t-cli-gc-none"
+    out = run("gc", "--dry-run", "-b", "local", "--cluster", name).stdout
+    assert "0 found" in out and "nothing removed" in out and name not in out
+    assert "0 removed" in run("gc", "--yes", "-b", "local", "--cluster", name).stdout
+    assert "nothing removed" in run("gc", "-b", "local", "--cluster", name).stdout  # asks first
 
 
 def test_conformance_command_runs_the_suite() -> None:

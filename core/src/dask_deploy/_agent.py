@@ -36,17 +36,29 @@ from typing import Any
 __all__ = ["AgentClient", "agent_command"]
 
 _PR_SET_PDEATHSIG = 1
+#: Scheduler metadata key under which a scheduler started by an agent names its cluster.
+METADATA_KEY = "dask-deploy"
 
 
-def agent_command(python: str, cluster: str, grace: float = 0.0, listen: str | None = None
-                  ) -> list[str]:
+def agent_command(python: str, cluster: str, grace: float = 0.0, listen: str | None = None,
+                  owner: str | None = None, created: float | None = None,
+                  owner_pid: int | None = None) -> list[str]:
     """The command line that starts an agent for ``cluster`` with interpreter ``python``.
 
     With ``listen`` (a unix socket path) the agent is detached: it outlives its stdin,
     serves that socket to any later client, and stops when its scheduler child exits.
+    The command line also carries the ownership tags (:mod:`dask_deploy._owner`): who
+    started it (default: this process's ``user@host`` and pid) and when.
     """
-    cmd = [python, "-m", "dask_deploy._agent", "--cluster", cluster, "--grace", str(grace)]
+    from ._owner import tags_to_argv
+
+    cmd = [python, "-m", "dask_deploy._agent", "--cluster", cluster, "--grace", str(grace),
+           *tags_to_argv(owner, created, owner_pid or os.getpid())]
     return [*cmd, "--listen", listen] if listen else cmd
+
+
+#: The agent's cluster and ownership tags; its forked schedulers publish them (see _serve).
+_TAGS: dict[str, Any] = {}
 
 
 # --------------------------------------------------------------------------------------
@@ -84,6 +96,8 @@ async def _serve(role: str, kwargs: dict[str, Any], tls: dict[str, str] | None) 
     loop = asyncio.get_running_loop()
     server = Scheduler(**kwargs) if role == "scheduler" else Worker(**kwargs)
     async with server:
+        if isinstance(server, Scheduler) and _TAGS:  # so that anyone can ask it which cluster it is
+            server.set_metadata(keys=[METADATA_KEY], value=dict(_TAGS))
         # SIGTERM means "leave cleanly": close (a worker first tells the scheduler).
         loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(server.close()))
         await server.finished()
@@ -102,7 +116,9 @@ def _run_child(role: str, kwargs: dict[str, Any], env: dict[str, str], log: str,
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORK_BLOCKED)
         _die_with_parent()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        from ._private import open_private
+
+        fd = open_private(log)  # never through a planted symlink, never into another's file
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
@@ -269,7 +285,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen", metavar="PATH",
                         help="detached: also serve this unix socket, outlive stdin, and stop "
                              "everything when the scheduler child exits")
+    parser.add_argument("--owner", help="user@host of the client that started it (a tag)")
+    parser.add_argument("--created", type=float, help="when it was started, epoch seconds (a tag)")
+    parser.add_argument("--owner-pid", type=int, help="pid of the client that started it (a tag)")
     args = parser.parse_args(argv)
+    _TAGS.update({"cluster": args.cluster, "owner": args.owner, "created": args.created})
+
+    # A backend that only has a shell on the host (ssh) names the log folder here: make it
+    # private (0700, ours, no planted symlink) before anything is written there.
+    log_dir = os.environ.get("DASK_DEPLOY_LOG_DIR")
+    if log_dir:
+        from ._errors import SpecError
+        from ._private import private_dir
+
+        try:
+            private_dir(log_dir)
+        except SpecError as e:
+            sys.exit(f"dask-deploy agent: {e}")
 
     # The template: everything a worker needs is imported once, before any fork.
     import distributed

@@ -13,6 +13,21 @@ import click
 from ._errors import DeployError
 
 
+def _yaml_problem(e: Exception) -> str:
+    """A YAML error as one line: what is wrong and where."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{getattr(e, 'problem', None) or type(e).__name__}{where}"
+
+
+def _option_name(key: object, where: str) -> str:
+    """``threads-per-worker`` and ``threads_per_worker`` are the same option, as in dask.config."""
+    if not isinstance(key, str) or not key.strip():
+        raise click.BadParameter(f"option name {key!r}: expected a name such as n_workers",
+                                 param_hint=where)
+    return key.strip().replace("-", "_")
+
+
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs; values are read as YAML (``4``, ``true``, ``[a, b]``, ``{x: 1}``)."""
     import yaml
@@ -22,8 +37,86 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep:
             raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--option")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        name = _option_name(key, "--option")
+        try:
+            out[name] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise click.BadParameter(f"{name}: the value {value!r} is not valid YAML: "
+                                     f"{_yaml_problem(e)}", param_hint="--option") from None
     return out
+
+
+_SPEC_KEYS = ("backend", "options", "workers", "adapt", "detach")
+_ADAPT_KEYS = ("minimum", "maximum", "wait_count", "interval", "target_duration")
+
+
+def _count(value: object, what: str, hint: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise click.BadParameter(f"{what}={value!r}: expected a whole number >= {minimum}",
+                                 param_hint=hint)
+    return value
+
+
+def _check_adapt(minimum: object, maximum: object, hint: str) -> None:
+    low = _count(minimum, "minimum", hint)
+    high = _count(maximum, "maximum", hint)
+    if low > high:
+        raise click.BadParameter(f"minimum={low} is above maximum={high}", param_hint=hint)
+
+
+def _load_spec_file(path: str) -> dict[str, Any]:
+    """The ``up -f`` file, checked before anything starts: every mistake is one line."""
+    import yaml
+
+    hint = "--file"
+    try:
+        with open(path, encoding="utf-8") as f:
+            spec = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise click.BadParameter(f"{path} is not valid YAML: {_yaml_problem(e)}",
+                                 param_hint=hint) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"cannot read {path}: {e}", param_hint=hint) from None
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        raise click.BadParameter(f"{path} holds a {type(spec).__name__}, expected a mapping with "
+                                 f"keys {', '.join(_SPEC_KEYS)}", param_hint=hint)
+    unknown = sorted(map(str, set(spec) - set(_SPEC_KEYS)))
+    if unknown:
+        raise click.BadParameter(f"unknown keys {unknown}; accepted: {', '.join(_SPEC_KEYS)}",
+                                 param_hint=hint)
+    if "backend" in spec and not (isinstance(spec["backend"], str) and spec["backend"]):
+        raise click.BadParameter(f"backend={spec['backend']!r}: expected a backend name such as "
+                                 "local (`dask-deploy backends` lists them)", param_hint=hint)
+    options = spec.get("options")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise click.BadParameter(f"options={options!r}: expected a mapping of option names to "
+                                 "values, e.g. {threads_per_worker: 2}", param_hint=hint)
+    spec["options"] = {_option_name(k, f"{hint} options"): v for k, v in options.items()}
+    if "workers" in spec:
+        _count(spec["workers"], "workers", hint)
+    if "detach" in spec and not isinstance(spec["detach"], bool):
+        raise click.BadParameter(f"detach={spec['detach']!r}: expected true or false", param_hint=hint)
+    adapt = spec.get("adapt")
+    if adapt is True:
+        adapt = {}
+    if adapt is not None and adapt is not False:
+        if not isinstance(adapt, dict):
+            raise click.BadParameter(f"adapt={adapt!r}: expected a mapping such as "
+                                     "{minimum: 0, maximum: 10}", param_hint=hint)
+        bad = sorted(map(str, set(adapt) - set(_ADAPT_KEYS)))
+        if bad:
+            raise click.BadParameter(f"adapt has unknown keys {bad}; accepted: "
+                                     f"{', '.join(_ADAPT_KEYS)}", param_hint=hint)
+        low = _count(adapt.get("minimum", 0), "adapt.minimum", hint)
+        _check_adapt(low, adapt.get("maximum", max(low, 1)), f"{hint} adapt")
+        if "wait_count" in adapt:
+            _count(adapt["wait_count"], "adapt.wait_count", hint, minimum=1)
+        spec["adapt"] = adapt
+    return spec
 
 
 option_flag = click.option(
@@ -41,6 +134,14 @@ class _Group(click.Group):
             if ctx.params.get("debug"):
                 raise
             raise click.ClickException(f"{type(e).__name__}: {e}") from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # a bug of ours: still one line, the traceback on --debug
+            if ctx.params.get("debug"):
+                raise
+            raise click.ClickException(f"unexpected {type(e).__name__}: {e} (run with --debug for "
+                                       "the traceback, and please report it)") from None
 
 
 @click.group(name="deploy", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -117,22 +218,15 @@ def up(backend: str | None, options: tuple[str, ...], n_workers: int | None, det
     Without --detach it runs until Ctrl-C; with --detach it keeps running and this command
     prints its name for `list`, `scale`, `logs`, `dashboard` and `down`.
     """
-    import yaml
-
     from ._cluster import from_name
 
-    spec: dict[str, Any] = {}
-    if spec_file:
-        with open(spec_file) as f:
-            spec = yaml.safe_load(f) or {}
-        unknown = set(spec) - {"backend", "options", "workers", "adapt", "detach"}
-        if unknown:
-            raise click.BadParameter(f"unknown keys {sorted(unknown)}; accepted: backend, options, "
-                                     "workers, adapt, detach", param_hint="--file")
+    spec = _load_spec_file(spec_file) if spec_file else {}
     backend = backend or spec.get("backend")
     if not backend:
         raise click.UsageError("name a BACKEND or give --file with a 'backend' key")
-    opts = {**(spec.get("options") or {}), **_parse_options(options)}
+    if n_workers is not None:
+        _count(n_workers, "--workers", "--workers")
+    opts = {**spec.get("options", {}), **_parse_options(options)}
     n = n_workers if n_workers is not None else spec.get("workers", opts.pop("n_workers", 1))
     detach = detach or bool(spec.get("detach"))
     if detach:
@@ -178,6 +272,7 @@ def list_() -> None:
 @click.option("--timeout", default=600.0, show_default=True, help="seconds to wait for the workers")
 def scale(name: str, n: int, timeout: float) -> None:
     """Scale detached cluster NAME to N workers and wait for them."""
+    _count(n, "N", "N")
     cluster = _attach(name)
     try:
         cluster.scale(n)
@@ -198,6 +293,7 @@ def scale(name: str, n: int, timeout: float) -> None:
 @click.option("--interval", default="1s", show_default=True, help="how often to decide")
 def adapt(name: str, minimum: int, maximum: int, interval: str) -> None:
     """Scale detached cluster NAME with the load, while this command runs (Ctrl-C stops)."""
+    _check_adapt(minimum, maximum, "--minimum/--maximum")
     cluster = _attach(name)
     try:
         cluster.adapt(minimum=minimum, maximum=maximum, interval=interval)
@@ -246,22 +342,53 @@ def down(name: str) -> None:
 
 
 @main.command()
-@click.option("--dry-run", is_flag=True, help="only list what would be removed")
+@click.option("--yes", "-y", is_flag=True, help="remove what is judged dead without asking")
+@click.option("--dry-run", is_flag=True,
+              help="only list what would be removed (the default without --yes)")
 @click.option("--backend", "-b", "backend_names", multiple=True,
               help="only this backend (repeatable); default: every installed one")
+@click.option("--all-users", is_flag=True,
+              help="also other users' resources, where the backend can tell whose they are")
+@click.option("--grace", type=float, default=None, metavar="SECONDS",
+              help="leave clusters younger than this alone (default: deploy.gc-grace, 60)")
+@click.option("--cluster", "cluster_names", multiple=True, metavar="NAME",
+              help="only this cluster (repeatable); default: every cluster found")
 @option_flag
-def gc(dry_run: bool, backend_names: tuple[str, ...], options: tuple[str, ...]) -> None:
-    """Remove what crashed or killed clients left behind.
+def gc(yes: bool, dry_run: bool, backend_names: tuple[str, ...], all_users: bool,
+       grace: float | None, cluster_names: tuple[str, ...], options: tuple[str, ...]) -> None:
+    """Remove what crashed or killed clients left behind; asks first.
 
-    Each backend is asked what it runs for dask-deploy; whatever belongs to no live
-    cluster is stopped. Options (-o) reach the backends named with --backend.
+    Each backend is asked what it runs for dask-deploy and each cluster is judged from
+    the backend side: it is kept while it is younger than the grace period, while its
+    client runs, or while its scheduler answers as that cluster. Only your own resources
+    are considered unless --all-users. What would be removed is printed; nothing is
+    removed without --yes (or a "y" on a terminal). Options (-o) reach the backends named
+    with --backend.
     """
     from ._gc import collect_garbage
 
     opts = _parse_options(options)
     per_backend = {b: opts for b in backend_names}
-    found = asyncio.run(collect_garbage(backend_names or None, per_backend, dry_run, click.echo))
-    click.echo(f"{len(found)} {'found' if dry_run else 'removed'}")
+    interactive = not yes and not dry_run and sys.stdin.isatty()
+
+    act = (yes and not dry_run) or interactive
+
+    def confirm(dead: list[Any]) -> bool:
+        nonlocal act
+        clusters = sorted({f"{v.backend} {v.cluster}" for v in dead})
+        act = click.confirm(f"Remove {len(dead)} resources of {', '.join(clusters)}?", default=False)
+        return act
+
+    found = asyncio.run(collect_garbage(backend_names or None, per_backend, dry_run=not act,
+                                        echo=click.echo, all_users=all_users, grace=grace,
+                                        confirm=confirm if interactive else None,
+                                        clusters=cluster_names or None))
+    if not act:
+        clusters = len({(v.backend, v.cluster) for v in found})
+        click.echo(f"{len(found)} found in {clusters} clusters; nothing removed "
+                   f"(run with --yes to remove them)")
+    else:
+        click.echo(f"{len(found)} removed" if found else "0 removed")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -13,13 +13,13 @@ import contextlib
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._agent import AgentClient, agent_command
 from ._errors import BackendError, SpecError, StartTimeout
+from ._private import open_private, private_dir, runtime_dir
 from ._specs import BackendInfo, ClusterSpec, Handle, Phase, SchedulerInfo, Status, Unit, WorkerSpec
 from .hookspecs import hookimpl
 
@@ -32,7 +32,10 @@ class LocalOptions:
 
     #: Interpreter that runs the worker agent (defaults to this one).
     python: str = sys.executable
-    #: Where logs go; default: ``deploy.log-directory`` or ``$TMPDIR/dask-deploy-<uid>``.
+    #: Where logs go (a 0700 folder per cluster is made in it); default:
+    #: ``deploy.log-directory``, else ``$XDG_RUNTIME_DIR/dask-deploy`` when that is private,
+    #: else ``<state directory>/logs``. Never a shared ``/tmp`` name that another user could
+    #: pre-create; a folder that is a symlink or someone else's is refused.
     log_directory: str | None = None
     #: Seconds a stopping worker gets to leave cleanly before it is killed.
     stop_grace: float = 3.0
@@ -40,6 +43,9 @@ class LocalOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.python, str) or not self.python:
             raise SpecError("python", self.python, "expected the path of a Python interpreter")
+        if self.log_directory is not None and (not isinstance(self.log_directory, str)
+                                               or not self.log_directory):
+            raise SpecError("log_directory", self.log_directory, "expected a directory path or None")
         if isinstance(self.stop_grace, bool) or not isinstance(self.stop_grace, (int, float)) \
                 or self.stop_grace < 0:
             raise SpecError("stop_grace", self.stop_grace, "expected seconds >= 0")
@@ -58,11 +64,19 @@ def _default_workers(options: dict[str, Any]) -> int:
 
 
 def log_directory(spec: ClusterSpec, configured: str | None) -> str:
+    """The cluster's log folder (a path only: :func:`private_dir` makes and checks it)."""
     import dask.config
 
-    base = configured or dask.config.get("deploy.log-directory", default=None) or os.path.join(
-        tempfile.gettempdir(), f"dask-deploy-{os.getuid()}")
-    return os.path.join(base, spec.name)
+    base = configured or dask.config.get("deploy.log-directory", default=None)
+    if not base:
+        run = runtime_dir()
+        if run is not None:
+            base = os.path.join(run, "dask-deploy")
+        else:
+            from ._state import state_dir
+
+            base = str(state_dir() / "logs")
+    return os.path.join(os.path.abspath(os.path.expanduser(base)), spec.name)
 
 
 def worker_kwargs(spec: ClusterSpec, scheduler_address: str, name: str, w: WorkerSpec
@@ -91,31 +105,28 @@ class LocalBackend:
         self._agent: AgentClient | None = None
         self._reader: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock | None = None
-        self._closed = False  # torn down: never start an agent again
 
     async def agent(self) -> AgentClient:
         """The agent, started on first use (shared by the scheduler and all workers)."""
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
-            if self._closed:
-                raise BackendError(f"cluster {self.spec.name} is closed: no agent is started for it")
             if self._agent is not None and self._agent.alive:
                 return self._agent
             if self._reader is not None:  # it died: its children are gone; start a new one
                 await self._reader
-            os.makedirs(self.logs, mode=0o700, exist_ok=True)
+            private_dir(self.logs)
             if not self.spec.shutdown_on_close:
                 self._agent = await self._detached_agent()
                 return self._agent
-            stderr = open(os.path.join(self.logs, "agent.log"), "ab")  # noqa: SIM115
+            stderr = open_private(os.path.join(self.logs, "agent.log"))
             try:
                 self._proc = await asyncio.create_subprocess_exec(
                     *agent_command(self.options.python, self.spec.name),
                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
                     env={**os.environ, "DASK_DEPLOY_CLUSTER": self.spec.name})
             finally:
-                stderr.close()
+                os.close(stderr)
             proc = self._proc
             assert proc.stdin is not None and proc.stdout is not None
             stdin = proc.stdin
@@ -132,11 +143,14 @@ class LocalBackend:
         try:
             reader, writer = await asyncio.open_unix_connection(path)
         except OSError:
-            with open(os.path.join(self.logs, "agent.log"), "ab") as stderr:
+            stderr = open_private(os.path.join(self.logs, "agent.log"))
+            try:
                 proc = await asyncio.create_subprocess_exec(
                     *agent_command(self.options.python, self.spec.name, listen=path),
                     stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                     stderr=stderr, start_new_session=True)  # not in our Ctrl-C's process group
+            finally:
+                os.close(stderr)
             deadline = asyncio.get_running_loop().time() + self.spec.start_timeout
             while True:
                 try:
@@ -242,7 +256,7 @@ class LocalBackend:
         agent = self._agent
         out = []
         for h in handles:
-            names = h.data["workers"]
+            names = h.data.get("workers", [h.name])  # a scheduler's handle names itself
             if agent is None:
                 out.append(Status(Phase.GONE))
                 continue
@@ -277,7 +291,6 @@ class LocalBackend:
 
     @hookimpl
     async def deploy_teardown(self, cluster: ClusterSpec) -> None:
-        self._closed = True
         proc = self._proc
         if proc is not None and proc.returncode is None:
             assert proc.stdin is not None
@@ -316,25 +329,107 @@ async def _kill(pids: list[int], grace: float) -> None:
             p.kill()
 
 
-def discover_agents(backend: str, cluster_id: str | None) -> list[Handle]:
-    """This user's agents of ``cluster_id`` (all clusters if None), and their children."""
+def discover_agents(backend: str, cluster_id: str | None, all_users: bool = False
+                    ) -> list[Handle]:
+    """This user's agents of ``cluster_id`` (all clusters if None), and their children.
+
+    ``handle.data`` holds the agent's ``pids`` and what the agent itself says about its
+    cluster: ``owner`` and ``created`` (its tags), ``detached``, ``owner_alive`` (a
+    non-detached agent: whether the client that started it is still its parent) and, for a
+    detached agent that answers on its socket, ``scheduler_running`` and ``scheduler``.
+    With ``all_users``, other users' agents are listed too (their pids only).
+    """
     import psutil
 
+    from ._owner import tags_from_argv
+
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "uids"]):
+    for proc in psutil.process_iter(["pid", "cmdline", "uids", "ppid", "create_time"]):
         cmd = proc.info["cmdline"] or []
-        if proc.info["uids"] is None or proc.info["uids"].real != os.getuid():
+        if proc.info["uids"] is None or (proc.info["uids"].real != os.getuid() and not all_users):
             continue
-        if "dask_deploy._agent" not in cmd or "--cluster" not in cmd:
+        if "dask_deploy._agent" not in cmd or "--cluster" not in cmd[:-1]:
             continue
         cid = cmd[cmd.index("--cluster") + 1]
         if cluster_id is not None and cid != cluster_id:
             continue
+        if proc.info["ppid"] and _is_agent(proc.info["ppid"], cmd):
+            continue  # a forked worker shares its agent's command line
+        tags = tags_from_argv(cmd)
+        data: dict[str, Any] = {"owner": tags.get("owner") or _owner_of(proc.info["uids"].real),
+                                "created": tags.get("created", proc.info["create_time"]),
+                                "detached": "--listen" in cmd}
+        if "owner_pid" in tags:
+            data["owner_pid"] = tags["owner_pid"]
+        if "owner_pid" in tags and not data["detached"]:
+            # Its client holds its stdin: while the agent is that client's child, it is used.
+            data["owner_alive"] = proc.info["ppid"] == tags["owner_pid"]
+        if data["detached"] and proc.info["uids"].real == os.getuid():
+            data.update(_ask_detached_agent(cmd[cmd.index("--listen") + 1]))
         with contextlib.suppress(psutil.Error):
             children = [c.pid for c in proc.children(recursive=True)]
             found.append(Handle(backend, cid, f"{cid}-agent", str(proc.pid),
-                                {"pids": [proc.pid, *children]}))
+                                {"pids": [proc.pid, *children], **data}))
     return found
+
+
+def _owner_of(uid: int) -> str:
+    """An untagged agent (started by hand, or by an older version): its user, on this host."""
+    import pwd
+    import socket
+
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    return f"{user}@{socket.gethostname()}"
+
+
+def _is_agent(pid: int, cmd: list[str]) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).cmdline() == cmd
+    except psutil.Error:
+        return False
+
+
+def _ask_detached_agent(path: str, timeout: float = 2.0) -> dict[str, Any]:
+    """What a detached agent says on its socket: whether its scheduler runs, and where."""
+    import json
+    import socket
+    import time
+
+    events: list[dict[str, Any]] = []
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            buf = b""
+            deadline = time.monotonic() + timeout
+            # The agent sends "ready" and its replay at once; a short quiet gap ends it.
+            s.settimeout(0.3)
+            while time.monotonic() < deadline:
+                try:
+                    chunk = s.recv(65536)
+                except TimeoutError:
+                    if buf or events:
+                        break
+                    continue
+                if not chunk:
+                    break
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                events += [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError):
+        return {"agent_answers": False}
+    scheds = {e["name"]: e["address"] for e in events if e.get("op") == "scheduler"}
+    exited = {e["name"] for e in events if e.get("op") == "exit"}
+    running = {n: a for n, a in scheds.items() if n not in exited}
+    out: dict[str, Any] = {"agent_answers": True, "scheduler_running": bool(running)}
+    if running:
+        out["scheduler"] = next(iter(running.values()))
+    return out
 
 
 INFO = BackendInfo(
@@ -342,7 +437,7 @@ INFO = BackendInfo(
     summary="Workers as processes on this machine, forked from a pre-imported agent (the default)",
     factory=LocalBackend,
     options=LocalOptions,
-    capabilities=frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard", "detach"}),
+    capabilities=frozenset({"scale", "logs_after_death", "dashboard", "detach", "loopback"}),
     defaults={"n_workers": _default_workers, "threads_per_worker": _default_threads,
               "poll_interval": 0.2},
 )
