@@ -34,6 +34,7 @@ __all__ = [
 
 Placement = Literal["local", "remote"]
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _CAPABILITIES = frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard", "detach"})
 
 
@@ -106,8 +107,13 @@ class WorkerSpec:
         object.__setattr__(self, "resources", resources)
         env = _frozen_map(self.env, "env")
         for key, val in env.items():
-            if not isinstance(val, str):
-                raise SpecError(f"env[{key!r}]", val, "expected a string value")
+            # Keys become `export KEY=...` in job scripts and shell lines: only a plain
+            # variable name cannot turn into a command. Values are always quoted.
+            if not _ENV_KEY.match(key):
+                raise SpecError(f"env[{key!r}]", key, "a variable name must match "
+                                "[A-Za-z_][A-Za-z0-9_]*: rename the variable")
+            if not isinstance(val, str) or "\0" in val:
+                raise SpecError(f"env[{key!r}]", val, "expected a string value without NUL")
         object.__setattr__(self, "env", env)
         object.__setattr__(self, "options", _frozen_map(self.options, "worker_options"))
 

@@ -291,16 +291,33 @@ class JobqueueBackend:
     def _ensure_dirs(self) -> None:
         os.makedirs(self.log_dir, mode=0o700, exist_ok=True)
         tls = self.spec.tls
-        if tls is None or os.path.exists(os.path.join(self.tls_dir, "key.pem")):
+        if tls is None:
             return
-        # Only the user may read the key: a 0700 directory and 0600 files, created with
-        # those modes (no window in which they are readable by others).
-        os.makedirs(self.tls_dir, mode=0o700, exist_ok=True)
+        import stat
+        import tempfile
+
+        # Only the user may read the key: a 0700 directory of ours (not a link, not another
+        # user's) and 0600 files, created with those modes. The files are rewritten every
+        # time: a cluster that re-uses a name must not run with the key an earlier one left
+        # behind. Each is written to a new file and renamed over the old one, so a job that
+        # reads it meanwhile gets the whole old or the whole new file, never half of one.
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.tls_dir, 0o700)
+        st = os.lstat(self.tls_dir)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise BackendError(f"{self.tls_dir} is not a directory of this user: remove it, "
+                               "or choose another log_directory")
         os.chmod(self.tls_dir, 0o700)
         for name, text in (("cert.pem", tls.cert), ("key.pem", tls.key)):
-            fd = os.open(os.path.join(self.tls_dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.tls_dir)  # 0600, O_EXCL
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+                os.replace(tmp, os.path.join(self.tls_dir, name))
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
 
     async def _submit(self, req: JobRequest, script: str) -> tuple[str, list[str], list[str]]:
         """Submit one job or array; return its id, element ids and output file paths."""

@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from dask.utils import parse_bytes
 from dask_deploy import SpecError
@@ -43,6 +43,45 @@ def _tuple_of_str(value: object, option: str) -> tuple[str, ...]:
             or not all(isinstance(v, str) for v in value):
         raise SpecError(option, value, "expected a list of strings")
     return tuple(value)
+
+
+#: What ends a line for a batch system or a shell (C0/C1 controls, Unicode line breaks).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_directive(value: str, option: str, unquotable: str = "") -> str:
+    """Refuse a value for a job-script header that could end its directive line.
+
+    A newline would start a line of its own, which bash runs as a command; other control
+    characters have no business in a queue, path or account. ``unquotable`` are characters
+    the system's directive parser cannot carry inside quotes.
+    """
+    if _CONTROL.search(value):
+        raise SpecError(option, value, "a job-script directive cannot hold a newline or "
+                        "other control character: remove it")
+    bad = "".join(sorted(set(value) & set(unquotable)))
+    if bad:
+        raise SpecError(option, value, f"this batch system's directives cannot quote {bad!r}: "
+                        "remove it")
+    return value
+
+
+def check_argument(value: str, option: str) -> str:
+    """Refuse a value for the job script's body (always quoted there) that holds NUL,
+    which no program argument, variable or script line can carry."""
+    if "\0" in value:
+        raise SpecError(option, value, "a NUL character cannot be passed to a program: remove it")
+    return value
+
+
+def check_log_directory(value: str, special: str) -> str:
+    """Refuse a log directory with a character the system expands in output paths
+    (``%j``, ``$JOB_ID``, ``host:path``...), so output files land where we read them."""
+    bad = "".join(sorted(set(value) & set(special)))
+    if bad:
+        raise SpecError("log_directory", value, f"this batch system reads {bad!r} specially "
+                        "in output paths: choose a directory without it")
+    return value
 
 
 def _opt_int(value: object, option: str, minimum: int = 1) -> int | None:
@@ -162,18 +201,24 @@ class JobqueueOptions:
     #: Wall-clock limit of the scheduler's job (default: ``walltime``).
     scheduler_walltime: str | None = None
 
+    #: Characters this system's directive parser cannot carry inside a quoted value.
+    directive_unquotable: ClassVar[str] = '"\\'
+    #: Characters this system expands in output paths (see :func:`check_log_directory`).
+    log_dir_special: ClassVar[str] = ""
+
     def __post_init__(self) -> None:
         _opt_int(self.cores, "cores")
         _opt_bytes(self.memory, "memory")
         _opt_int(self.processes, "processes")
-        for name in ("queue", "account", "walltime", "python", "log_directory", "interface",
-                     "local_directory", "scheduler_walltime"):
-            value = getattr(self, name)
+        for name in ("queue", "account", "project", "resource_spec", "walltime", "python",
+                     "log_directory", "interface", "local_directory", "scheduler_walltime"):
+            value = getattr(self, name, None)  # project, resource_spec: some systems only
             if value is not None and (not isinstance(value, str) or not value):
                 raise SpecError(name, value, "expected a non-empty string (or None)")
         for name in ("job_extra_directives", "job_directives_skip", "job_script_prologue",
                      "worker_extra_args"):
             object.__setattr__(self, name, _tuple_of_str(getattr(self, name), name))
+        self._check_text()
         for name in ("walltime", "scheduler_walltime"):
             if getattr(self, name):
                 try:
@@ -196,6 +241,31 @@ class JobqueueOptions:
             raise SpecError("processes", self.processes,
                             f"expected at most cores={self.cores} processes per job")
 
+    def _check_text(self) -> None:
+        """No option becomes shell: header values are refused when they could end their
+        directive line (the systems quote them); body values are quoted, so only NUL is
+        refused. ``job_script_prologue`` is shell by definition, as in dask-jobqueue."""
+        if not isinstance(self.shebang, str) or not self.shebang.startswith("#!"):
+            raise SpecError("shebang", self.shebang, 'expected an interpreter line such as '
+                            '"#!/usr/bin/env bash"')
+        check_directive(self.shebang, "shebang")
+        for name in ("queue", "account", "project", "resource_spec", "walltime",
+                     "scheduler_walltime", "log_directory"):
+            value = getattr(self, name, None)
+            if value:
+                check_directive(value, name, self.directive_unquotable)
+        if self.log_directory:
+            check_log_directory(self.log_directory, self.log_dir_special)
+        for line in self.job_extra_directives:  # the system's own syntax, written as given
+            check_directive(line, "job_extra_directives")
+        for name in ("python", "interface", "local_directory", "worker_command"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                check_argument(value, name)
+        for name in ("worker_extra_args", "job_script_prologue"):
+            for value in getattr(self, name):
+                check_argument(value, name)
+
     @property
     def memory_bytes(self) -> int | None:
         return _opt_bytes(self.memory, "memory")
@@ -204,6 +274,11 @@ class JobqueueOptions:
 @dataclass(frozen=True)
 class SLURMOptions(JobqueueOptions):
     """SLURM: ``--cpus-per-task`` and ``--mem`` default to ``cores`` and ``memory``."""
+
+    # sbatch reads quotes and backslash escapes in #SBATCH lines (any value can be quoted);
+    # in --output, "%" is escaped as "%%", while a backslash turns off the %j patterns.
+    directive_unquotable: ClassVar[str] = ""
+    log_dir_special: ClassVar[str] = "\\"
 
     #: ``--cpus-per-task`` when it should differ from ``cores``.
     job_cpu: int | None = None
@@ -220,12 +295,16 @@ class SLURMOptions(JobqueueOptions):
 class PBSOptions(JobqueueOptions):
     """PBS Pro / OpenPBS: ``resource_spec`` replaces the generated ``-l select=...``."""
 
+    log_dir_special: ClassVar[str] = ":"  # -o [host:]path
+
     resource_spec: str | None = None
 
 
 @dataclass(frozen=True)
 class SGEOptions(JobqueueOptions):
     """Grid Engine: ``resource_spec`` is the ``-l`` list; ``project`` is ``-P``."""
+
+    log_dir_special: ClassVar[str] = "$:,"  # -o [[host]:]path[,...] with $JOB_ID and the like
 
     resource_spec: str | None = None
     project: str | None = None
@@ -234,6 +313,8 @@ class SGEOptions(JobqueueOptions):
 @dataclass(frozen=True)
 class LSFOptions(JobqueueOptions):
     """LSF: ``ncpus``/``mem`` default to ``cores``/``memory``; ``project`` is ``-P``."""
+
+    log_dir_special: ClassVar[str] = "%"  # -o with %J and %I
 
     ncpus: int | None = None
     mem: str | int | None = None
@@ -245,13 +326,18 @@ class LSFOptions(JobqueueOptions):
         super().__post_init__()
         _opt_int(self.ncpus, "ncpus")
         _opt_bytes(self.mem, "mem")
-        if self.lsf_units.upper() not in ("B", "KB", "MB", "GB", "TB"):
+        if not isinstance(self.lsf_units, str) or self.lsf_units.upper() not in ("B", "KB", "MB", "GB", "TB"):
             raise SpecError("lsf_units", self.lsf_units, 'expected one of "KB", "MB", "GB", "TB"')
 
 
 @dataclass(frozen=True)
 class HTCondorOptions(JobqueueOptions):
     """HTCondor: ``disk`` is ``request_disk``; there is no queue or wall clock by default."""
+
+    # Submit-description values run to the end of their line (nothing to quote); "$" starts
+    # a macro such as $(Cluster).
+    directive_unquotable: ClassVar[str] = ""
+    log_dir_special: ClassVar[str] = "$"
 
     disk: str | int | None = None
     walltime: str | None = None

@@ -20,13 +20,23 @@ What the body does, and why:
 * The last line of the output file is ``dask-deploy: job finished (exit N)``: the backend
   reads it to tell a clean end from a failure after the system has forgotten the job.
 * TLS material is never in the script: it references files in a 0700 directory.
+* No option becomes shell: every value in the body is quoted with :func:`shlex.quote`
+  (environment values, the interpreter, each worker argument), and variable names are
+  plain names. The one exception is ``job_script_prologue``: its lines *are* shell (as in
+  dask-jobqueue), written as given. Header values are checked and quoted by
+  :mod:`._systems`.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from dask_deploy import SpecError
+
+from ._options import check_directive
 
 __all__ = ["NAME", "TRAILER", "TRAILER_RE", "body", "cli_flags"]
 
@@ -55,11 +65,32 @@ def cli_flags(options: Mapping[str, Any]) -> list[str]:
                 out += [flag, str(item)]
         else:
             out += [flag, str(value)]
+        if any("\0" in a for a in (key, *out)):  # no argument can carry NUL
+            raise SpecError(key, value, "a NUL character cannot be passed to a program: remove it")
     return out
 
 
 def quote(args: Sequence[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
+
+
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def assign(key: str, value: str) -> str:
+    """``KEY=<quoted value>``; a key that is not a plain variable name is refused (the
+    spec refuses it first: this is the last line of defence before the shell)."""
+    if not _VARIABLE.match(key):
+        raise SpecError(f"env[{key!r}]", key, "a variable name must match "
+                        "[A-Za-z_][A-Za-z0-9_]*: rename the variable")
+    return f"{key}={shlex.quote(value)}"
+
+
+def command_word(program: str) -> str:
+    """The program of a command line, always quoted unless it is an absolute path: a bare
+    word could be a reserved word (``if``) or read as an assignment (``A=b``)."""
+    word = shlex.quote(program)
+    return word if word != program or program.startswith("/") else f"'{program}'"
 
 
 def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequence[str],
@@ -72,6 +103,7 @@ def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequen
     names by array element (one name: a plain job). Workers that have not left ``grace``
     seconds after SIGTERM are killed by the script itself, which still exits 0.
     """
+    check_directive(cluster, "name")  # it is in a comment line
     lines = [f"# dask-deploy: cluster {cluster}, {len(units)} job(s) of {len(commands)} "
              "worker process(es)"]
     if len(units) == 1:
@@ -81,8 +113,8 @@ def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequen
         lines += [f"  {first_index + i}) UNIT={shlex.quote(u)} ;;" for i, u in enumerate(units)]
         lines += ['  *) echo "dask-deploy: no unit for array index ' + (index_var or "") + '"; exit 1 ;;',
                   "esac"]
-    lines += list(prologue)
-    lines += [f"export {k}={shlex.quote(v)}" for k, v in {"DASK_DEPLOY_CLUSTER": cluster, **env}.items()]
+    lines += list(prologue)  # shell by definition (module load, source activate...)
+    lines += [f"export {assign(k, v)}" for k, v in {"DASK_DEPLOY_CLUSTER": cluster, **env}.items()]
     ticks = max(1, round(grace * 10))
     lines += ["stopping=", "pids=", "reaper=",
               "stop() {",
@@ -96,8 +128,11 @@ def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequen
               "trap stop TERM INT"]
     for suffix, extra_env, argv in commands:
         name = '"${UNIT}"' + (shlex.quote(suffix) if suffix else "")
-        prefix = ("env " + quote([f"{k}={v}" for k, v in extra_env.items()]) + " ") if extra_env else ""
-        words = " ".join(name if a == NAME else shlex.quote(a) for a in argv)
+        # Assignments before the command, not `env K=V cmd`: env would take a program
+        # path holding "=" for one more assignment.
+        prefix = "".join(assign(k, v) + " " for k, v in extra_env.items())
+        words = " ".join([command_word(argv[0]),
+                          *(name if a == NAME else shlex.quote(a) for a in argv[1:])])
         lines += [f"{prefix}{words} &",
                   'pids="$pids $!"']
     lines += [

@@ -22,13 +22,18 @@ from dataclasses import dataclass
 
 from dask_deploy import BackendError, Phase
 
-from ._options import JobqueueOptions
+from ._options import JobqueueOptions, check_directive, check_log_directory
 
 __all__ = ["SYSTEMS", "JobRequest", "Listed", "System"]
 
 #: Every job of a cluster is named ``dask-deploy.<cluster>.<role>`` (role: worker or
 #: scheduler), which is how ``deploy_discover`` and ``dask-deploy gc`` find them.
 NAME_PREFIX = "dask-deploy."
+
+
+#: A directive value made only of these is written as it is; anything else is quoted for
+#: the system's own parser (to bash, every directive line is a comment).
+_PLAIN = re.compile(r"^[A-Za-z0-9_@%+=:,./~$[\]-]+\Z")
 
 
 def job_name(cluster: str, role: str) -> str:
@@ -106,11 +111,27 @@ class System:
         lines = self.directives(req)
         lines = [line for line in lines
                  if not any(skip in line for skip in req.options.job_directives_skip)]
-        lines += [f"{self.directive} {d}" for d in req.options.job_extra_directives]
+        # The system's own syntax, written as given (may hold several words), on its own line.
+        lines += [f"{self.directive} {check_directive(d, 'job_extra_directives')}"
+                  for d in req.options.job_extra_directives]
         return lines
 
     def directives(self, req: JobRequest) -> list[str]:
         raise NotImplementedError
+
+    def word(self, req: JobRequest, value: str, option: str) -> str:
+        """``value`` as one word of a directive line: refused when it could end the line
+        (:func:`~._options.check_directive`), quoted unless it is plain."""
+        check_directive(value, option, req.options.directive_unquotable)
+        return value if _PLAIN.match(value) else self.quote(value)
+
+    def quote(self, value: str) -> str:
+        return f'"{value}"'  # check_directive refused '"' and '\\' (no escapes here)
+
+    def log_dir(self, req: JobRequest) -> str:
+        """The output directory, checked here too: it may come from the Dask config."""
+        check_directive(req.log_dir, "log_directory", req.options.directive_unquotable)
+        return check_log_directory(req.log_dir, req.options.log_dir_special)
 
     def prologue(self) -> list[str]:
         """Shell lines that must come first in the body (after the header)."""
@@ -171,18 +192,23 @@ class Slurm(System):
     index_var = "${SLURM_ARRAY_TASK_ID}"
     submit_binary = "sbatch"
 
+    def quote(self, value: str) -> str:
+        # sbatch reads "..." and backslash escapes in #SBATCH lines (also inside quotes).
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
     def directives(self, req: JobRequest) -> list[str]:
         o = req.options
         d = self.directive
         array = req.count > 1
-        lines = [f"{d} --job-name={req.name}",
-                 f"{d} --output={req.log_dir}/{'%A_%a' if array else '%j'}.out"]
+        output = self.log_dir(req).replace("%", "%%") + ("/%A_%a.out" if array else "/%j.out")
+        lines = [f"{d} --job-name={self.word(req, req.name, 'name')}",
+                 f"{d} --output={self.word(req, output, 'log_directory')}"]
         if array:
             lines.append(f"{d} --array={self.first_index}-{self.first_index + req.count - 1}")
         if o.queue:
-            lines.append(f"{d} --partition={o.queue}")
+            lines.append(f"{d} --partition={self.word(req, o.queue, 'queue')}")
         if o.account:
-            lines.append(f"{d} --account={o.account}")
+            lines.append(f"{d} --account={self.word(req, o.account, 'account')}")
         lines += [f"{d} --ntasks=1", f"{d} --cpus-per-task={getattr(o, 'job_cpu', None) or req.cores}"]
         mem = getattr(o, "job_mem", None)
         if mem or req.memory:
@@ -190,7 +216,7 @@ class Slurm(System):
 
             lines.append(f"{d} --mem={_mib(parse_bytes(mem) if mem else req.memory or 0)}M")
         if req.walltime:
-            lines.append(f"{d} --time={req.walltime}")
+            lines.append(f"{d} --time={self.word(req, req.walltime, 'walltime')}")
         return lines
 
     def submit_command(self, script: str) -> list[str]:
@@ -270,19 +296,20 @@ class PBS(System):
     def directives(self, req: JobRequest) -> list[str]:
         o = req.options
         d = self.directive
-        lines = [f"{d} -N {req.name}", f"{d} -j oe", f"{d} -o {req.log_dir}/"]
+        lines = [f"{d} -N {self.word(req, req.name, 'name')}", f"{d} -j oe",
+                 f"{d} -o {self.word(req, self.log_dir(req) + '/', 'log_directory')}"]
         if req.count > 1:
             lines.append(f"{d} -J {self.first_index}-{self.first_index + req.count - 1}")
         if o.queue:
-            lines.append(f"{d} -q {o.queue}")
+            lines.append(f"{d} -q {self.word(req, o.queue, 'queue')}")
         if o.account:
-            lines.append(f"{d} -A {o.account}")
+            lines.append(f"{d} -A {self.word(req, o.account, 'account')}")
         spec = getattr(o, "resource_spec", None)
         if not spec:
             spec = f"select=1:ncpus={req.cores}" + (f":mem={_mib(req.memory)}MB" if req.memory else "")
-        lines.append(f"{d} -l {spec}")
+        lines.append(f"{d} -l {self.word(req, spec, 'resource_spec')}")
         if req.walltime:
-            lines.append(f"{d} -l walltime={req.walltime}")
+            lines.append(f"{d} -l walltime={self.word(req, req.walltime, 'walltime')}")
         return lines
 
     def submit_command(self, script: str) -> list[str]:
@@ -360,20 +387,22 @@ class SGE(System):
     def directives(self, req: JobRequest) -> list[str]:
         o = req.options
         d = self.directive
-        lines = [f"{d} -N {req.name}", f"{d} -S /bin/bash", f"{d} -j y",
-                 f"{d} -o {req.log_dir}/$JOB_ID.$TASK_ID.out", f"{d} -cwd"]
+        output = self.log_dir(req) + "/$JOB_ID.$TASK_ID.out"
+        lines = [f"{d} -N {self.word(req, req.name, 'name')}", f"{d} -S /bin/bash", f"{d} -j y",
+                 f"{d} -o {self.word(req, output, 'log_directory')}", f"{d} -cwd"]
         if req.count > 1:
             lines.append(f"{d} -t {self.first_index}-{self.first_index + req.count - 1}")
         if o.queue:
-            lines.append(f"{d} -q {o.queue}")
-        project = getattr(o, "project", None) or o.account
-        if project:
-            lines.append(f"{d} -P {project}")
+            lines.append(f"{d} -q {self.word(req, o.queue, 'queue')}")
+        project = getattr(o, "project", None)
+        if project or o.account:
+            option = "project" if project else "account"
+            lines.append(f"{d} -P {self.word(req, project or o.account or '', option)}")
         spec = getattr(o, "resource_spec", None)
         if spec:
-            lines.append(f"{d} -l {spec}")
+            lines.append(f"{d} -l {self.word(req, spec, 'resource_spec')}")
         if req.walltime:
-            lines.append(f"{d} -l h_rt={req.walltime}")
+            lines.append(f"{d} -l h_rt={self.word(req, req.walltime, 'walltime')}")
         return lines
 
     def submit_command(self, script: str) -> list[str]:
@@ -459,12 +488,14 @@ class LSF(System):
         name = req.name
         if req.count > 1:
             name += f"[{self.first_index}-{self.first_index + req.count - 1}]"
-        lines = [f"{d} -J {name}", f"{d} -o {req.log_dir}/%J.%I.out"]
+        lines = [f"{d} -J {self.word(req, name, 'name')}",
+                 f"{d} -o {self.word(req, self.log_dir(req) + '/%J.%I.out', 'log_directory')}"]
         if o.queue:
-            lines.append(f"{d} -q {o.queue}")
-        project = getattr(o, "project", None) or o.account
-        if project:
-            lines.append(f"{d} -P {project}")
+            lines.append(f"{d} -q {self.word(req, o.queue, 'queue')}")
+        project = getattr(o, "project", None)
+        if project or o.account:
+            option = "project" if project else "account"
+            lines.append(f"{d} -P {self.word(req, project or o.account or '', option)}")
         ncpus = getattr(o, "ncpus", None) or req.cores
         lines += [f"{d} -n {ncpus}", f'{d} -R "span[hosts=1]"']
         mem = getattr(o, "mem", None)
@@ -477,7 +508,7 @@ class LSF(System):
             amount = max(1, math.ceil(nbytes / scale))
             lines += [f"{d} -M {amount}", f'{d} -R "rusage[mem={amount}]"']
         if req.walltime:
-            lines.append(f"{d} -W {req.walltime}")
+            lines.append(f"{d} -W {self.word(req, req.walltime, 'walltime')}")
         return lines
 
     def submit_command(self, script: str) -> list[str]:
@@ -556,9 +587,13 @@ class HTCondor(System):
 
     def submit_description(self, req: JobRequest, script: str) -> str:
         o = req.options
-        lines = ["universe = vanilla", f"executable = {script}", "arguments = $(Process)",
-                 f'batch_name = "{req.name}"', f"+JobBatchName = \"{req.name}\"",
-                 f"output = {req.log_dir}/$(Cluster).$(Process).out",
+        # Values run to the end of their line: check_directive keeps each on its own line,
+        # and "$" (a macro) is refused in the log directory, which holds the script too.
+        log_dir = self.log_dir(req)
+        name = check_directive(req.name, "name")
+        lines = ["universe = vanilla", f"executable = {check_directive(script, 'log_directory')}",
+                 "arguments = $(Process)", f'batch_name = "{name}"', f'+JobBatchName = "{name}"',
+                 f"output = {log_dir}/$(Cluster).$(Process).out",
                  f"request_cpus = {req.cores}"]
         if req.memory:
             lines.append(f"request_memory = {_mib(req.memory)}")
@@ -569,7 +604,7 @@ class HTCondor(System):
             nbytes = parse_bytes(disk) if isinstance(disk, str) else disk
             lines.append(f"request_disk = {max(1, math.ceil(nbytes / 1024))}")
         lines = [line for line in lines if not any(s in line for s in o.job_directives_skip)]
-        lines += list(o.job_extra_directives)
+        lines += [check_directive(line, "job_extra_directives") for line in o.job_extra_directives]
         lines.append(f"queue {req.count}")
         return "\n".join(lines) + "\n"
 
