@@ -366,14 +366,23 @@ class FakeBackend:
 
     @hookimpl
     async def deploy_discover(self, cluster: ClusterSpec, cluster_id: str | None) -> list[Handle]:
+        import os
+
+        from dask_deploy import owner_tag
+
         clusters = [cluster_id] if cluster_id is not None else sorted({*_WORLD, *_SCHEDULERS})
+        # What the fake runs lives in this process: its owner is this process, alive.
+        tags: dict[str, Any] = {"owner": owner_tag(), "owner_pid": os.getpid(), "owner_alive": True}
         found = []
         for cid in clusters:
             for name, fake in _WORLD.get(cid, {}).items():
+                created = {"created": fake.created} if hasattr(fake, "created") else {}
                 found.append(Handle(cluster.backend, cid, name, str(id(fake)),
-                                    {"workers": list(fake.worker_names), "phase": fake.phase.value}))
+                                    {"workers": list(fake.worker_names), "phase": fake.phase.value,
+                                     **tags, **created}))
             for name, sched in _SCHEDULERS.get(cid, {}).items():
-                found.append(Handle(cluster.backend, cid, name, str(id(sched)), {"role": "scheduler"}))
+                found.append(Handle(cluster.backend, cid, name, str(id(sched)),
+                                    {"role": "scheduler", **tags}))
         return found
 
     @hookimpl

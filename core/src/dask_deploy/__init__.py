@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._errors import BackendError, BackendNotFound, CrashLoopError, DeployError, SpecError, StartTimeout
+from ._owner import created_tag, owner_tag
 from ._plugins import get_plugin_manager, installed_backends, register_backend
 from ._specs import (
     TLS,
@@ -75,11 +76,13 @@ __all__ = [
     "Unit",
     "WorkerSpec",
     "attach",
+    "created_tag",
     "from_name",
     "get_plugin_manager",
     "hookimpl",
     "installed_backends",
     "list_clusters",
+    "owner_tag",
     "register_backend",
 ]
 __version__ = "0.1.0"

@@ -213,6 +213,17 @@ async def deploy_discover(cluster: ClusterSpec, cluster_id: str | None) -> Seque
     ``cluster.name`` set to the handle's cluster), so that hook must accept every handle
     this one returns, whatever its kind. Leave unimplemented if the backend cannot
     enumerate what it runs.
+
+    Ownership and liveness, which ``gc`` judges from these handles alone (never from the
+    core's records, which may live in another state directory): tag what you create with
+    :func:`dask_deploy.owner_tag` and :func:`dask_deploy.created_tag` and return them as
+    ``handle.data["owner"]`` (``user@host`` of the creating client) and
+    ``handle.data["created"]`` (epoch seconds); ``gc`` leaves other users' and untagged
+    resources alone, and anything younger than ``deploy.gc-grace``. Add what you can tell
+    of liveness: ``owner_pid`` (the creating client's pid, checked when its host is this
+    one), ``owner_alive`` (bool), ``detached`` (bool: ``shutdown_on_close=False``),
+    ``scheduler`` (an address ``gc`` asks which cluster it is) or ``scheduler_running``
+    (bool). Raise if the backend cannot be reached: ``gc`` reports that, it never guesses.
     """
 
 

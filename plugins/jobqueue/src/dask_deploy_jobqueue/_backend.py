@@ -570,7 +570,10 @@ class JobqueueBackend:
         Asks the batch system (its listing of this user's jobs), not our records, so it works
         from any process, e.g. ``dask-deploy gc`` after the client was killed.
         """
-        out = await self._run(self.system.list_command(getpass.getuser()))
+        user = getpass.getuser()
+        out = await self._run(self.system.list_command(user))
+        # The listing is this user's jobs: that is their owner (the submitting host is not
+        # in it; without a creation time gc leaves them alone unless it can tell more).
         found = []
         for job in self.system.parse_listing(out):
             tag = parse_job_name(job.name)
@@ -581,7 +584,7 @@ class JobqueueBackend:
                 continue
             name = f"{cid}-scheduler" if role == "scheduler" else f"{cid}-job-{job.element}"
             found.append(Handle(cluster.backend, cid, name, job.element,
-                                {"job": job_name(cid, role), "role": role}))
+                                {"job": job_name(cid, role), "role": role, "owner": f"{user}@"}))
         return found
 
     @hookimpl

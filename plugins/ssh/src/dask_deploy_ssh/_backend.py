@@ -524,7 +524,10 @@ class SSHBackend:
     async def _discover(self, host: _Host, cluster_id: str | None) -> list[Handle]:
         conn = await self._connection(host)
         result = await conn.run('ps -ww -u "$(id -u)" -o pid=,ppid=,stat=,args=', check=True, timeout=60)
+        from dask_deploy._owner import tags_from_argv
+
         procs: dict[int, tuple[int, str]] = {}  # pid -> (ppid, cluster id)
+        tags: dict[int, dict[str, object]] = {}  # pid -> its owner/created tags, detached
         for line in str(result.stdout).splitlines():
             parts = line.split(None, 3)
             if len(parts) < 4 or parts[2].startswith("Z"):
@@ -535,6 +538,7 @@ class SSHBackend:
             cid = args[args.index("--cluster") + 1]
             if cluster_id is None or cid == cluster_id:
                 procs[int(parts[0])] = (int(parts[1]), cid)
+                tags[int(parts[0])] = {**tags_from_argv(args), "detached": "--listen" in args}
         handles = []
         for pid, (ppid, cid) in sorted(procs.items()):
             if ppid in procs:
@@ -545,7 +549,8 @@ class SSHBackend:
                     family.append(child)
             handles.append(Handle(self.spec.backend, cid, f"{cid}-agent@{host.key}",
                                   f"{host.key}#{pid}",
-                                  {"host": host.key, "role": "agent", "pids": family}))
+                                  {"host": host.key, "role": "agent", "pids": family,
+                                   **tags[pid]}))
         return handles
 
     async def _kill(self, handle: Handle) -> None:
