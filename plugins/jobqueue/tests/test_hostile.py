@@ -338,3 +338,33 @@ def test_a_linked_tls_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="not a directory of this user"):
         backend._ensure_dirs()
     assert not list((tmp_path / "elsewhere").iterdir())
+
+
+# --------------------------------------------------------------------------------------
+# Real SLURM: quoted values reach sbatch and the job as they were given
+# --------------------------------------------------------------------------------------
+
+
+def test_real_slurm_takes_quoted_values(slurm: object, log_dir: str) -> None:
+    """A log_directory with a space, quotes and ``$()``, and an env value with shell in it:
+    sbatch writes the output file there, and the worker sees the value unchanged."""
+    from dask_deploy import Cluster
+    from distributed import Client
+
+    logs = os.path.join(log_dir, "my logs; $(touch pwned) 'q' 50%")
+    value = "a b; $(touch pwned) `touch pwned` \"q\" 'r'\nline"
+    with Cluster.from_name("slurm", name="quoted", cores=1, memory="512MiB", n_workers=1,
+                           log_directory=logs, env={"HOSTILE": value}, poll_interval=0.5,
+                           start_timeout=120) as c:
+        c.wait_for_workers(1, timeout=120)
+        with Client(c) as client:
+            assert client.submit(_worker_env, "HOSTILE").result(timeout=120) == value
+        outputs = list(Path(logs, "quoted").glob("*.out"))
+        assert outputs, os.listdir(Path(logs, "quoted"))
+    assert not list(Path(log_dir).rglob("pwned")) and not Path("pwned").exists()
+
+
+def _worker_env(name: str) -> str | None:
+    import os  # the worker's environment, not a copy of this one
+
+    return os.environ.get(name)
