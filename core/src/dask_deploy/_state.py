@@ -1,16 +1,27 @@
 """The per-user record of clusters, so that a cluster can outlive the process that made it.
 
-Every cluster writes ``<state dir>/clusters/<name>.json`` (mode 0600: it holds the cluster's
-TLS key) when it has started and whenever its handles change, and removes it when it is
-shut down. A detached cluster (``shutdown_on_close=False``) keeps its record, so another
-process can list it and re-attach; ``dask-deploy gc`` uses the records to tell live
-clusters from what a crashed client left behind.
+Every cluster writes ``<state dir>/clusters/<name>.json`` (mode 0600 in a 0700 directory:
+it holds the cluster's TLS key) when it has started and whenever its handles change, and
+removes it when it is shut down. A detached cluster (``shutdown_on_close=False``) keeps its
+record, so another process can list it and re-attach; ``dask-deploy gc`` uses the records
+to tell live clusters from what a crashed client left behind.
+
+Secrets a user passes to a backend (a password, a key passphrase, an in-memory key) are
+never written down: a field of a backend's options dataclass marked
+``field(metadata={"secret": True})`` is left out of the record (it is back at its default
+when the record is read), and ``metadata={"persist": fn}`` stores ``fn(value)`` instead of
+the value (the ssh backend drops passwords from ``connect_options`` and stores key objects
+as their paths). Re-attaching then relies on what is on disk or in the ssh agent.
+
+A cluster name becomes a file name here, so every name is checked against the rule of
+``ClusterSpec.name`` first: ``../x`` can never reach a record outside the state directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import socket
@@ -20,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._specs import TLS, ClusterSpec, Handle, SchedulerSpec, WorkerSpec
+from ._errors import DeployError, SpecError
+from ._private import private_dir
+from ._specs import _NAME, TLS, ClusterSpec, Handle, SchedulerSpec, WorkerSpec
 
 __all__ = ["ClusterRecord", "discover", "list_clusters", "state_dir"]
 
@@ -32,18 +45,27 @@ def state_dir() -> Path:
     path = os.environ.get("DASK_DEPLOY_STATE_DIR") or dask.config.get(
         "deploy.state-directory", default=None) or os.path.join(
         os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "dask-deploy")
-    p = Path(path)
-    (p / "clusters").mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Private (0700, ours, not a planted symlink): it holds TLS keys and agent sockets.
+    p = Path(private_dir(path, option="DASK_DEPLOY_STATE_DIR"))
+    private_dir(str(p / "clusters"), option="DASK_DEPLOY_STATE_DIR")
     return p
 
 
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        out = {}
+        for f in dataclasses.fields(value):
+            if f.metadata.get("secret"):
+                continue  # never written down: re-attach uses its default
+            v = getattr(value, f.name)
+            out[f.name] = _plain(f.metadata["persist"](v) if "persist" in f.metadata else v)
+        return out
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     return value
 
 
@@ -136,24 +158,50 @@ class ClusterRecord:
         )
 
 
+def check_name(name: object) -> str:
+    """``name`` if it is a valid cluster name (so it is safe as a file name), else SpecError."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise SpecError("name", name, "expected a cluster name: 1-48 lowercase letters, digits or "
+                        "'-', starting and ending with a letter or digit (`dask-deploy list` shows them)")
+    return name
+
+
 def _path(name: str) -> Path:
-    return state_dir() / "clusters" / f"{name}.json"
+    return state_dir() / "clusters" / f"{check_name(name)}.json"
+
+
+def _read(path: Path) -> str:
+    # Never through a symlink: a record is only ever a file we wrote ourselves.
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)) as f:
+        return f.read()
 
 
 def save(record: ClusterRecord) -> None:
     path = _path(record.name)
+    text = record.to_json()  # first: a record that cannot be written leaves no file behind
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(record.to_json())
+        f.write(text)
     os.replace(tmp, path)
 
 
 def load(name: str) -> ClusterRecord | None:
+    path = _path(name)
     try:
-        return ClusterRecord.from_json(_path(name).read_text())
+        record = ClusterRecord.from_json(_read(path))
     except FileNotFoundError:
         return None
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise DeployError(f"the record of cluster {name!r} ({path}) is a symlink, which dask-deploy "
+                          "never writes: not loaded; remove it") from None
+    if record.name != name:  # not written by save(): ignore it rather than act on it
+        return None
+    return record
 
 
 def remove(name: str) -> None:
@@ -166,7 +214,9 @@ def list_clusters() -> list[ClusterRecord]:
     out = []
     for path in (state_dir() / "clusters").glob("*.json"):
         with contextlib.suppress(Exception):
-            out.append(ClusterRecord.from_json(path.read_text()))
+            record = ClusterRecord.from_json(_read(path))
+            if record.name == path.stem:
+                out.append(record)
     return sorted(out, key=lambda r: r.created)
 
 

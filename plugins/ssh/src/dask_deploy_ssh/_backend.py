@@ -183,9 +183,12 @@ class SSHBackend:
             grace = self.options.stop_grace if self.options else 3.0
             agent_cmd = " ".join(shlex.quote(a) for a in agent_command(host.python, self.spec.name,
                                                                         grace))
-            command = (f"umask 077; d={self._log_dir_expr()}; mkdir -p \"$d\" && "
+            # The agent makes the log folder and checks it is private (DASK_DEPLOY_LOG_DIR):
+            # a shell's mkdir -p would accept a folder another user planted.
+            command = (f"umask 077; d={self._log_dir_expr()} && "
                        f"printf '{_LOGDIR_MARK}%s\\n' \"$d\" && "
-                       f"exec env DASK_DEPLOY_CLUSTER={shlex.quote(self.spec.name)} {agent_cmd}")
+                       f"exec env DASK_DEPLOY_CLUSTER={shlex.quote(self.spec.name)} "
+                       f"DASK_DEPLOY_LOG_DIR=\"$d\" {agent_cmd}")
             try:
                 proc = await conn.create_process(command, encoding="utf-8", errors="replace")
             except (OSError, asyncssh.Error) as e:
@@ -204,10 +207,13 @@ class SSHBackend:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(host.tasks[1]), 2)
             proc.close()
+            host.log_dir = None  # maybe refused (someone else's): never ours to remove
             why = "".join(host.stderr).strip() or (
                 "it exited without a word" if not agent.alive else
                 f"no answer within {self._boot_timeout:g}s")
             err = BackendError if not agent.alive else StartTimeout
+            if "invalid log_directory=" in why:  # the agent refused the folder: say only that
+                raise err(f"on {host.key}: {why.splitlines()[-1]}")
             raise err(
                 f"the dask-deploy agent did not start on {host.key} with "
                 f"remote_python={host.python!r}: {why}\nThat interpreter needs dask-deploy-core "
@@ -264,7 +270,12 @@ class SSHBackend:
         base = self.options.log_directory if self.options else None
         name = shlex.quote(self.spec.name)
         if base is None:
-            return f"\"${{TMPDIR:-/tmp}}/dask-deploy-$(id -u)\"/{name}"
+            # The user's own runtime folder, else their state folder: never a shared /tmp
+            # name that another user could create first (the agent checks the result).
+            return ('"$(if [ -d "$XDG_RUNTIME_DIR" ] && [ ! -L "$XDG_RUNTIME_DIR" ] && '
+                    '[ -O "$XDG_RUNTIME_DIR" ]; then echo "$XDG_RUNTIME_DIR/dask-deploy"; '
+                    'else echo "${XDG_STATE_HOME:-$HOME/.local/state}/dask-deploy/logs"; fi)"/'
+                    + name)
         if base.startswith("~/"):
             return f"\"$HOME\"/{shlex.quote(base[2:])}/{name}"
         return f"{shlex.quote(base)}/{name}"

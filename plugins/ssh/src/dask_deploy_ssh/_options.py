@@ -6,6 +6,7 @@ validating options never imports asyncssh.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,44 @@ _SECRET = ("password", "passphrase", "client_keys", "client_host_keys", "gss_", 
 
 def _masked(options: Mapping[str, Any]) -> dict[str, Any]:
     return {k: ("***" if any(k.startswith(s) for s in _SECRET) else v) for k, v in options.items()}
+
+
+#: Connect options that are secrets themselves: never written into the cluster record.
+_NEVER_STORED = frozenset({"password", "passphrase", "pkcs11_pin"})
+_DROP = object()
+
+
+def _storable(value: Any) -> Any:
+    """A JSON value standing for ``value`` in the record, or ``_DROP`` when there is none.
+
+    Key objects become their file path; a key that exists only in memory (or raw key bytes)
+    is a secret too and is dropped, like anything else that only lives in this process.
+    """
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    get_filename = getattr(value, "get_filename", None)  # asyncssh.SSHKey and friends
+    if callable(get_filename):
+        path = get_filename()
+        return os.fsdecode(path) if path else _DROP
+    if isinstance(value, Mapping):
+        items = {k: _storable(v) for k, v in value.items() if isinstance(k, str)}
+        return {k: v for k, v in items.items() if v is not _DROP}
+    if isinstance(value, (list, tuple)):
+        kept = [v for v in map(_storable, value) if v is not _DROP]
+        return kept if kept or not value else _DROP  # [] would mean "no keys at all"
+    return _DROP
+
+
+def _storable_connect_options(options: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """What the cluster record keeps of ``connect_options``: no password, passphrase or PIN,
+    keys as paths. Re-attaching authenticates with the ssh agent or the keys on disk."""
+    out = []
+    for opts in options:
+        kept = {k: _storable(v) for k, v in opts.items() if k not in _NEVER_STORED}
+        out.append({k: v for k, v in kept.items() if v is not _DROP})
+    return out
 
 
 def _per_host(value: Any, n: int, option: str, check: Any, accepted: str) -> tuple[Any, ...]:
@@ -53,20 +92,27 @@ class SSHOptions:
     ``connect_options``: keyword arguments of ``asyncssh.connect`` (``username``, ``port``,
     ``client_keys``, ``known_hosts``, ``agent_forwarding``, ...), one mapping for all hosts
     or a list with one per host. Host keys are checked against ``~/.ssh/known_hosts`` unless
-    ``known_hosts`` says otherwise.
+    ``known_hosts`` says otherwise. ``password``, ``passphrase`` and ``pkcs11_pin`` are never
+    written into the cluster record, key objects are recorded as their file paths and keys
+    held only in memory not at all: whatever re-reads the record (``dask-deploy gc``,
+    re-attaching) authenticates with the ssh agent or the keys on disk.
 
     ``remote_python``: the interpreter on the hosts (one for all, or one per host); it must
     have ``dask-deploy-core`` installed. Defaults, as in ``SSHCluster``, to this process's
     interpreter path.
 
-    ``log_directory``: where logs go on each host (a cluster subfolder is made; ``~/``
-    allowed); default ``${TMPDIR:-/tmp}/dask-deploy-<uid>``. ``stop_grace``: seconds a stopping
+    ``log_directory``: where logs go on each host (a cluster subfolder is made, 0700; ``~/``
+    allowed); default ``$XDG_RUNTIME_DIR/dask-deploy`` when that is the user's own, else
+    ``${XDG_STATE_HOME:-~/.local/state}/dask-deploy/logs``, never a shared ``/tmp`` name. The
+    agent refuses a cluster folder that is a symlink, belongs to someone else or sits in a
+    folder others could write to. ``stop_grace``: seconds a stopping
     worker gets to leave cleanly, and the grace the agent gives its workers when the
     connection to this client drops.
     """
 
     hosts: tuple[str, ...] = ()
-    connect_options: Any = field(default_factory=dict)
+    connect_options: Any = field(default_factory=dict,
+                                 metadata={"persist": _storable_connect_options})
     remote_python: Any = None
     log_directory: str | None = None
     stop_grace: float = 3.0
