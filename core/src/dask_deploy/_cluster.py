@@ -79,6 +79,12 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
     info = backend_info(backend)
     config = dask.config.get(f"deploy.{backend}", default={}) or {}
     merged = {**{k.replace("-", "_"): v for k, v in config.items()}, **options}
+    from ._specs import _frozen_map, _positive_int, check_address, check_bindable, check_port
+
+    # Checked before the defaults below compute with them (threads per worker from n_workers).
+    for key, low in (("n_workers", 0), ("threads_per_worker", 1)):
+        if merged.get(key) is not None:
+            _positive_int(merged[key], key, minimum=low)
     for key, default in info.defaults.items():
         if key not in merged:
             merged[key] = default(merged) if callable(default) else default
@@ -91,7 +97,8 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
     backend_options = (info.options(**{k: merged.pop(k) for k in backend_fields if k in merged})
                        if info.options else None)
     g = {k: merged[k] for k in GENERIC_OPTIONS if k in merged}
-    sched_opts = dict(g.get("scheduler_options") or {})
+    sched_opts = dict(_frozen_map(g.get("scheduler_options"), "scheduler_options"))
+    port_option = "scheduler_port" if "scheduler_port" in g else "scheduler_options['port']"
     worker = WorkerSpec(
         nthreads=1 if g.get("threads_per_worker") is None else g["threads_per_worker"],
         memory_limit=g.get("memory_limit", "auto"),
@@ -103,13 +110,18 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
     )
     scheduler = SchedulerSpec(
         placement=g.get("scheduler", "local"),
-        host=str(g.get("host", sched_opts.pop("host", "127.0.0.1"))),
-        port=int(g.get("scheduler_port", sched_opts.pop("port", 0)) or 0),
+        host=g.get("host", sched_opts.pop("host", "127.0.0.1")) or "127.0.0.1",
+        port=check_port(g.get("scheduler_port", sched_opts.pop("port", 0)) or 0, port_option),
         dashboard_address=g.get("dashboard_address",
                                 sched_opts.pop("dashboard_address", "127.0.0.1:0")),
         idle_timeout=g.get("idle_timeout"),
         options=sched_opts,
     )
+    if scheduler.placement == "local" or "loopback" in info.capabilities:
+        check_bindable(scheduler.host)  # the scheduler binds it on this machine
+    if not isinstance(g.get("shutdown_on_close", True), bool):
+        raise SpecError("shutdown_on_close", g["shutdown_on_close"],
+                        "expected True (stop with this process) or False (leave it running)")
     if not g.get("shutdown_on_close", True) and "detach" not in info.capabilities:
         raise SpecError("shutdown_on_close", False,
                         f"backend {backend!r} cannot leave a cluster running after this process")
@@ -138,7 +150,8 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
     )
     return SpecCluster(spec, asynchronous=g.get("asynchronous", False), loop=g.get("loop"),
                        quiet=g.get("quiet", False), silence_logs=g.get("silence_logs", logging.WARN),
-                       dashboard_proxy_address=g.get("dashboard_proxy_address", "127.0.0.1:0"),
+                       dashboard_proxy_address=check_address(
+                           g.get("dashboard_proxy_address"), "dashboard_proxy_address") or "127.0.0.1:0",
                        dashboard_token=g.get("dashboard_token"))
 
 

@@ -77,6 +77,54 @@ def _positive_float(value: object, option: str) -> float:
     return float(value)
 
 
+#: A host name, IPv4 address or IPv6 literal: no space, scheme, path or control character.
+_HOST = re.compile(r"^[A-Za-z0-9_.:%\[\]-]{0,253}\Z")
+
+
+def check_port(value: object, option: str) -> int:
+    """A TCP port number (0: any free port)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise SpecError(option, value, "expected a port number from 0 to 65535 (0: any free port)")
+    return value
+
+
+def check_host(value: object, option: str = "host") -> str:
+    """A host name or address to listen on ("" means the backend's default)."""
+    if not isinstance(value, str) or not _HOST.match(value):
+        raise SpecError(option, value, 'expected a host name or IP address to listen on, such as '
+                        '"127.0.0.1" or "0.0.0.0" (no scheme, port or spaces)')
+    return value
+
+
+def check_address(value: object, option: str) -> str | None:
+    """``"host:port"`` or ``":port"`` (e.g. a dashboard address), or None for none."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        if sep and port.isdigit() and _HOST.match(host):
+            check_port(int(port), option)
+            return value
+    raise SpecError(option, value, 'expected "host:port" or ":port", e.g. "127.0.0.1:8787" '
+                    '(port 0: any free port), or None')
+
+
+def check_bindable(host: str, option: str = "host") -> None:
+    """That this machine can listen on ``host`` (for a scheduler that binds it here), so a
+    bad address fails now with its name instead of as "Scheduler failed to start"."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host.strip("[]") or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.bind(addr)
+    except (OSError, UnicodeError) as e:  # UnicodeError: not even a valid host name
+        why = getattr(e, "strerror", None) or "not a valid host name"
+        raise SpecError(option, host, f"this machine cannot listen there ({why}): use "
+                        'one of its addresses, "127.0.0.1" or "0.0.0.0"') from None
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """One Dask worker process as a backend should start it.
@@ -141,7 +189,9 @@ class SchedulerSpec:
     def __post_init__(self) -> None:
         if self.placement not in ("local", "remote"):
             raise SpecError("scheduler", self.placement, 'expected "local" (in this process) or "remote"')
-        _positive_int(self.port, "scheduler_options['port']", minimum=0)
+        check_host(self.host, "host")
+        check_port(self.port, "scheduler_port")
+        check_address(self.dashboard_address, "dashboard_address")
         if self.idle_timeout is not None:
             _positive_float(self.idle_timeout, "idle_timeout")
         object.__setattr__(self, "options", _frozen_map(self.options, "scheduler_options"))
