@@ -108,21 +108,81 @@ def test_an_extension_may_not_implement_a_backend_hook() -> None:
         cluster_plugin_manager(ClusterSpec("local", "t-x"), extensions={"sneaky": Sneaky()})
 
 
-def test_expansion_hooks_chain(tmp_path: Path) -> None:
-    from dask_deploy import WorkerSpec
-
-    class Split:
-        @hookimpl
-        def deploy_expand_resources(self, cluster, workers):  # type: ignore[no-untyped-def]
-            return [w.replace(suffix=f"{w.suffix}-{i}") for w in workers for i in range(2)]
-
+def _expand(spec: ClusterSpec, extensions: dict[str, object]) -> list[str]:
     from dask_deploy import SpecCluster
 
-    spec = ClusterSpec("local", "t-exp2", worker=WorkerSpec(nthreads=1))
     c = SpecCluster.__new__(SpecCluster)
-    c._hook = cluster_plugin_manager(spec, extensions={"a": Split(), "b": Split()})[0].hook
-    workers = c._expand(spec)
-    assert [w.suffix for w in workers] == ["-0-0", "-0-1", "-1-0", "-1-1"]
+    c._hook = cluster_plugin_manager(spec, extensions=extensions)[0].hook
+    return [w.suffix for w in c._expand(spec)]
+
+
+class _Split:
+    """Splits every worker in two, and notes its turn in ``order``."""
+
+    def __init__(self, tag: str, order: list[str]) -> None:
+        self.tag, self.order = tag, order
+
+    @hookimpl
+    def deploy_expand_resources(self, workers):  # type: ignore[no-untyped-def]
+        # Accepts only ``workers``: pluggy passes the subset an implementation asks for.
+        self.order.append(self.tag)
+        workers[:] = [w.replace(suffix=f"{w.suffix}-{i}") for w in workers for i in range(2)]
+
+
+def test_expansion_hooks_chain_in_pluggy_order() -> None:
+    from dask_deploy import WorkerSpec
+
+    order: list[str] = []
+    spec = ClusterSpec("local", "t-exp2", worker=WorkerSpec(nthreads=1))
+    assert _expand(spec, {"a": _Split("a", order), "b": _Split("b", order)}) == \
+        ["-0-0", "-0-1", "-1-0", "-1-1"]
+    assert order == ["a", "b"]  # in the order the extensions were given
+
+
+def test_a_tryfirst_expansion_runs_first() -> None:
+    from dask_deploy import WorkerSpec
+
+    order: list[str] = []
+
+    class First:
+        @hookimpl(tryfirst=True)
+        def deploy_expand_resources(self, cluster, workers):  # type: ignore[no-untyped-def]
+            order.append("first")
+            assert workers == [cluster.worker]  # nobody ran before it
+            workers[:] = [workers[0].replace(suffix="-x")]
+
+    spec = ClusterSpec("local", "t-exp3", worker=WorkerSpec(nthreads=1))
+    assert _expand(spec, {"a": _Split("a", order), "first": First()}) == ["-x-0", "-x-1"]
+    assert order == ["first", "a"]
+
+
+def test_an_expansion_that_empties_the_unit_is_refused() -> None:
+    from dask_deploy import SpecError, WorkerSpec
+
+    class Empty:
+        @hookimpl
+        def deploy_expand_resources(self, workers):  # type: ignore[no-untyped-def]
+            workers.clear()
+
+    with pytest.raises(SpecError, match="no workers"):
+        _expand(ClusterSpec("local", "t-exp4", worker=WorkerSpec()), {"e": Empty()})
+
+
+def test_remote_scheduler_capability_comes_from_the_hooks() -> None:
+    from dask_deploy import BackendInfo, SpecError, from_name, register_backend
+    from dask_deploy._plugins import backend_capabilities
+
+    class NoRemote:
+        def __init__(self, spec: ClusterSpec) -> None:
+            pass
+
+    # Claims remote_scheduler, but implements no deploy_start_scheduler: the hook decides.
+    register_backend(BackendInfo("t-noremote", "test", NoRemote,
+                                 capabilities=frozenset({"remote_scheduler"})))
+    assert "remote_scheduler" not in backend_capabilities("t-noremote")
+    with pytest.raises(SpecError, match="scheduler"):
+        from_name("t-noremote", scheduler="remote")
+    assert "remote_scheduler" in backend_capabilities("local")  # local implements it
 
 
 def test_job_script_is_only_for_backends_that_submit_one() -> None:

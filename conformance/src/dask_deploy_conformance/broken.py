@@ -142,11 +142,6 @@ class LeaksScheduler(FakeBackend):
     async def deploy_stop_scheduler(self, cluster: ClusterSpec, handle: Handle) -> None:
         return None
 
-    @hookimpl
-    async def deploy_teardown(self, cluster: ClusterSpec) -> None:
-        self._mine = {n for n in self._mine if not n.endswith("-scheduler")}
-        await super().deploy_teardown(cluster)
-
 
 class WrongDashboard(FakeBackend):
     """Reports a dashboard address nobody listens on (a port mapping it got wrong)."""

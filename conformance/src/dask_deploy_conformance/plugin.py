@@ -93,14 +93,15 @@ def deploy_options(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
-def deploy_capabilities(deploy_backend: str) -> frozenset[str]:
-    """Capabilities the suite holds the backend to. Default: its ``BackendInfo.capabilities``.
+def deploy_capabilities(deploy_backend: str, deploy_options: dict[str, Any]) -> frozenset[str]:
+    """Capabilities the suite holds the backend to. Default: its ``BackendInfo.capabilities``
+    plus ``remote_scheduler`` when it implements ``deploy_start_scheduler``.
 
     Override to narrow them where a test environment cannot offer one (say why).
     """
-    from ._support import backend_info
+    from dask_deploy._plugins import backend_capabilities
 
-    return frozenset(backend_info(deploy_backend).capabilities)
+    return backend_capabilities(deploy_backend, deploy_options)
 
 
 @pytest.fixture

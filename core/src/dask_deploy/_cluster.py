@@ -11,8 +11,9 @@ import logging
 import math
 import os
 import time
+import warnings
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import dask.config
@@ -25,12 +26,13 @@ from distributed.utils import Log, Logs, NoOpAwaitable, silence_logging_cmgr
 
 from . import _state
 from ._adaptive import Adaptive
-from ._errors import BackendError, CrashLoopError, DeployError, SpecError
-from ._plugins import backend_info, cluster_plugin_manager
+from ._errors import BackendError, CrashLoopError, DeployError, SchedulerLost, SpecError
+from ._plugins import backend_info, capabilities, cluster_plugin_manager
 from ._proxy import DashboardProxy
 from ._reconcile import Failures, Observed, Policy, reconcile
 from ._specs import (
     TLS,
+    BackendInfo,
     ClusterSpec,
     Handle,
     Phase,
@@ -40,6 +42,7 @@ from ._specs import (
     Unit,
     WorkerSpec,
 )
+from .toolkit import is_loopback
 
 __all__ = ["SpecCluster", "attach", "from_name"]
 
@@ -128,12 +131,13 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
     if not g.get("shutdown_on_close", True) and scheduler.placement != "remote":
         raise SpecError("shutdown_on_close", False,
                         'a cluster that outlives this process needs scheduler="remote"')
-    if scheduler.placement == "remote" and "remote_scheduler" not in info.capabilities:
-        raise SpecError("scheduler", "remote",
-                        f'backend {backend!r} can only run the scheduler in this process: use "local"')
-    security = g.get("security", "remote" in info.capabilities or scheduler.placement == "remote")
+    security = g.get("security", needs_tls(info, scheduler))
     if not isinstance(security, bool):
         raise SpecError("security", security, "expected True (per-cluster TLS) or False (plain TCP)")
+    if not security and needs_tls(info, scheduler):
+        warnings.warn(f"security=False: the scheduler of this {backend} cluster accepts plain, "
+                      "unauthenticated connections beyond this machine's loopback; anyone who "
+                      "reaches it can run code as you", UserWarning, stacklevel=2)
     spec = ClusterSpec(
         backend=backend,
         tls=TLS.temporary() if security else None,
@@ -153,6 +157,17 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
                        dashboard_proxy_address=check_address(
                            g.get("dashboard_proxy_address"), "dashboard_proxy_address") or "127.0.0.1:0",
                        dashboard_token=g.get("dashboard_token"))
+
+
+def needs_tls(info: BackendInfo, scheduler: SchedulerSpec) -> bool:
+    """Whether a cluster's traffic can leave this machine's loopback, so TLS is the default.
+
+    Only a backend whose processes all run here (capability ``loopback``: local, cuda,
+    fake) with a loopback ``host`` and the scheduler in this process stays on loopback;
+    every other cluster has a scheduler or workers bound to a reachable address.
+    """
+    return not ("loopback" in info.capabilities and is_loopback(scheduler.host)
+                and scheduler.placement == "local")
 
 
 def attach(name: str, **client_options: Any) -> SpecCluster:
@@ -208,6 +223,11 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         try:
             self._pm, self.backend = cluster_plugin_manager(spec, extensions)
             self._hook = self._pm.hook
+            #: What this cluster's backend can do (``remote_scheduler`` read from its hooks).
+            self.capabilities = capabilities(backend_info(spec.backend), self._pm)
+            if spec.scheduler.placement == "remote" and "remote_scheduler" not in self.capabilities:
+                raise SpecError("scheduler", "remote", f"backend {spec.backend!r} can only run the "
+                                'scheduler in this process: use "local"')
             self._unit_template = self._expand(spec)
         except BaseException:
             self._exit_stack.close()
@@ -226,7 +246,16 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         self._dead: dict[str, Handle] = {}  # stopped units whose logs stay readable
         self._loop_task: asyncio.Task[None] | None = None
         self._start_task: asyncio.Future[None] | None = None
-        self.error: CrashLoopError | None = None
+        self._close_task: asyncio.Future[None] | None = None
+        #: Hook calls that create something and are still running (see :meth:`_create`).
+        self._creating: set[asyncio.Future[Any]] = set()
+        #: Units whose lost workers are being removed from the scheduler (see :meth:`_forget`).
+        self._forgetting: set[str] = set()
+        #: Connected workers of this cluster that no planned unit accounts for -> first seen.
+        self._unplanned: dict[str, float] = {}
+        self._side_tasks: set[asyncio.Future[Any]] = set()
+        #: Why the cluster stopped starting workers (crash loop, scheduler lost); None: fine.
+        self.error: DeployError | None = None
         #: What ``Client(cluster)`` uses to connect (TLS with the cluster's own certificate).
         self.security = spec.tls.security() if spec.tls else Security()
         self._instances.add(self)
@@ -250,14 +279,14 @@ class SpecCluster(Cluster):  # type: ignore[misc]
     # -- construction -------------------------------------------------------------------
 
     def _expand(self, spec: ClusterSpec) -> tuple[WorkerSpec, ...]:
+        # pluggy calls every implementation in its own order (tryfirst/trylast honoured,
+        # the backend before extensions) with the arguments each accepts; they edit the
+        # draft in place, as pytest_collection_modifyitems edits its items.
         workers: list[WorkerSpec] = [spec.worker]
-        # Registration order: the backend first, then extensions (see the hookspec).
-        for impl in self._hook.deploy_expand_resources.get_hookimpls():
-            result: Any = impl.function(cluster=spec, workers=tuple(workers))
-            if result is not None:
-                workers = list(result)
-        if not workers:
-            raise SpecError("worker", spec.worker, "resource expansion produced no workers")
+        self._hook.deploy_expand_resources(cluster=spec, workers=workers)
+        if not workers or not all(isinstance(w, WorkerSpec) for w in workers):
+            raise SpecError("worker", spec.worker,
+                            f"resource expansion produced no workers or not WorkerSpecs: {workers}")
         if len({w.suffix for w in workers}) != len(workers):
             raise DeployError(f"resource expansion gave workers with clashing suffixes: {workers}")
         return tuple(workers)
@@ -298,22 +327,20 @@ class SpecCluster(Cluster):  # type: ignore[misc]
     async def _start_inner(self) -> None:
         self._kick = asyncio.Event()
         self._lock = asyncio.Lock()
-        prepare = asyncio.ensure_future(self._call("deploy_prepare"))
+        prepare = asyncio.ensure_future(self._create("deploy_prepare"))
         try:
             # Let it begin (e.g. spawn the local agent) before the in-process scheduler's
             # constructor holds the loop: the two then boot side by side.
             await asyncio.sleep(0)
             if self._attach_to is not None:
                 address = self._adopt(self._attach_to)
+                address = await self._reattach(address)
                 await prepare
             else:
                 address = await self._start_scheduler(prepare)
         except BaseException:
-            # Wait for the cancelled prepare to clean up (e.g. kill an agent it just spawned)
-            # before teardown runs and the loop may stop.
+            # The prepare call itself goes on (close() waits for it); only stop waiting.
             prepare.cancel()
-            with contextlib.suppress(BaseException):
-                await prepare
             raise
         self.scheduler_comm = rpc(
             address, connection_args=self.security.get_connection_args("client"))
@@ -337,6 +364,13 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             self._observed[name] = Observed(Phase.PENDING, now)
             self._counter = max(self._counter, _index(name) + 1)
         return record.scheduler_address
+
+    async def _reattach(self, address: str) -> str:
+        """Reopen what this process needs to reach a recorded remote scheduler."""
+        if self.scheduler_handle is None:
+            return address
+        reached = await self._call("deploy_reattach", scheduler=self.scheduler_handle)
+        return str(reached) if reached else address
 
     def _save_record(self) -> None:
         sched = self.scheduler_handle
@@ -368,11 +402,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         else:
             await prepare
             self._log(f"Starting the scheduler on {self.spec.backend}")
-            info = await self._call("deploy_start_scheduler")
-            if info is None:
-                raise SpecError("scheduler", "remote",
-                                f"backend {self.spec.backend!r} cannot place the scheduler remotely")
-            self.scheduler_handle = info
+            info = await self._create("deploy_start_scheduler", keep=self._keep_scheduler)
             address = info.address
         await prepare
         return str(address)
@@ -381,6 +411,51 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         """Call a backend hook and await its result (None: not implemented)."""
         result = getattr(self._hook, hook)(cluster=self.spec, **kwargs)
         return await result if result is not None else None
+
+    async def _create(self, hook: str, keep: Callable[[Any], None] | None = None,
+                      **kwargs: Any) -> Any:
+        """Call a hook that creates something, so that a racing close() cannot lose it.
+
+        The call runs as a task of its own that close() does not cancel: close() waits for
+        it, and ``keep`` records what it returned (a handle) before anybody else runs, so
+        close() then stops it. Whoever awaits this may be cancelled meanwhile; the call
+        goes on. This is the one place where "close during start" is handled: backends
+        only create, stop, poll and describe.
+        """
+        async def run() -> Any:
+            result = await self._call(hook, **kwargs)
+            if keep is not None:
+                keep(result)
+            return result
+
+        task = asyncio.ensure_future(run())
+        self._creating.add(task)
+        task.add_done_callback(self._creating.discard)
+        return await asyncio.shield(task)
+
+    def _keep_scheduler(self, info: SchedulerInfo | None) -> None:
+        if info is None:
+            raise SpecError("scheduler", "remote",
+                            f"backend {self.spec.backend!r} cannot place the scheduler remotely")
+        self.scheduler_handle = info
+
+    async def _settle(self) -> None:
+        """Wait for the creating calls in flight (close() stops what they created).
+
+        Each is bounded by the backend's own start timeouts; one that is still running
+        ``start_timeout`` seconds later is cancelled, as a last resort (the hookspecs ask
+        a cancelled call to remove what it started).
+        """
+        pending = set(self._creating)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=self.spec.start_timeout)
+        for task in late:
+            self._log(f"a backend call that creates something did not return within "
+                      f"start_timeout={self.spec.start_timeout:g}s of close(); cancelling it")
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
 
     # -- scaling ------------------------------------------------------------------------
 
@@ -503,15 +578,28 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                 lost = [n for n in decision.stop if n in self.units and n in self._observed
                         and self._observed[n].phase in ended]
                 await self._stop_units(decision.stop)
-                await self._forget(lost)
-            if decision.start:
-                await self._start_units(decision.start, now)
+                self._forget(lost)
+            self._retire_unplanned(now)
+            # A lost scheduler takes no workers; a unit whose old workers the scheduler
+            # still lists waits until they are forgotten (else: "duplicate name").
+            start = [n for n in decision.start if n not in self._forgetting]
+            if start and not isinstance(self.error, SchedulerLost):
+                await self._start_units(start, now)
 
     async def _observe(self) -> None:
-        handles = [h for h in self.handles.values()]
+        handles = list(self.handles.values())
+        sched = self.scheduler_handle
+        if sched is not None:  # the remote scheduler is polled in the same batch
+            handles.append(sched.handle)
         statuses: list[Status] = []
         if handles:
             statuses = list(await self._call("deploy_poll", handles=handles))
+        if len(statuses) != len(handles):
+            raise BackendError(f"deploy_poll returned {len(statuses)} statuses for "
+                               f"{len(handles)} handles")
+        if sched is not None:
+            await self._check_scheduler(statuses.pop())
+            handles.pop()
         seen = {w["name"] for w in self.scheduler_info["workers"].values()}
         now = time.monotonic()
         for handle, status in zip(handles, statuses, strict=True):
@@ -523,46 +611,128 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                 connected_at=old.connected_at or (now if connected else None),
                 running_at=old.running_at or (now if status.phase is not Phase.PENDING else None))
 
+    async def _check_scheduler(self, status: Status) -> None:
+        """A remote scheduler the backend reports ended, and that does not answer, is lost."""
+        if status.phase not in (Phase.FAILED, Phase.GONE) or isinstance(self.error, SchedulerLost):
+            return
+        comm = self.scheduler_comm
+        with contextlib.suppress(Exception):
+            if comm is not None:
+                await asyncio.wait_for(comm.identity(), 2)
+                return  # it answers: the backend's view is stale
+        assert self.scheduler_handle is not None
+        try:
+            log = await self.logs_of(self.scheduler_handle.handle.name)
+        except Exception as e:
+            log = f"(its log cannot be read: {e})"
+        tail = "\n".join(log.strip().splitlines()[-20:])
+        self.error = SchedulerLost(
+            f"the scheduler of {self.name} is {status.phase.value}"
+            f"{': ' + status.reason if status.reason else ''}; no more workers are started. "
+            f"Close this cluster and start a new one. The end of its log:\n{tail}")
+        self._log(str(self.error))
+
+    def _retire_unplanned(self, now: float) -> None:
+        """Retire connected workers of this cluster that no planned unit accounts for.
+
+        A worker stopped while it was still starting can register anyway (the backend lost
+        the stop, or the registration was already on the wire). Nothing else would ever
+        remove it, so the core does, through the scheduler, once it has been seen unplanned
+        in two rounds (one round can be the gap between a stop and its disconnect).
+        """
+        comm = self.scheduler_comm
+        if comm is None:
+            return
+        planned = self.plan
+        prefix = f"{self.spec.name}-"
+        unplanned = {a for a, w in self.scheduler_info["workers"].items()
+                     if str(w.get("name", "")).startswith(prefix) and w.get("name") not in planned}
+        self._unplanned = {a: self._unplanned.get(a, now) for a in unplanned}
+        late = [a for a, first in self._unplanned.items()
+                if now - first >= self.spec.poll_interval]
+        if not late:
+            return
+        names = [self.scheduler_info["workers"][a].get("name") for a in late]
+        self._log(f"Retiring worker(s) {names}: connected, but no planned unit runs them")
+
+        async def retire() -> None:
+            try:
+                await asyncio.wait_for(comm.retire_workers(workers=late, close_workers=True,
+                                                           remove=True), 10)
+            except Exception as e:
+                self._log(f"could not retire unplanned workers {names}: {e}")
+
+        self._in_background(retire())
+        for a in late:
+            self._unplanned.pop(a)
+
+    def _in_background(self, coro: Any) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+        return task
+
     async def _start_units(self, names: Iterable[str], now: float) -> None:
         units = [self.units[n] for n in names]
-        try:
-            handles = list(await self._call("deploy_start_workers",
-                                            scheduler_address=self.scheduler_address, units=units))
+
+        def keep(handles: Any) -> None:
+            # Runs as soon as the backend returns, even if close() began meanwhile: every
+            # handle is recorded here, so close() (or the next round) stops it.
+            handles = list(handles or [])
+            for unit, handle in zip(units, handles, strict=False):
+                self.handles[unit.name] = handle
+                self._observed[unit.name] = Observed(Phase.PENDING, now)
             if len(handles) != len(units):
                 raise BackendError(f"deploy_start_workers returned {len(handles)} handles "
                                    f"for {len(units)} units")
+
+        try:
+            await self._create("deploy_start_workers", keep=keep,
+                               scheduler_address=self.scheduler_address, units=units)
         except (BackendError, OSError) as e:
             # Counted as one failure per unit on the next round (no handle to stop).
             for unit in units:
-                self._observed[unit.name] = Observed(Phase.FAILED, now, f"start refused: {e}")
+                if unit.name not in self.handles:
+                    self._observed[unit.name] = Observed(Phase.FAILED, now, f"start refused: {e}")
             self._wake()
             return
-        for unit, handle in zip(units, handles, strict=True):
-            self.handles[unit.name] = handle
-            self._observed[unit.name] = Observed(Phase.PENDING, now)
         self._save_record()
         self._record(f"Started {len(units)} unit(s): {', '.join(u.name for u in units)}")
 
-    async def _forget(self, units: list[str]) -> None:
+    def _forget(self, units: list[str]) -> None:
         """Drop from the scheduler the workers of failed units that it still lists.
 
         A worker on a host we lost (a dropped link, a dead node) stays listed until its TCP
         connections time out (~30 s), and until then the scheduler refuses a replacement of
         the same name ("duplicate name"), which would count towards the crash-loop limit.
-        Best effort: a worker that really died is dropped by the scheduler anyway.
+        Runs in the background, outside the reconcile lock, all workers at once with a
+        short timeout; the units' replacements start in the round after. Best effort: a
+        worker that really died is dropped by the scheduler anyway.
         """
         comm = self.scheduler_comm
-        if comm is None:
-            return
         names = {w for u in units for w in self.units[u].worker_names}
-        for address in [a for a, w in self.scheduler_info["workers"].items() if w.get("name") in names]:
+        stale = [a for a, w in self.scheduler_info["workers"].items() if w.get("name") in names]
+        if comm is None or not stale:
+            return
+        self._forgetting.update(units)
+
+        async def one(address: str) -> None:
             try:
                 await asyncio.wait_for(comm.unregister(
-                    address=address, stimulus_id=f"dask-deploy-lost-{time.time()}"), 30)
+                    address=address, stimulus_id=f"dask-deploy-lost-{time.time()}"), 5)
             except Exception as e:
                 self._log(f"could not tell the scheduler that worker {address} is gone: {e}")
             else:
                 self._record(f"Removed the lost worker {address} from the scheduler")
+
+        async def forget() -> None:
+            try:
+                await asyncio.gather(*(one(a) for a in stale))
+            finally:
+                self._forgetting.difference_update(units)
+                self._wake()
+
+        self._in_background(forget())
 
     async def _stop_units(self, names: Iterable[str]) -> None:
         names = list(names)
@@ -630,20 +800,27 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         return logs
 
     async def _close(self) -> None:
+        # One close, however many callers: the second awaits the first.
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._close_once())
+        await asyncio.shield(self._close_task)
+
+    async def _close_once(self) -> None:
         if self.status == ClusterStatus.closed:
             return
         self.status = ClusterStatus.closing
-        start = self._start_task
-        if start is not None and not start.done():
-            start.cancel()
-            with contextlib.suppress(BaseException):
-                await start
+        # Stop deciding: cancel the start and the reconcile loop. Hook calls that create
+        # something go on (see _create); wait for them, so that what they create is known.
+        for task in (self._start_task, self._loop_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         if self._adaptive is not None:
             self._adaptive.stop()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._loop_task
+        await self._settle()
+        for task in list(self._side_tasks):
+            task.cancel()
         errors: list[BaseException] = []
         if self._shutdown:
             self.spec = dataclasses.replace(self.spec, shutdown_on_close=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["BackendError", "BackendNotFound", "CrashLoopError", "DeployError", "SpecError", "StartTimeout"]
+__all__ = ["BackendError", "BackendNotFound", "CrashLoopError", "DeployError", "SchedulerLost", "SpecError",
+           "StartTimeout"]
 
 
 class DeployError(Exception):
@@ -36,4 +37,12 @@ class CrashLoopError(DeployError, RuntimeError):
     """Workers kept failing to start or kept dying, so the cluster stopped starting new ones.
 
     Call ``cluster.retry()`` once the cause is fixed; ``cluster.get_logs()`` has the details.
+    """
+
+
+class SchedulerLost(DeployError, RuntimeError):
+    """The cluster's remote scheduler ended (failed, killed, out of walltime) or vanished.
+
+    Set as ``cluster.error`` with the end of the scheduler's log; the cluster starts no more
+    workers into it. Close the cluster and start a new one.
     """

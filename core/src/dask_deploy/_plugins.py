@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import warnings
@@ -15,7 +16,8 @@ from . import hookspecs
 from ._errors import BackendNotFound, DeployError
 from ._specs import BackendInfo, ClusterSpec
 
-__all__ = ["BACKEND_GROUP", "EXTENSION_GROUP", "backend_info", "cluster_plugin_manager",
+__all__ = ["BACKEND_GROUP", "EXTENSION_GROUP", "backend_capabilities", "backend_info", "capabilities",
+           "cluster_plugin_manager",
            "get_plugin_manager", "installed_backends", "register_backend"]
 
 #: Entry points that provide backends: ``ssh = "dask_deploy_ssh.plugin"``.
@@ -128,15 +130,42 @@ def cluster_plugin_manager(spec: ClusterSpec, extensions: Mapping[str, Any] | No
     hook are refused, so every backend hook has at most one implementation (see hookspecs).
     """
     pm = _new_manager()
-    backend = backend_info(spec.backend).factory(spec)
-    pm.register(backend, name=f"backend:{spec.backend}")
     if extensions is None:
         extensions = {name: ep.load() for name, ep in _entry_points(EXTENSION_GROUP).items()}
-    for name, plugin in extensions.items():
+    # pluggy calls the last registered first: extensions in reverse, the backend last, so
+    # that plain hooks run backend first, then extensions in the order they were given.
+    for name, plugin in reversed(list(extensions.items())):
         pm.register(plugin, name=f"extension:{name}")
         for hook in hookspecs.BACKEND_HOOKS:
-            if len(getattr(pm.hook, hook).get_hookimpls()) > 1:
+            if _implementations(pm, hook):
                 raise DeployError(f"extension plugin {name!r} implements the backend hook {hook}; "
-                                  "only a cluster's backend may (see dask_deploy.hookspecs)")
+                                  "only a cluster's backend may (wrappers may: see dask_deploy.hookspecs)")
+    backend = backend_info(spec.backend).factory(spec)
+    pm.register(backend, name=f"backend:{spec.backend}")
     pm.check_pending()
     return pm, backend
+
+
+def _implementations(pm: pluggy.PluginManager, hook: str) -> list[Any]:
+    """The implementations of ``hook`` that return its result (wrappers do not)."""
+    return [i for i in getattr(pm.hook, hook).get_hookimpls() if not (i.hookwrapper or i.wrapper)]
+
+
+def backend_capabilities(name: str, options: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """The capabilities of backend ``name`` built with ``options`` (its own options only are
+    used; building the backend object does no I/O), e.g. for listings and the conformance
+    suite's skips."""
+    info = backend_info(name)
+    fields = {f.name for f in dataclasses.fields(info.options)} if info.options else set()
+    opts = (info.options(**{k: v for k, v in (options or {}).items() if k in fields})
+            if info.options else None)
+    pm, _ = cluster_plugin_manager(ClusterSpec(backend=name, name="capabilities", backend_options=opts),
+                                   extensions={})
+    return capabilities(info, pm)
+
+
+def capabilities(info: BackendInfo, pm: pluggy.PluginManager) -> frozenset[str]:
+    """What a cluster's backend can do: its declared capabilities, plus those that only say
+    "this hook is implemented" (``remote_scheduler``), read from the hooks themselves."""
+    derived = {"remote_scheduler"} if _implementations(pm, "deploy_start_scheduler") else set()
+    return frozenset(set(info.capabilities) - {"remote_scheduler"} | derived)

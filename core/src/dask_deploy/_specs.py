@@ -35,7 +35,10 @@ __all__ = [
 Placement = Literal["local", "remote"]
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
-_CAPABILITIES = frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard", "detach"})
+#: ``remote_scheduler`` is read from the hooks (a backend need not claim it); ``loopback``:
+#: with a loopback ``host``, every process of the backend binds loopback only (no TLS needed).
+_CAPABILITIES = frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard", "detach",
+                           "loopback"})
 
 
 def _frozen_map(value: Mapping[str, Any] | None, option: str) -> Mapping[str, Any]:

@@ -49,6 +49,7 @@ BACKEND_HOOKS = (
     "deploy_get_logs",
     "deploy_dashboard_route",
     "deploy_discover",
+    "deploy_reattach",
     "deploy_teardown",
 )
 
@@ -71,17 +72,17 @@ def deploy_backends() -> Sequence[BackendInfo]:
 
 
 @hookspec
-def deploy_expand_resources(
-    cluster: ClusterSpec, workers: Sequence[WorkerSpec]
-) -> Sequence[WorkerSpec] | None:
+def deploy_expand_resources(cluster: ClusterSpec, workers: list[WorkerSpec]) -> None:
     """Turn the workers of one requested unit into the workers it should really run.
 
-    Chained, not collected: the core calls each implementation in turn (backend plugin
-    first, then composable plugins in registration order) and passes the previous result
-    as ``workers``, starting from ``[cluster.worker]``. Return a new list, or ``None`` to
-    leave it unchanged. Every returned worker needs a distinct ``suffix`` when there is more
-    than one. Examples: the gpu plugin turns one worker with ``gpus=4`` into four workers
-    with ``gpus=1`` and ``CUDA_VISIBLE_DEVICES`` rotated; jobqueue turns one job with
+    ``workers`` is a draft, ``[cluster.worker]`` at first, that each implementation edits
+    in place (``workers[:] = [...]``), the way ``pytest_collection_modifyitems`` edits its
+    items; return nothing. pluggy calls the implementations in its usual order:
+    ``tryfirst`` ones first, then the backend plugin, then the composable plugins in the
+    order they were loaded, then ``trylast`` ones; each sees the edits of those before it.
+    Every worker needs a distinct ``suffix`` when there is more than one. Examples: the
+    gpu plugin turns one worker with ``gpus=4`` into four workers with ``gpus=1`` and
+    ``CUDA_VISIBLE_DEVICES`` rotated; jobqueue turns one job with
     ``processes=2`` into two workers sharing its cores and memory. Called once per cluster
     when it starts. Raise :class:`~dask_deploy.SpecError` when the request cannot be met
     (e.g. GPUs asked for and none found).
@@ -98,7 +99,11 @@ async def deploy_prepare(cluster: ClusterSpec) -> None:
     """Get ready to start things: open connections, boot agents, create shared resources.
 
     Called once when the cluster starts, concurrently with the scheduler's start, so that
-    slow set-up is off the critical path. Optional. Raise
+    slow set-up is off the critical path. Optional. Like every creating hook (this one,
+    ``deploy_start_scheduler``, ``deploy_start_workers``) it is never cancelled by
+    ``close()``: the core waits for it, keeps what it returns, stops that, and only then
+    calls ``deploy_teardown``. So no creating hook runs after teardown began, and a
+    backend needs no "closing" flag of its own. Raise
     :class:`~dask_deploy.BackendError` if the backend cannot be used (unreachable host,
     bad credentials); the cluster then fails to start and is torn down.
     """
@@ -114,8 +119,10 @@ async def deploy_start_scheduler(cluster: ClusterSpec) -> SchedulerInfo:
     :class:`~dask_deploy.StartTimeout` if it does not come up within
     ``cluster.start_timeout`` (counted once it left the backend's queue, where
     ``cluster.queue_timeout``, if set, bounds the wait) and :class:`~dask_deploy.BackendError`
-    for any other failure; clean up whatever you started before raising. Backends without
-    remote placement leave it unimplemented.
+    for any other failure; clean up whatever you started before raising (also on
+    ``CancelledError``: a close waits ``cluster.start_timeout`` for this call, then cancels
+    it). Leave it unimplemented if the backend cannot place the scheduler: the core then
+    refuses ``scheduler="remote"`` (the ``remote_scheduler`` capability is derived from it).
     """
 
 
@@ -172,8 +179,12 @@ async def deploy_poll(cluster: ClusterSpec, handles: Sequence[Handle]) -> Sequen
     process runs; it may not have connected yet), ``FAILED`` with the backend's reason
     (non-zero exit, image pull error, out of memory, cancelled by the system), or ``GONE``
     (ended cleanly, or unknown to the backend). Called every reconcile round, so keep it to
-    one cheap query. Raise :class:`~dask_deploy.BackendError` if the backend cannot be
-    reached; the core retries next round.
+    one cheap query. The batch includes the remote scheduler's handle (the one
+    ``deploy_start_scheduler`` returned), so that a scheduler that died or ran out of
+    walltime is noticed in the same round; the core then sets ``cluster.error``
+    (:class:`~dask_deploy.SchedulerLost`) with the end of its log. Raise
+    :class:`~dask_deploy.BackendError` if the backend cannot be reached; the core retries
+    next round.
     """
 
 
@@ -224,6 +235,19 @@ async def deploy_discover(cluster: ClusterSpec, cluster_id: str | None) -> Seque
     one), ``owner_alive`` (bool), ``detached`` (bool: ``shutdown_on_close=False``),
     ``scheduler`` (an address ``gc`` asks which cluster it is) or ``scheduler_running``
     (bool). Raise if the backend cannot be reached: ``gc`` reports that, it never guesses.
+    """
+
+
+@hookspec(firstresult=True)
+async def deploy_reattach(cluster: ClusterSpec, scheduler: SchedulerInfo) -> str | None:
+    """Reopen what this process needs to reach a recorded remote scheduler; return its address.
+
+    Called when a process attaches to a cluster started elsewhere (``attach()``,
+    ``from_name(name=...)``, the CLI's ``scale``/``logs``/``down``), before the core dials
+    ``scheduler.address``. Open a Kubernetes port-forward or an SSH tunnel here and return
+    the address to dial instead (e.g. ``tls://127.0.0.1:PORT``; close it in
+    ``deploy_teardown``), or return ``None`` when ``scheduler.address`` is reachable as it
+    is. Raise :class:`~dask_deploy.BackendError` if it cannot be reached.
     """
 
 

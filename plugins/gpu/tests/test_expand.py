@@ -20,7 +20,11 @@ def spec(backend: str, **worker: Any) -> ClusterSpec:
 
 
 def run(cluster: ClusterSpec, workers: list[WorkerSpec] | None = None) -> list[WorkerSpec] | None:
-    return extension.deploy_expand_resources(cluster=cluster, workers=workers or [cluster.worker])
+    """The expanded draft, or None when the extension left it alone."""
+    draft = list(workers or [cluster.worker])
+    before = list(draft)
+    extension.deploy_expand_resources(cluster=cluster, workers=draft)
+    return None if draft == before else draft
 
 
 def test_no_gpus_leaves_workers_alone() -> None:
@@ -189,3 +193,18 @@ def test_entry_points_are_registered() -> None:
     assert installed_backends()["cuda"].extra == "gpu"
     assert _entry_points(EXTENSION_GROUP)["gpu"].load() is extension
     assert get_plugin_manager().get_plugin("gpu") is extension
+
+
+def test_cuda_refuses_gpus_above_one_with_the_gpu_extension_loaded(fake_gpus: Any) -> None:
+    # The cuda backend's expansion is tryfirst, so it runs before the gpu extension (which
+    # would otherwise split gpus=2 into two workers first and hide this error).
+    from dask_deploy import SpecCluster
+    from dask_deploy._plugins import cluster_plugin_manager
+
+    fake_gpus(2)
+    cluster = ClusterSpec(backend="cuda", name="t-cuda2", worker=WorkerSpec(gpus=2),
+                          backend_options=CUDAOptions())
+    c = SpecCluster.__new__(SpecCluster)
+    c._hook = cluster_plugin_manager(cluster, extensions={"gpu": extension})[0].hook
+    with pytest.raises(SpecError, match="one GPU"):
+        c._expand(cluster)

@@ -286,14 +286,17 @@ def test_jobqueue_yaml_supplies_defaults() -> None:
 
 def test_expansion_names_processes_by_suffix(tmp_path: Path) -> None:
     backend = JobqueueBackend(spec("slurm", str(tmp_path), processes=3, cores=6))
-    workers = backend.deploy_expand_resources(backend.spec, [backend.spec.worker])
-    assert workers is not None and [w.suffix for w in workers] == ["-0", "-1", "-2"]
+    workers = [backend.spec.worker]
+    backend.deploy_expand_resources(backend.spec, workers)
+    assert [w.suffix for w in workers] == ["-0", "-1", "-2"]
     # composes with an expansion that already ran (e.g. one worker per GPU)
     gpu = [backend.spec.worker.replace(suffix="-gpu0"), backend.spec.worker.replace(suffix="-gpu1")]
-    again = backend.deploy_expand_resources(backend.spec, gpu)
-    assert again is not None and [w.suffix for w in again][:2] == ["-gpu0-0", "-gpu0-1"]
+    backend.deploy_expand_resources(backend.spec, gpu)
+    assert [w.suffix for w in gpu][:2] == ["-gpu0-0", "-gpu0-1"]
     single = JobqueueBackend(spec("slurm", str(tmp_path), processes=1))
-    assert single.deploy_expand_resources(single.spec, [single.spec.worker]) is None
+    alone = [single.spec.worker]
+    single.deploy_expand_resources(single.spec, alone)
+    assert alone == [single.spec.worker]
 
 
 # --------------------------------------------------------------------------------------

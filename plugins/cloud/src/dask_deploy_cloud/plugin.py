@@ -13,7 +13,7 @@ from ._options import EC2Options, ECSOptions
 
 __all__ = ["deploy_backends"]
 
-_CAPABILITIES = frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard", "detach"})
+_CAPABILITIES = frozenset({"scale", "logs_after_death", "dashboard", "detach"})
 
 
 def _remote(options: dict[str, Any]) -> bool:

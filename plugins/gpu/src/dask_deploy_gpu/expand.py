@@ -10,8 +10,6 @@ only the plain ``deploy_expand_resources`` hook, never a backend hook.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from dask_deploy import ClusterSpec, WorkerSpec, hookimpl
 
 from ._expand import expand
@@ -20,6 +18,8 @@ __all__ = ["deploy_expand_resources"]
 
 
 @hookimpl
-def deploy_expand_resources(cluster: ClusterSpec, workers: Sequence[WorkerSpec]) -> list[WorkerSpec] | None:
+def deploy_expand_resources(cluster: ClusterSpec, workers: list[WorkerSpec]) -> None:
     """One worker per GPU, ``CUDA_VISIBLE_DEVICES`` rotated; see :func:`dask_deploy_gpu._expand.expand`."""
-    return expand(cluster, workers)
+    expanded = expand(cluster, workers)
+    if expanded is not None:
+        workers[:] = expanded

@@ -169,9 +169,8 @@ class CUDABackend(LocalBackend):
 
     # tryfirst: it runs before the gpu extension, which then sees pinned workers and passes.
     @hookimpl(tryfirst=True)
-    def deploy_expand_resources(self, cluster: ClusterSpec, workers: Sequence[WorkerSpec]
-                                ) -> list[WorkerSpec]:
-        return expand_cuda(cluster, workers, self.options)
+    def deploy_expand_resources(self, cluster: ClusterSpec, workers: list[WorkerSpec]) -> None:
+        workers[:] = expand_cuda(cluster, workers, self.options)
 
 
 def _default_n_workers(options: dict[str, Any]) -> int:

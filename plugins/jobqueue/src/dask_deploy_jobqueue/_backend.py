@@ -142,17 +142,15 @@ class JobqueueBackend:
     # -- resource expansion: ``processes`` workers per job -------------------------------
 
     @hookimpl
-    def deploy_expand_resources(self, cluster: ClusterSpec, workers: Sequence[WorkerSpec]
-                                ) -> list[WorkerSpec] | None:
+    def deploy_expand_resources(self, cluster: ClusterSpec, workers: list[WorkerSpec]) -> None:
         """One job runs ``processes`` workers named ``<unit>-0``, ``<unit>-1``, ...
 
         Their threads and memory are already per worker: ``threads_per_worker`` and
         ``memory_limit`` default to ``cores // processes`` and ``memory / processes``.
         """
         n = self.processes
-        if n == 1:
-            return None
-        return [w.replace(suffix=f"{w.suffix}-{i}") for w in workers for i in range(n)]
+        if n > 1:
+            workers[:] = [w.replace(suffix=f"{w.suffix}-{i}") for w in workers for i in range(n)]
 
     # -- the job script -----------------------------------------------------------------
 
@@ -252,8 +250,9 @@ class JobqueueBackend:
         return script
 
     def _template(self) -> tuple[WorkerSpec, ...]:
-        expanded = self.deploy_expand_resources(self.spec, [self.spec.worker])
-        return tuple(expanded) if expanded else (self.spec.worker,)
+        workers = [self.spec.worker]
+        self.deploy_expand_resources(self.spec, workers)
+        return tuple(workers)
 
     # -- running the system's commands --------------------------------------------------
 

@@ -43,7 +43,7 @@ def deploy_backends() -> list[BackendInfo]:
     return [
         BackendInfo(
             name=name, summary=summary, factory=_factory, options=options,
-            capabilities=frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard",
+            capabilities=frozenset({"scale", "logs_after_death", "dashboard",
                                     "detach"}),
             extra="jobqueue", defaults=defaults(name, options),
         )

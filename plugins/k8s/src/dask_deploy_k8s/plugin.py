@@ -31,7 +31,7 @@ INFO = BackendInfo(
     summary="Scheduler and workers as Kubernetes pods (kubernetes-asyncio; namespace rights only)",
     factory=_factory,
     options=K8sOptions,
-    capabilities=frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard", "detach"}),
+    capabilities=frozenset({"scale", "logs_after_death", "dashboard", "detach"}),
     extra="k8s",
     defaults={"scheduler": "remote", "image": _default_image,
               "security": True, "poll_interval": 0.5, "start_timeout": 300},

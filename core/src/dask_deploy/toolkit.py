@@ -1,0 +1,144 @@
+"""The toolkit for backend authors: what every backend needs and should not write again.
+
+Everything here is public and documented (``docs/writing-a-backend.md`` shows it in use):
+
+* :func:`is_loopback` - whether an address stays on this machine (TLS and token decisions);
+* :func:`worker_kwargs` / :func:`worker_cli_args` - a :class:`~dask_deploy.WorkerSpec` as
+  ``distributed.Worker`` keyword arguments or as ``dask worker`` command-line arguments;
+* :func:`scheduler_kwargs` - a :class:`~dask_deploy.SchedulerSpec` as
+  ``distributed.Scheduler`` keyword arguments;
+* :func:`wait_until` - poll a condition against a deadline, with the reason on timeout;
+* :func:`stop_then_wait` - ask politely, wait until gone, then force.
+
+What the core does for every backend (close during start, liveness, retries) is not here:
+backends never need it. See :mod:`dask_deploy.hookspecs` for the contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from ._errors import BackendError, StartTimeout
+from ._specs import ClusterSpec, SchedulerSpec, WorkerSpec
+
+__all__ = ["is_loopback", "scheduler_kwargs", "stop_then_wait", "wait_until", "worker_cli_args",
+           "worker_kwargs"]
+
+T = TypeVar("T")
+
+
+def is_loopback(host: str | None) -> bool:
+    """True if ``host`` (an IP, ``[IPv6]``, ``localhost``, or ``host:port``) is loopback only.
+
+    ``""``/``None``/``0.0.0.0``/``::`` (every interface) and host names other than
+    ``localhost`` are not: no name is looked up, so this never touches the network.
+    """
+    if not host:
+        return False
+    host = host.split("://")[-1]
+    if host.startswith("["):  # [::1]:8786
+        host = host[1:].split("]")[0]
+    elif host.count(":") == 1:  # 127.0.0.1:8786
+        host = host.split(":")[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def worker_kwargs(cluster: ClusterSpec, scheduler_address: str, name: str, worker: WorkerSpec,
+                  *, host: str | None = None, security: bool = False) -> dict[str, Any]:
+    """Keyword arguments of ``distributed.Worker`` for the worker ``name`` of a unit.
+
+    ``host`` is the address the worker binds (default: the cluster's ``host``, i.e.
+    127.0.0.1 unless the user chose otherwise). ``security=True`` adds the cluster's TLS
+    identity as a ``distributed.Security`` (for workers made in this process; a remote
+    process gets the certificate through the backend's own channel instead).
+    """
+    kwargs: dict[str, Any] = {
+        "scheduler_ip": scheduler_address, "name": name, "nthreads": worker.nthreads,
+        "memory_limit": worker.memory_limit if worker.memory_limit is not None else 0,
+        "host": host if host is not None else (cluster.scheduler.host or "127.0.0.1"),
+    }
+    if worker.resources:
+        kwargs["resources"] = dict(worker.resources)
+    if security and cluster.tls is not None:
+        kwargs["security"] = cluster.tls.security()
+    kwargs.update(worker.options)
+    return kwargs
+
+
+def worker_cli_args(scheduler_address: str, name: str, worker: WorkerSpec) -> list[str]:
+    """``dask worker`` arguments for one worker (without TLS files and host/interface,
+    which depend on where the process runs): scheduler, name, threads, memory, resources,
+    and ``worker.options`` as ``--option value`` (``True``: a bare flag; ``False``: ``--no-option``).
+    """
+    args = [scheduler_address, "--name", name, "--nthreads", str(worker.nthreads),
+            "--memory-limit", str(worker.memory_limit if worker.memory_limit is not None else 0),
+            "--no-nanny"]
+    if worker.resources:
+        args += ["--resources", " ".join(f"{k}={v:g}" for k, v in worker.resources.items())]
+    for key, value in worker.options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value is False:
+            args.append("--no-" + key.replace("_", "-"))
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def scheduler_kwargs(scheduler: SchedulerSpec) -> dict[str, Any]:
+    """Keyword arguments of ``distributed.Scheduler`` for a scheduler spec (no TLS)."""
+    return {"host": scheduler.host or "127.0.0.1", "port": scheduler.port,
+            "dashboard": scheduler.dashboard_address is not None,
+            "dashboard_address": scheduler.dashboard_address,
+            "idle_timeout": scheduler.idle_timeout, **scheduler.options}
+
+
+async def wait_until(check: Callable[[], Awaitable[T | None]], timeout: float, what: str,
+                     *, interval: float = 0.1, why: Callable[[], str] | None = None) -> T:
+    """Await ``check()`` every ``interval`` seconds until it returns something not None.
+
+    Raises :class:`~dask_deploy.StartTimeout` naming ``what`` (and ``why()``, e.g. the end
+    of a log or a queue reason) after ``timeout`` seconds. ``check`` may raise
+    :class:`~dask_deploy.BackendError` to give up early (the thing failed).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result is not None:
+            return result
+        if time.monotonic() >= deadline:
+            detail = why() if why is not None else ""
+            raise StartTimeout(f"{what} did not happen within {timeout:g}s"
+                               + (f": {detail}" if detail else ""))
+        await asyncio.sleep(interval)
+
+
+async def stop_then_wait(stop: Callable[[], Awaitable[Any]], gone: Callable[[], Awaitable[bool]],
+                         grace: float, *, kill: Callable[[], Awaitable[Any]] | None = None,
+                         what: str = "it", interval: float = 0.1) -> None:
+    """Ask ``stop()``; wait up to ``grace`` seconds for ``gone()``; then ``kill()`` and wait
+    as long again. Raises :class:`~dask_deploy.BackendError` if it may still run (what a
+    ``deploy_stop_*`` hook must raise then)."""
+    await stop()
+    for final in (False, True):
+        deadline = time.monotonic() + grace
+        while not await gone():
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(interval)
+        else:
+            return
+        if final or kill is None:
+            break
+        await kill()
+    raise BackendError(f"{what} did not stop within {grace:g}s")
