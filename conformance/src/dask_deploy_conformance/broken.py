@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dask_deploy import BackendInfo, ClusterSpec, Handle, Phase, SchedulerInfo, Status, hookimpl
+from dask_deploy import BackendInfo, ClusterSpec, Handle, Phase, SchedulerInfo, Status, Unit, hookimpl
 
 from ._fake import _WORLD, FakeBackend, FakeUnit
 from ._fake import INFO as FAKE
@@ -44,6 +44,35 @@ class LeaksStartingWorker(FakeBackend):
     @hookimpl
     async def deploy_teardown(self, cluster: ClusterSpec) -> None:
         return None  # trusts that stop_workers stopped everything
+
+
+class StartsAfterReturning(FakeBackend):
+    """Returns the handles at once and starts the units a moment later; a stop that comes in
+    between finds them not started yet and drops them (as a stop that races a create request
+    still on the wire). The system knows them all along, so discover lists them."""
+
+    @hookimpl
+    async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
+                                   units: Sequence[Unit]) -> list[Handle]:
+        world = _WORLD.setdefault(cluster.name, {})
+        for u in units:
+            world[u.name] = FakeUnit(cluster.name, u.name, u.worker_names)  # accepted, not started
+
+        async def later() -> None:
+            await asyncio.sleep(0.5)
+            await FakeBackend.deploy_start_workers(self, cluster, scheduler_address, units)
+
+        task = asyncio.ensure_future(later())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return [Handle(cluster.backend, cluster.name, u.name, "later", {"workers": list(u.worker_names)})
+                for u in units]
+
+    @hookimpl
+    async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
+        world = _WORLD.get(cluster.name, {})
+        started = [h for h in handles if h.name in world and world[h.name].task is not None]
+        await FakeBackend.deploy_stop_workers(self, cluster, started)
 
 
 class IgnoresScaleDown(FakeBackend):
@@ -174,6 +203,8 @@ CATALOGUE: dict[str, BrokenBackend] = {b.info.name: b for b in [
     _broken("broken-leaks-starting-worker", LeaksStartingWorker,
             ("test_no_leak_after_close", "test_no_leak_after_close_during_start"),
             {"start_delay": 0.5}),
+    _broken("broken-starts-after-returning", StartsAfterReturning,
+            ("test_no_leak_after_close_at_each_creating_call",)),
     _broken("broken-ignores-scale-down", IgnoresScaleDown,
             ("test_scale_down_named_workers", "test_scale_sequences")),
     _broken("broken-stops-wrong-worker", StopsWrongWorker, ("test_scale_down_named_workers",)),

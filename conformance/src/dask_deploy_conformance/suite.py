@@ -141,6 +141,97 @@ def close_during_start(factory: ClusterFactory, timeout: float, points: tuple[in
     return out
 
 
+#: The hooks that create something, and whether each needs ``scheduler="remote"``.
+CREATING_CALLS = (("deploy_prepare", False), ("deploy_start_scheduler", True),
+                  ("deploy_start_workers", False))
+
+
+class Gate:
+    """A pluggy wrapper (an extension of the cluster) that pauses one backend hook call.
+
+    ``when="before"``: the call waits before the backend runs; ``"after"``: the backend has
+    created what it creates and returned, and the result waits before the core sees it.
+    The check then closes the cluster while the call is paused, and releases it.
+    """
+
+    def __init__(self, hook: str, when: str) -> None:
+        self.hook, self.when = hook, when
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+        for name, _ in CREATING_CALLS:
+            setattr(self, name, self._wrapper(name))
+
+    def _wrapper(self, name: str) -> Callable[..., Any]:
+        from dask_deploy import hookimpl
+
+        def wrapper() -> Any:
+            result = yield
+            if name != self.hook or result is None or self.reached.is_set():
+                return result
+            return self._gated(result)
+
+        wrapper.__name__ = name
+        return hookimpl(wrapper=True)(wrapper)  # type: ignore[no-any-return]
+
+    async def _gated(self, call: Any) -> Any:
+        if self.when == "before":
+            await self._pause()
+        result = await call
+        if self.when == "after":
+            await self._pause()
+        return result
+
+    async def _pause(self) -> None:
+        self.reached.set()
+        await self.release.wait()
+
+
+def close_at_creating_calls(factory: ClusterFactory, timeout: float, remote: bool,
+                            ) -> list[tuple[str, Any]]:
+    """Close a cluster while each creating hook call is paused, before and after the backend.
+
+    Deterministic, unlike :func:`close_during_start`: every creating call of the contract
+    (``CREATING_CALLS``) is caught at both points. Returns ``(where, spec)`` for each.
+    """
+    from dask_deploy import from_name
+
+    out: list[tuple[str, Any]] = []
+
+    async def one(hook: str, when: str, placement: str) -> None:
+        gate = Gate(hook, when)
+        c = from_name(factory.backend, asynchronous=True, extensions={"gate": gate},
+                      **factory.merged(n_workers=2, scheduler=placement))
+        start = asyncio.ensure_future(c._start())
+        where = f"{hook} ({when} the backend, scheduler={placement!r})"
+        reached = asyncio.ensure_future(gate.reached.wait())
+        await asyncio.wait({start, reached}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not gate.reached.is_set():
+            reached.cancel()
+            with contextlib.suppress(BaseException):
+                start.result()  # a start that failed says why
+            raise AssertionError(f"the cluster never called {where}")
+        closing = asyncio.ensure_future(c.close())
+        while str(getattr(c.status, "name", c.status)) not in ("closing", "closed"):
+            await asyncio.sleep(0)
+        for _ in range(3):  # let close() reach its wait for the creating call
+            await asyncio.sleep(0)
+        gate.release.set()
+        await asyncio.wait_for(closing, timeout)
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(start, timeout)
+        out.append((where, c.spec))
+
+    async def main() -> None:
+        for hook, needs_remote in CREATING_CALLS:
+            if needs_remote and not remote:
+                continue
+            for when in ("before", "after"):
+                await one(hook, when, "remote" if needs_remote else "local")
+
+    asyncio.run(main())
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Lifecycle
 # --------------------------------------------------------------------------------------
@@ -682,6 +773,16 @@ class LeakChecks:
             leaks = deploy_cluster.leaks(spec.name, spec)
             assert not leaks, (f"still running after a close {point} event-loop turns into the "
                                "start:\n  " + "\n  ".join(leaks))
+
+
+    def test_no_leak_after_close_at_each_creating_call(self, deploy_cluster: ClusterFactory,
+                                                      deploy_capabilities: frozenset[str],
+                                                      deploy_timeout: float) -> None:
+        remote = "remote_scheduler" in deploy_capabilities
+        for where, spec in close_at_creating_calls(deploy_cluster, deploy_timeout, remote):
+            leaks = deploy_cluster.leaks(spec.name, spec)
+            assert not leaks, (f"still running after a close while {where} was in flight:\n  "
+                               + "\n  ".join(leaks))
 
 
 # --------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from distributed.utils import Log, Logs, NoOpAwaitable, silence_logging_cmgr
 from . import _state
 from ._adaptive import Adaptive
 from ._errors import BackendError, CrashLoopError, DeployError, SchedulerLost, SpecError
-from ._plugins import backend_info, capabilities, cluster_plugin_manager
+from ._plugins import backend_info, capabilities, cluster_plugin_manager, installed_extensions
 from ._proxy import DashboardProxy
 from ._reconcile import Failures, Observed, Policy, reconcile
 from ._specs import (
@@ -53,7 +53,7 @@ GENERIC_OPTIONS = (
     "scheduler_options", "idle_timeout", "start_timeout", "queue_timeout", "max_failures",
     "shutdown_on_close", "poll_interval",
     "asynchronous", "loop", "quiet", "silence_logs", "security", "dashboard_proxy_address",
-    "dashboard_token",
+    "dashboard_token", "extensions",
 )
 
 
@@ -152,7 +152,11 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
         poll_interval=g.get("poll_interval", dask.config.get("deploy.poll-interval", 1.0)),
         backend_options=backend_options,
     )
+    extra = g.get("extensions")
+    if extra is not None and not isinstance(extra, Mapping):
+        raise SpecError("extensions", extra, "expected a mapping of name -> plugin object")
     return SpecCluster(spec, asynchronous=g.get("asynchronous", False), loop=g.get("loop"),
+                       extensions={**installed_extensions(), **extra} if extra else None,
                        quiet=g.get("quiet", False), silence_logs=g.get("silence_logs", logging.WARN),
                        dashboard_proxy_address=check_address(
                            g.get("dashboard_proxy_address"), "dashboard_proxy_address") or "127.0.0.1:0",

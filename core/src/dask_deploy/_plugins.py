@@ -131,7 +131,7 @@ def cluster_plugin_manager(spec: ClusterSpec, extensions: Mapping[str, Any] | No
     """
     pm = _new_manager()
     if extensions is None:
-        extensions = {name: ep.load() for name, ep in _entry_points(EXTENSION_GROUP).items()}
+        extensions = installed_extensions()
     # pluggy calls the last registered first: extensions in reverse, the backend last, so
     # that plain hooks run backend first, then extensions in the order they were given.
     for name, plugin in reversed(list(extensions.items())):
@@ -144,6 +144,11 @@ def cluster_plugin_manager(spec: ClusterSpec, extensions: Mapping[str, Any] | No
     pm.register(backend, name=f"backend:{spec.backend}")
     pm.check_pending()
     return pm, backend
+
+
+def installed_extensions() -> dict[str, Any]:
+    """The composable plugins every cluster loads (entry point group ``dask_deploy.extensions``)."""
+    return {name: ep.load() for name, ep in _entry_points(EXTENSION_GROUP).items()}
 
 
 def _implementations(pm: pluggy.PluginManager, hook: str) -> list[Any]:
