@@ -101,21 +101,50 @@ names = st.sets(st.integers(0, 20).map(lambda i: f"c-{i}"), max_size=10)
 phases = st.sampled_from(list(Phase))
 
 
-@given(desired=names, started=st.dictionaries(st.integers(0, 20).map(lambda i: f"c-{i}"),
-                                              phases, max_size=10),
-       now=st.floats(0, 1000), count=st.integers(0, 10))
-def test_decision_is_consistent(desired: set[str], started: dict[str, Phase], now: float,
-                                count: int) -> None:
-    units = {n: Observed(p, started_at=0.0) for n, p in started.items()}
-    f = Failures(count=count)
+@st.composite
+def observations(draw: st.DrawFn, now: float) -> Observed:
+    """Any consistent observation of a unit started before ``now``."""
+    started = draw(st.floats(0, now))
+    running = draw(st.one_of(st.none(), st.floats(started, now)))
+    connected_at = draw(st.one_of(st.none(), st.floats(running if running is not None else started, now)))
+    phase = draw(phases)
+    return Observed(phase, started_at=started, running_at=running, connected_at=connected_at,
+                    connected=connected_at is not None and phase is Phase.RUNNING and draw(st.booleans()))
+
+
+@given(data=st.data(), desired=names, now=st.floats(0, 1000), count=st.integers(0, 10),
+       last_at=st.floats(-1, 1000), retry_at=st.floats(-1, 1100))
+def test_decision_is_consistent(data: st.DataObject, desired: set[str], now: float, count: int,
+                                last_at: float, retry_at: float) -> None:
+    keys = data.draw(st.sets(st.integers(0, 20).map(lambda i: f"c-{i}"), max_size=10))
+    units = {n: data.draw(observations(now)) for n in keys}
+    f = Failures(count=count, last_at=min(last_at, now), retry_at=retry_at)
     d = reconcile(desired, units, f, now, P)
+    failed = {n for n, _ in d.failed}
+
     assert set(d.start) <= desired - set(units)  # only missing desired units are started
     assert set(units) - desired <= set(d.stop)  # every unwanted unit is stopped
     assert set(d.stop) <= set(units)  # nothing is stopped that was not started
-    assert {n for n, _ in d.failed} <= set(d.stop) & desired
-    assert d.failures.count >= (0 if not d.failed else count + len(d.failed)) or d.failures.count == 0
-    if d.failures.tripped:
+    assert failed <= set(d.stop) & desired
+    # A unit that is connected and reported running is never failed.
+    assert not {n for n in failed if units[n].connected and units[n].phase is Phase.RUNNING}
+    # The failure count: failures add up; with none, a unit that stayed connected for
+    # stable_after since the last failure resets it; else it is unchanged.
+    stable = any(o.connected and o.connected_at is not None and o.connected_at > f.last_at
+                 and now - o.connected_at >= P.stable_after for o in units.values())
+    expected = count + len(failed) if failed else (0 if stable else count)
+    assert d.failures.count == expected
+    if failed:
+        assert d.failures.last_at == now
+        assert d.failures.retry_at == now + min(P.backoff_base * 2 ** (expected - 1), P.backoff_max)
+    else:
+        assert (d.failures.last_at, d.failures.retry_at) == (f.last_at, f.retry_at)
+    assert (d.failures.tripped is not None) == (bool(failed) and expected >= P.max_failures)
+    # Starts happen unless tripped or backing off, and then for every missing desired unit.
+    if d.failures.tripped or now < d.failures.retry_at:
         assert d.start == ()
+    else:
+        assert set(d.start) == desired - set(units)
 
 
 class _StubCluster:
