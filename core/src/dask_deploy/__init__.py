@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._errors import BackendError, BackendNotFound, CrashLoopError, DeployError, SpecError, StartTimeout
+from ._errors import (
+    BackendError,
+    BackendNotFound,
+    CrashLoopError,
+    DeployError,
+    SchedulerLost,
+    SpecError,
+    StartTimeout,
+)
 from ._owner import created_tag, owner_tag
 from ._plugins import get_plugin_manager, installed_backends, register_backend
 from ._specs import (
@@ -68,6 +76,7 @@ __all__ = [
     "Handle",
     "Phase",
     "SchedulerInfo",
+    "SchedulerLost",
     "SchedulerSpec",
     "SpecCluster",
     "SpecError",

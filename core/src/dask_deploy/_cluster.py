@@ -621,8 +621,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             return
         comm = self.scheduler_comm
         with contextlib.suppress(Exception):
-            if comm is not None:
-                await asyncio.wait_for(comm.identity(), 2)
+            if comm is not None:  # bounded so that the loss is known within two rounds
+                await asyncio.wait_for(comm.identity(), min(2.0, self.spec.poll_interval))
                 return  # it answers: the backend's view is stale
         assert self.scheduler_handle is not None
         try:
