@@ -5,6 +5,7 @@ Everything here is public and documented (``docs/writing-a-backend.md`` shows it
 * :func:`is_loopback` - whether an address stays on this machine (TLS and token decisions);
 * :func:`worker_kwargs` / :func:`worker_cli_args` - a :class:`~dask_deploy.WorkerSpec` as
   ``distributed.Worker`` keyword arguments or as ``dask worker`` command-line arguments;
+  :func:`cli_flags` - options (``worker.options``, ``scheduler.options``) as CLI flags;
 * :func:`scheduler_kwargs` - a :class:`~dask_deploy.SchedulerSpec` as
   ``distributed.Scheduler`` keyword arguments;
 * :func:`wait_until` - poll a condition against a deadline, with the reason on timeout;
@@ -19,14 +20,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from ._errors import BackendError, StartTimeout
+from ._errors import BackendError, SpecError, StartTimeout
 from ._specs import ClusterSpec, SchedulerSpec, WorkerSpec
 
-__all__ = ["is_loopback", "scheduler_kwargs", "stop_then_wait", "wait_until", "worker_cli_args",
-           "worker_kwargs"]
+__all__ = ["cli_flags", "is_loopback", "scheduler_kwargs", "stop_then_wait", "wait_until",
+           "worker_cli_args", "worker_kwargs"]
 
 T = TypeVar("T")
 
@@ -72,6 +73,33 @@ def worker_kwargs(cluster: ClusterSpec, scheduler_address: str, name: str, worke
         kwargs["security"] = cluster.tls.security()
     kwargs.update(worker.options)
     return kwargs
+
+
+def cli_flags(options: Mapping[str, Any]) -> list[str]:
+    """Options as command-line flags: ``{"lifetime": "1h", "nanny": False}`` ->
+    ``["--lifetime", "1h", "--no-nanny"]``. ``True``: a bare flag; ``False``: ``--no-flag``;
+    ``None``: left out; a mapping: ``k=v`` pairs in one argument (``--resources``); a list:
+    the flag once per item. Raises :class:`~dask_deploy.SpecError` for a NUL character,
+    which no program argument can carry."""
+    out: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value is False:
+            out.append("--no-" + key.replace("_", "-"))
+        elif value is None:
+            continue
+        elif isinstance(value, Mapping):
+            out += [flag, " ".join(f"{k}={v}" for k, v in value.items())]
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                out += [flag, str(item)]
+        else:
+            out += [flag, str(value)]
+        if any("\0" in a for a in (key, *out)):
+            raise SpecError(key, value, "a NUL character cannot be passed to a program: remove it")
+    return out
 
 
 def worker_cli_args(scheduler_address: str, name: str, worker: WorkerSpec) -> list[str]:
@@ -125,13 +153,16 @@ async def wait_until(check: Callable[[], Awaitable[T | None]], timeout: float, w
 
 async def stop_then_wait(stop: Callable[[], Awaitable[Any]], gone: Callable[[], Awaitable[bool]],
                          grace: float, *, kill: Callable[[], Awaitable[Any]] | None = None,
-                         what: str = "it", interval: float = 0.1) -> None:
+                         what: str = "it", interval: float = 0.1,
+                         kill_grace: float | None = None) -> None:
     """Ask ``stop()``; wait up to ``grace`` seconds for ``gone()``; then ``kill()`` and wait
-    as long again. Raises :class:`~dask_deploy.BackendError` if it may still run (what a
-    ``deploy_stop_*`` hook must raise then)."""
+    ``kill_grace`` seconds (default: ``grace``) again. Raises
+    :class:`~dask_deploy.BackendError` if it may still run (what a ``deploy_stop_*`` hook
+    must raise then)."""
     await stop()
     for final in (False, True):
-        deadline = time.monotonic() + grace
+        wait = kill_grace if final and kill_grace is not None else grace
+        deadline = time.monotonic() + wait
         while not await gone():
             if time.monotonic() >= deadline:
                 break

@@ -205,3 +205,73 @@ def test_queue_timeout_bounds_the_wait_of_a_queued_job(slurm: LocalSlurm, log_di
     with pytest.raises(StartTimeout, match=r"queue_timeout=3s \(still queued\)"):
         cluster(log_dir, "queuedsched", scheduler="remote", start_timeout=1, **held)
     assert "queuedsched" not in slurm.run("squeue", "--noheader", "--format=%j")
+
+
+def test_scancelled_remote_scheduler_is_lost_within_two_polls(slurm: LocalSlurm, log_dir: str) -> None:
+    """A remote scheduler whose job ends (scancel here; walltime alike) is noticed."""
+    import time
+
+    from dask_deploy import SchedulerLost
+
+    poll = 1.0
+    with cluster(log_dir, "lost", scheduler="remote", n_workers=1, poll_interval=poll) as c:
+        c.wait_for_workers(1, timeout=T)
+        job = c.scheduler_handle.handle.backend_id
+        assert c.spec.scheduler.idle_timeout == 1200  # the remote scheduler's default
+        slurm.run("scancel", job)
+        wait_until(lambda: slurm.job_state(job) not in ("RUNNING", "COMPLETING"), T,
+                   "the scheduler job to end")
+        ended = time.monotonic()
+        # two poll intervals, plus what the machine (2 busy cores) may add to one round
+        wait_until(lambda: isinstance(c.error, SchedulerLost), 2 * poll + 3,
+                   "cluster.error to say the scheduler is lost")
+        assert time.monotonic() - ended <= 2 * poll + 3
+        assert job in str(c.error) and "lost" in str(c.error), c.error
+        assert "CANCELLED" in str(c.error)
+
+
+def test_gc_removes_the_key_folder_a_crashed_client_left(slurm: LocalSlurm, log_dir: str) -> None:
+    """``<log_dir>/<cluster>/tls`` of a cluster with no job left is found, judged, removed."""
+    from dask_deploy import TLS
+    from dask_deploy._gc import collect_garbage
+
+    left = JobqueueBackend(ClusterSpec(backend="slurm", name="keyleft", tls=TLS.temporary(),
+                                       backend_options=SLURMOptions(log_directory=log_dir)))
+    left._ensure_dirs()  # what a start writes before its first submission; then a crash
+    tls = Path(log_dir, "keyleft", "tls")
+    Path(log_dir, "keyleft", "scheduler.json").write_text("{}")
+    assert (tls / "key.pem").exists()
+    probe = JobqueueBackend(ClusterSpec(backend="slurm", name="gc-probe",
+                                        backend_options=SLURMOptions(log_directory=log_dir)))
+
+    async def discover(cid: str | None) -> list[Any]:
+        return list(await probe.deploy_discover(cluster=probe.spec, cluster_id=cid))
+
+    [found] = asyncio.run(discover("keyleft"))
+    assert found.data["kind"] == "tls-dir" and found.data["path"] == str(tls)
+    assert found.cluster == "keyleft" and found.data["owner"].startswith(f"{os.environ.get('USER') or ''}")
+    assert "keyleft" in {h.cluster for h in asyncio.run(discover(None))}
+    said: list[str] = []
+    opts = {"slurm": {"log_directory": log_dir}}
+    # young (a start may be under way): gc keeps it
+    dead = asyncio.run(collect_garbage(["slurm"], opts, echo=said.append, clusters=["keyleft"],
+                                       confirm=lambda _: True))
+    assert dead == [] and tls.exists(), said
+    # past the grace period: dead (no job, no scheduler), removed with the scheduler file
+    dead = asyncio.run(collect_garbage(["slurm"], opts, echo=said.append, clusters=["keyleft"],
+                                       grace=0, confirm=lambda _: True))
+    assert [v.kind for v in dead] == ["tls-dir"], said
+    assert not tls.exists() and not Path(log_dir, "keyleft", "scheduler.json").exists()
+    assert Path(log_dir, "keyleft").is_dir()  # the output files stay
+    assert asyncio.run(discover("keyleft")) == []
+    # a handle naming any other folder is refused
+    bad = type(found)(found.backend, "keyleft", found.name, "/etc", {**found.data, "path": "/etc"})
+    with pytest.raises(Exception, match="not the key folder"):
+        asyncio.run(probe.deploy_stop_workers(cluster=probe.spec, handles=[bad]))
+
+
+def test_a_running_cluster_reports_no_key_folder(slurm: LocalSlurm, log_dir: str) -> None:
+    with cluster(log_dir, "keybusy", n_workers=1) as c:
+        c.wait_for_workers(1, timeout=T)
+        found = c.sync(c._call, "deploy_discover", cluster_id="keybusy")
+        assert [h.data.get("kind") for h in found] == [None]  # its job, not its key

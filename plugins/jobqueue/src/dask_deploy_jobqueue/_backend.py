@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import getpass
 import json
+import math
 import os
 import re
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -32,12 +34,12 @@ from dask_deploy import (
     Handle,
     Phase,
     SchedulerInfo,
-    StartTimeout,
     Status,
     Unit,
     WorkerSpec,
     hookimpl,
 )
+from dask_deploy.toolkit import cli_flags, is_loopback, stop_then_wait, wait_until, worker_cli_args
 
 from . import _script
 from ._options import (
@@ -60,10 +62,6 @@ OPTIONS: dict[str, type[JobqueueOptions]] = {
 #: Seconds a submitted job may be invisible to the status command before it counts as gone.
 _SUBMIT_GRACE = 60.0
 _COMMAND_TIMEOUT = 120.0
-
-
-def _is_loopback(host: str) -> bool:
-    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def lifetime(walltime: float, margin: float | None) -> tuple[float, float]:
@@ -98,11 +96,6 @@ class JobqueueBackend:
         self.log_dir = os.path.join(os.path.abspath(os.path.expanduser(base)), spec.name)
         self.tls_dir = os.path.join(self.log_dir, "tls")
         self._scripts = 0
-        #: Every job element this object submitted and has not stopped yet, so that nothing
-        #: leaks when the cluster closes while a submission is still on its way (the core
-        #: then never learns the handles): ``deploy_teardown`` stops what is left here.
-        self._live: dict[str, Handle] = {}
-        self._submitting: set[asyncio.Future[Any]] = set()
 
     # -- what one job asks for -----------------------------------------------------------
 
@@ -167,29 +160,27 @@ class JobqueueBackend:
         host = self.spec.scheduler.host
         # On a real cluster the workers run elsewhere and bind to their own address; on one
         # machine (tests, a laptop) everything stays on loopback.
-        return ["--host", host] if host and _is_loopback(host) else []
+        return ["--host", host] if host and is_loopback(host) else []
 
     def worker_argv(self, address: str, w: WorkerSpec) -> list[str]:
         """The command line of one worker process (``_script.NAME`` stands for its name)."""
         o = self.options
-        argv = [self.python, "-m", o.worker_command, address, "--name", _script.NAME,
-                "--nthreads", str(w.nthreads),
-                "--memory-limit", str(w.memory_limit if w.memory_limit is not None else 0),
-                "--nanny" if o.nanny else "--no-nanny", *self._host_args()]
-        if o.death_timeout is not None:
-            argv += ["--death-timeout", f"{o.death_timeout:g}"]
-        if o.local_directory:
-            argv += ["--local-directory", o.local_directory]
-        if w.resources:
-            argv += ["--resources", " ".join(f"{k}={v:g}" for k, v in w.resources.items())]
         options = dict(w.options)
         if o.walltime and "lifetime" not in options:
             life, stagger = lifetime(parse_walltime(o.walltime, self.system.walltime_colon),
                                      o.lifetime_margin)
             options.update(lifetime=f"{life:.0f}s", lifetime_stagger=f"{stagger:.0f}s")
-        argv += _script.cli_flags(options)
-        argv += self._tls_args("worker")
-        return argv + list(o.worker_extra_args)
+        # The bind address is _host_args' (a compute node binds its own); the worker's
+        # dashboard stays as distributed has it.
+        argv = [self.python, "-m", o.worker_command, address,
+                *worker_cli_args(_script.NAME, w.replace(options=options), host=None,
+                                 dashboard=True, nanny=o.nanny),
+                *self._host_args()]
+        if o.death_timeout is not None:
+            argv += ["--death-timeout", f"{o.death_timeout:g}"]
+        if o.local_directory:
+            argv += ["--local-directory", o.local_directory]
+        return argv + self._tls_args("worker") + list(o.worker_extra_args)
 
     def scheduler_argv(self) -> list[str]:
         s = self.spec.scheduler
@@ -205,7 +196,7 @@ class JobqueueBackend:
             argv += ["--dashboard-address", s.dashboard_address]
         if s.idle_timeout is not None:
             argv += ["--idle-timeout", f"{s.idle_timeout:g}s"]
-        return argv + self._tls_args("scheduler") + _script.cli_flags(s.options)
+        return argv + self._tls_args("scheduler") + cli_flags(s.options)
 
     @property
     def scheduler_file(self) -> str:
@@ -292,7 +283,6 @@ class JobqueueBackend:
         tls = self.spec.tls
         if tls is None:
             return
-        import stat
         import tempfile
 
         # Only the user may read the key: a 0700 directory of ours (not a link, not another
@@ -356,46 +346,40 @@ class JobqueueBackend:
             groups.setdefault(repr(unit.workers), []).append(unit)
         batches = [[u] for g in groups.values() for u in g] if not self.options.array \
             else list(groups.values())
-        results = await asyncio.gather(*(self._start_batch(scheduler_address, b) for b in batches),
-                                       return_exceptions=True)
-        handles: dict[str, Handle] = {}
-        errors = [r for r in results if isinstance(r, BaseException)]
-        for r in results:
-            if not isinstance(r, BaseException):
-                handles.update({h.name: h for h in r})
+        tasks = [asyncio.ensure_future(self._start_batch(scheduler_address, b)) for b in batches]
+        try:
+            await asyncio.wait(tasks)
+        finally:  # also when cancelled (a close's last resort): nothing submitted is lost
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks)
+            handles = {h.name: h for t in tasks if not t.cancelled() and t.exception() is None
+                       for h in t.result()}
+            errors = [BackendError("cancelled") if t.cancelled() else t.exception()
+                      for t in tasks if t.cancelled() or t.exception() is not None]
+            if errors:
+                # The batch was refused as a whole: take back what was submitted.
+                with contextlib.suppress(Exception):
+                    await self._stop(list(handles.values()))
         if errors:
-            # The batch was refused as a whole: take back what was submitted.
-            with contextlib.suppress(Exception):
-                await self._stop(list(handles.values()))
             raise errors[0] if isinstance(errors[0], BackendError) else BackendError(str(errors[0]))
         return [handles[u.name] for u in units]
 
     async def _start_batch(self, address: str, units: Sequence[Unit]) -> list[Handle]:
         req, script = self._worker_script(address, units)
-
-        async def submit() -> list[Handle]:
-            job_id, elements, logs = await self._submit(req, script)
-            now = time.time()
-            handles = [Handle(self.spec.backend, self.spec.name, u.name, element,
-                              {"job": req.name, "array": job_id, "log": log, "role": "worker",
-                               "workers": list(u.worker_names), "submitted": now})
-                       for u, element, log in zip(units, elements, logs, strict=True)]
-            self._live.update({h.backend_id: h for h in handles})
-            return handles
-
-        return await self._shielded(submit())
-
-    async def _shielded(self, coro: Any) -> Any:
-        """Run a submission to its end even if our caller is cancelled (cluster closing):
-        a job that was submitted must be known, so that teardown can stop it."""
-        task = asyncio.ensure_future(coro)
-        self._submitting.add(task)
-        task.add_done_callback(self._submitting.discard)
-        return await asyncio.shield(task)
+        job_id, elements, logs = await self._submit(req, script)
+        now = time.time()
+        return [Handle(self.spec.backend, self.spec.name, u.name, element,
+                       {"job": req.name, "array": job_id, "log": log, "role": "worker",
+                        "workers": list(u.worker_names), "submitted": now})
+                for u, element, log in zip(units, elements, logs, strict=True)]
 
     @hookimpl
     async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
-        await self._stop(handles)
+        await self._stop([h for h in handles if h.data.get("kind") != "tls-dir"])
+        for h in handles:  # from deploy_discover (gc): after the jobs, which read the key
+            if h.data.get("kind") == "tls-dir":
+                self._remove_tls_dir(h)
 
     async def _stop(self, handles: Sequence[Handle]) -> None:
         """SIGTERM first (the job ends COMPLETED), the system's kill if still there later.
@@ -411,30 +395,21 @@ class JobqueueBackend:
 
     async def _stop_batch(self, handles: Sequence[Handle]) -> None:
         ids = [h.backend_id for h in handles]
-        for i in ids:
-            self._live.pop(i, None)
-        for cmd in self.system.stop_commands(ids, self.options.stop_grace):
-            await self._run(cmd, check=False)
-        # The job script kills its workers itself after stop_grace; allow for that.
-        if await self._wait_ended(handles, self.options.stop_grace + 10):
-            return
-        for cmd in self.system.kill_commands(ids):
-            await self._run(cmd, check=False)
-        if not await self._wait_ended(handles, 60.0):
-            raise BackendError(f"jobs {ids} of {self.spec.name} are still in the queue after "
-                               f"{' '.join(self.system.kill_commands(ids)[0])}")
 
-    async def _wait_ended(self, handles: Sequence[Handle], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        delay = 0.05  # one cheap status query per round, only while stopping
-        while True:
+        async def run(commands: list[list[str]]) -> None:
+            for cmd in commands:
+                await self._run(cmd, check=False)
+
+        async def ended() -> bool:  # one cheap status query per round, only while stopping
             listing = await self._listing(handles)
-            active = [h for h in handles if listing.get(h.backend_id, (Phase.GONE, ""))[0]
-                      in (Phase.PENDING, Phase.RUNNING)]
-            if not active or time.monotonic() >= deadline:
-                return not active
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            return not any(listing.get(h.backend_id, (Phase.GONE, ""))[0]
+                           in (Phase.PENDING, Phase.RUNNING) for h in handles)
+
+        # The job script kills its workers itself after stop_grace; allow for that.
+        await stop_then_wait(lambda: run(self.system.stop_commands(ids, self.options.stop_grace)),
+                             ended, self.options.stop_grace + 10,
+                             kill=lambda: run(self.system.kill_commands(ids)), kill_grace=60.0,
+                             what=f"jobs {ids} of {self.spec.name}", interval=0.2)
 
     async def _listing(self, handles: Sequence[Handle]) -> dict[str, tuple[Phase, str]]:
         """One status query per job name: element id -> (phase, reason)."""
@@ -465,7 +440,10 @@ class JobqueueBackend:
                 statuses.append(Status(Phase.FAILED, f"{found[1]}: {detail}" if detail else found[1]))
             else:
                 statuses.append(Status(found[0], found[1]))
-        return statuses
+        # A scheduler job that ended (walltime, scancel) is named, for cluster.error.
+        return [Status(st.phase, f"job {h.backend_id} of {self.system.name}: {st.reason}")
+                if h.data.get("role") == "scheduler" and st.phase in (Phase.FAILED, Phase.GONE)
+                else st for h, st in zip(handles, statuses, strict=True)]
 
     def _read_log(self, handle: Handle) -> str:
         path = handle.data.get("log")
@@ -505,48 +483,42 @@ class JobqueueBackend:
             os.unlink(self.scheduler_file)
         req = self._request("scheduler", 1, [])
         script = self.render(req, [f"{cluster.name}-scheduler"], [("", {}, self.scheduler_argv())], {})
+        job_id, elements, logs = await self._submit(req, script)
+        handle = Handle(cluster.backend, cluster.name, f"{cluster.name}-scheduler", elements[0],
+                        {"job": req.name, "array": job_id, "log": logs[0], "role": "scheduler",
+                         "submitted": time.time()})
+        what = f"the scheduler job {handle.backend_id} of {cluster.name}"
 
-        async def submit() -> Handle:
-            job_id, elements, logs = await self._submit(req, script)
-            handle = Handle(cluster.backend, cluster.name, f"{cluster.name}-scheduler", elements[0],
-                            {"job": req.name, "array": job_id, "log": logs[0], "role": "scheduler",
-                             "submitted": time.time()})
-            self._live[handle.backend_id] = handle
-            return handle
+        async def written(running_is_enough: bool) -> dict[str, Any] | bool | None:
+            ident = self._read_scheduler_file()
+            if ident is not None:
+                return ident
+            status = (await self.deploy_poll(cluster, [handle]))[0]
+            if status.phase in (Phase.FAILED, Phase.GONE):
+                raise BackendError(f"{what} ended before it was up ({status.reason}); its "
+                                   f"output:\n{self._read_log(handle)[-2000:]}")
+            return True if running_is_enough and status.phase is Phase.RUNNING else None
 
-        handle: Handle = await self._shielded(submit())
-        # Queued: as long as queue_timeout allows (None: as long as it takes); then running:
-        # start_timeout to write its address.
-        queued_until = None if cluster.queue_timeout is None else time.monotonic() + cluster.queue_timeout
-        deadline: float | None = None
-        timeout = f"start_timeout={cluster.start_timeout:g}s"
-        try:
-            while deadline is None or time.monotonic() < deadline:
-                ident = self._read_scheduler_file()
-                if ident is not None:
-                    address = ident["address"]
-                    dash = ident.get("services", {}).get("dashboard")
-                    host = address.split("://")[-1].rsplit(":", 1)[0]
-                    return SchedulerInfo(handle, address, f"{host}:{dash}" if dash else None)
-                status = (await self.deploy_poll(cluster, [handle]))[0]
-                if status.phase in (Phase.FAILED, Phase.GONE):
-                    raise BackendError(
-                        f"the scheduler job {handle.backend_id} of {cluster.name} ended before it "
-                        f"was up ({status.reason}); its output:\n{self._read_log(handle)[-2000:]}")
-                if status.phase is Phase.RUNNING and deadline is None:
-                    deadline = time.monotonic() + cluster.start_timeout
-                elif queued_until is not None and deadline is None and time.monotonic() > queued_until:
-                    timeout = f"queue_timeout={cluster.queue_timeout:g}s (still queued)"
-                    break
-                await asyncio.sleep(0.2)
+        try:  # whatever goes wrong from here on (also a cancel), the job goes too
+            # Queued: as long as queue_timeout allows (None: as long as it takes); then
+            # running: start_timeout to write its address.
+            queued = await wait_until(
+                lambda: written(True), math.inf if cluster.queue_timeout is None
+                else cluster.queue_timeout, f"{what} leaving the queue", interval=0.2,
+                why=lambda: f"queue_timeout={cluster.queue_timeout:g}s (still queued)")
+            ident = queued if isinstance(queued, dict) else await wait_until(
+                lambda: written(False), cluster.start_timeout, f"{what} writing its address",
+                interval=0.2, why=lambda: f"start_timeout={cluster.start_timeout:g}s; "
+                                          f"{self.scheduler_file} is still missing")
+            assert isinstance(ident, dict)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._stop([handle])
             raise
-        with contextlib.suppress(Exception):
-            await self._stop([handle])
-        raise StartTimeout(f"the scheduler job {handle.backend_id} of {cluster.name} did not write "
-                           f"{self.scheduler_file} within {timeout}")
+        address = ident["address"]
+        dash = ident.get("services", {}).get("dashboard")
+        host = address.split("://")[-1].rsplit(":", 1)[0]
+        return SchedulerInfo(handle, address, f"{host}:{dash}" if dash else None)
 
     def _read_scheduler_file(self) -> dict[str, Any] | None:
         try:
@@ -584,19 +556,60 @@ class JobqueueBackend:
             name = f"{cid}-scheduler" if role == "scheduler" else f"{cid}-job-{job.element}"
             found.append(Handle(cluster.backend, cid, name, job.element,
                                 {"job": job_name(cid, role), "role": role, "owner": f"{user}@"}))
+        busy = {h.cluster for h in found}
+        return found + [h for h in self._tls_dirs(user, cluster_id) if h.cluster not in busy]
+
+    @property
+    def _base(self) -> str:
+        """The folder that holds each cluster's folder (``log_directory``)."""
+        return os.path.dirname(self.log_dir)
+
+    def _tls_dirs(self, user: str, cluster_id: str | None) -> list[Handle]:
+        """The ``tls/`` key folders of clusters under our log folder (a crashed client's key
+        stays there otherwise). Only called for clusters without a queued or running job;
+        their age is the last time a start wrote the key, so gc's grace period covers a
+        cluster that is starting (the key is written before its first submission)."""
+        try:
+            names = [cluster_id] if cluster_id is not None else sorted(os.listdir(self._base))
+        except OSError:
+            return []
+        found = []
+        for cid in names:
+            path = os.path.join(self._base, cid, "tls")
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                continue  # not ours to report (nor to remove)
+            created = st.st_mtime
+            with contextlib.suppress(OSError):
+                created = max(created, os.lstat(os.path.join(path, "key.pem")).st_mtime)
+            found.append(Handle(self.spec.backend, cid, f"{cid}-tls", path,
+                                {"kind": "tls-dir", "path": path, "owner": f"{user}@",
+                                 "created": created, "scheduler_running": False}))
         return found
+
+    def _remove_tls_dir(self, handle: Handle) -> None:
+        """Remove a key folder that :meth:`_tls_dirs` found (and the scheduler file beside
+        it), only if it is where this backend keeps them for that cluster."""
+        path = os.path.join(self._base, handle.cluster, "tls")
+        if handle.data.get("path") != path:
+            raise BackendError(f"{handle.data.get('path')!r} is not the key folder of "
+                               f"{handle.cluster} under {self._base}: not removed")
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                raise BackendError(f"{path} is not a directory of this user: not removed")
+            shutil.rmtree(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self._base, handle.cluster, "scheduler.json"))
 
     @hookimpl
     async def deploy_teardown(self, cluster: ClusterSpec) -> None:
         if cluster.shutdown_on_close:
-            # Jobs the core never heard of (submitted while the cluster was closing).
-            with contextlib.suppress(Exception):
-                if self._submitting:
-                    await asyncio.wait(list(self._submitting), timeout=_COMMAND_TIMEOUT)
-                if self._live:
-                    await self._stop(list(self._live.values()))
-            # The key is not needed once every job has stopped; the output files stay (they
-            # are the record of what ran, as with dask-jobqueue's log_directory).
+            # The core stopped every job first; the key is not needed any more. The output
+            # files stay (the record of what ran, as with dask-jobqueue's log_directory).
             shutil.rmtree(self.tls_dir, ignore_errors=True)
             with contextlib.suppress(OSError):
                 os.unlink(self.scheduler_file)

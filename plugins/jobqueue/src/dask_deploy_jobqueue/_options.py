@@ -198,7 +198,10 @@ class JobqueueOptions:
     #: Resources of the scheduler's own job when ``scheduler="remote"``.
     scheduler_cores: int = 1
     scheduler_memory: str | int | None = None
-    #: Wall-clock limit of the scheduler's job (default: ``walltime``).
+    #: Wall-clock limit of the scheduler's job with ``scheduler="remote"`` (default:
+    #: ``walltime``, which the queue already admits). The cluster ends with it: when the
+    #: job hits it, ``cluster.error`` becomes a ``SchedulerLost`` naming the job. Long
+    #: sessions set it longer; the default ``idle_timeout`` ends an unused one earlier.
     scheduler_walltime: str | None = None
 
     #: Characters this system's directive parser cannot carry inside a quoted value.
@@ -386,6 +389,10 @@ def _job_processes(options: Mapping[str, Any]) -> int:
     return default_processes(cores) if isinstance(cores, int) and cores > 0 else 1
 
 
+#: Default ``idle_timeout`` (seconds) of a remote scheduler: 20 minutes, as Coiled's.
+REMOTE_IDLE_TIMEOUT = 1200.0
+
+
 def defaults(system: str, options_cls: type[JobqueueOptions]) -> dict[str, Any]:
     """``BackendInfo.defaults`` of one system.
 
@@ -418,8 +425,13 @@ def defaults(system: str, options_cls: type[JobqueueOptions]) -> dict[str, Any]:
                 "processes": resolved(options, "processes")}
         return memory // _job_processes(opts) if memory else "auto"
 
+    def idle_timeout(options: dict[str, Any]) -> float | None:
+        # A scheduler in a job of its own outlives a crashed client: it ends itself after
+        # this long without work (None turns it off). One in the client ends with it.
+        return REMOTE_IDLE_TIMEOUT if options.get("scheduler") == "remote" else None
+
     out.update(threads_per_worker=threads, memory_limit=memory_limit, security=True,
-               poll_interval=2.0, start_timeout=300.0)
+               poll_interval=2.0, start_timeout=300.0, idle_timeout=idle_timeout)
     return out
 
 

@@ -32,42 +32,18 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from dask_deploy import SpecError
 
 from ._options import check_directive
 
-__all__ = ["NAME", "TRAILER", "TRAILER_RE", "body", "cli_flags"]
+__all__ = ["NAME", "TRAILER", "TRAILER_RE", "body"]
 
 #: The line a finished job prints last (``{code}`` is its exit code).
 TRAILER = "dask-deploy: job finished (exit {code})"
 TRAILER_RE = r"dask-deploy: job finished \(exit (-?\d+)\)"
 #: Placeholder in a worker's argv for its name, ``"${UNIT}<suffix>"`` in the script.
 NAME = "\0name"
-
-
-def cli_flags(options: Mapping[str, Any]) -> list[str]:
-    """``{"lifetime": "1h", "nanny": False}`` -> ``["--lifetime", "1h", "--no-nanny"]``."""
-    out: list[str] = []
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            out.append(flag)
-        elif value is False:
-            out.append("--no-" + key.replace("_", "-"))
-        elif value is None:
-            continue
-        elif isinstance(value, Mapping):  # resources
-            out += [flag, " ".join(f"{k}={v}" for k, v in value.items())]
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                out += [flag, str(item)]
-        else:
-            out += [flag, str(value)]
-        if any("\0" in a for a in (key, *out)):  # no argument can carry NUL
-            raise SpecError(key, value, "a NUL character cannot be passed to a program: remove it")
-    return out
 
 
 def quote(args: Sequence[str]) -> str:

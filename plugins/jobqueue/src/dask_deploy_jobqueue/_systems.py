@@ -106,6 +106,15 @@ class System:
     #: What the status command prints on stderr for a job it no longer knows, when it then
     #: exits non-zero although it answered for the others (PBS qstat, LSF bjobs).
     unknown_job_markers: tuple[str, ...] = ()
+    #: The submit command; the script's path follows unless ``submit_stdin`` (as
+    #: dask-jobqueue's ``submit_command``).
+    submit_argv: tuple[str, ...] = ()
+    #: Group 1 is the job id in the submit command's output (``job_id_regexp``).
+    job_id_regexp = ""
+    #: The forceful stop; element ids follow (``cancel_command``).
+    cancel_argv: tuple[str, ...] = ()
+    #: The id of array element ``index`` of job ``job`` (a plain job's id is the job's).
+    element_format = ""
 
     def header(self, req: JobRequest) -> list[str]:
         lines = self.directives(req)
@@ -138,13 +147,20 @@ class System:
         return []
 
     def submit_command(self, script: str) -> list[str]:
-        raise NotImplementedError
+        return [*self.submit_argv] if self.submit_stdin else [*self.submit_argv, script]
 
     def parse_submit(self, out: str) -> str:
-        raise NotImplementedError
+        m = re.search(self.job_id_regexp, out.strip(), re.M)
+        if not m:
+            raise BackendError(f"could not read a job id from {self.submit_argv[0]}'s output: "
+                               f"{out!r}")
+        return m.group(1)
 
     def element_ids(self, job_id: str, count: int) -> list[str]:
-        raise NotImplementedError
+        if count == 1:
+            return [job_id]
+        return [self.element_format.format(job=job_id, index=i)
+                for i in range(self.first_index, self.first_index + count)]
 
     def log_paths(self, req: JobRequest, job_id: str) -> list[str]:
         raise NotImplementedError
@@ -164,7 +180,7 @@ class System:
         raise NotImplementedError
 
     def kill_commands(self, ids: Sequence[str]) -> list[list[str]]:
-        raise NotImplementedError
+        return [[*self.cancel_argv, *ids]]
 
     def list_command(self, user: str) -> list[str]:
         raise NotImplementedError
@@ -191,6 +207,10 @@ class Slurm(System):
     directive = "#SBATCH"
     index_var = "${SLURM_ARRAY_TASK_ID}"
     submit_binary = "sbatch"
+    submit_argv = ("sbatch", "--parsable")
+    job_id_regexp = r"^(\d+)(;.*)?$"
+    cancel_argv = ("scancel",)
+    element_format = "{job}_{index}"
 
     def quote(self, value: str) -> str:
         # sbatch reads "..." and backslash escapes in #SBATCH lines (also inside quotes).
@@ -219,20 +239,6 @@ class Slurm(System):
             lines.append(f"{d} --time={self.word(req, req.walltime, 'walltime')}")
         return lines
 
-    def submit_command(self, script: str) -> list[str]:
-        return ["sbatch", "--parsable", script]
-
-    def parse_submit(self, out: str) -> str:
-        m = re.search(r"^(\d+)(;.*)?$", out.strip(), re.M)
-        if not m:
-            raise BackendError(f"could not read a job id from sbatch's output: {out!r}")
-        return m.group(1)
-
-    def element_ids(self, job_id: str, count: int) -> list[str]:
-        if count == 1:
-            return [job_id]
-        return [f"{job_id}_{i}" for i in range(self.first_index, self.first_index + count)]
-
     def log_paths(self, req: JobRequest, job_id: str) -> list[str]:
         return [f"{req.log_dir}/{e}.out" for e in self.element_ids(job_id, req.count)]
 
@@ -247,9 +253,6 @@ class Slurm(System):
         # the job ends with exit code 0, i.e. COMPLETED instead of CANCELLED.
         return [["scancel", "--state=PENDING", *ids],
                 ["scancel", "--batch", "--signal=TERM", "--state=RUNNING", *ids]]
-
-    def kill_commands(self, ids: Sequence[str]) -> list[list[str]]:
-        return [["scancel", *ids]]
 
     def list_command(self, user: str) -> list[str]:
         return ["squeue", "--noheader", "--array", f"--user={user}", "--format=%i|%T|%r|%j"]
@@ -291,6 +294,9 @@ class PBS(System):
     directive = "#PBS"
     index_var = "${PBS_ARRAY_INDEX}"
     submit_binary = "qsub"
+    submit_argv = ("qsub",)
+    job_id_regexp = r"^(\d+(?:\[\])?(?:\.\S+)?)$"
+    cancel_argv = ("qdel", "-W", "force")
     unknown_job_markers = ("Unknown Job Id", "Job has finished")
 
     def directives(self, req: JobRequest) -> list[str]:
@@ -311,15 +317,6 @@ class PBS(System):
         if req.walltime:
             lines.append(f"{d} -l walltime={self.word(req, req.walltime, 'walltime')}")
         return lines
-
-    def submit_command(self, script: str) -> list[str]:
-        return ["qsub", script]
-
-    def parse_submit(self, out: str) -> str:
-        m = re.search(r"^(\d+(?:\[\])?(?:\.\S+)?)$", out.strip(), re.M)
-        if not m:
-            raise BackendError(f"could not read a job id from qsub's output: {out!r}")
-        return m.group(1)
 
     def element_ids(self, job_id: str, count: int) -> list[str]:
         if count == 1:
@@ -345,9 +342,6 @@ class PBS(System):
     def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
         # qdel sends SIGTERM, waits -W seconds, then SIGKILL.
         return [["qdel", "-W", str(max(1, math.ceil(grace))), *ids]]
-
-    def kill_commands(self, ids: Sequence[str]) -> list[list[str]]:
-        return [["qdel", "-W", "force", *ids]]
 
     def list_command(self, user: str) -> list[str]:
         return ["qstat", "-f", "-F", "json", "-t", "-u", user]
@@ -383,6 +377,10 @@ class SGE(System):
     directive = "#$"
     index_var = "${SGE_TASK_ID}"
     submit_binary = "qsub"
+    submit_argv = ("qsub", "-terse")
+    job_id_regexp = r"^(\d+)(?:\.\S+)?$"
+    cancel_argv = ("qdel", "-f")
+    element_format = "{job}.{index}"
 
     def directives(self, req: JobRequest) -> list[str]:
         o = req.options
@@ -405,20 +403,6 @@ class SGE(System):
             lines.append(f"{d} -l h_rt={self.word(req, req.walltime, 'walltime')}")
         return lines
 
-    def submit_command(self, script: str) -> list[str]:
-        return ["qsub", "-terse", script]
-
-    def parse_submit(self, out: str) -> str:
-        m = re.search(r"^(\d+)(?:\.\S+)?$", out.strip(), re.M)
-        if not m:
-            raise BackendError(f"could not read a job id from qsub's output: {out!r}")
-        return m.group(1)
-
-    def element_ids(self, job_id: str, count: int) -> list[str]:
-        if count == 1:
-            return [job_id]
-        return [f"{job_id}.{i}" for i in range(self.first_index, self.first_index + count)]
-
     def log_paths(self, req: JobRequest, job_id: str) -> list[str]:
         if req.count == 1:
             return [f"{req.log_dir}/{job_id}.undefined.out"]  # $TASK_ID of a plain job
@@ -431,9 +415,6 @@ class SGE(System):
         # Grid Engine's qdel sends SIGKILL unless the queue's terminate_method says
         # otherwise; a site that wants SIGTERM first configures it there.
         return [["qdel", *ids]]
-
-    def kill_commands(self, ids: Sequence[str]) -> list[list[str]]:
-        return [["qdel", "-f", *ids]]
 
     def list_command(self, user: str) -> list[str]:
         return ["qstat", "-xml", "-u", user]
@@ -480,6 +461,10 @@ class LSF(System):
     walltime_colon = "hours:minutes"
     submit_stdin = True  # bsub reads #BSUB lines only from a script on its stdin
     submit_binary = "bsub"
+    submit_argv = ("bsub",)
+    job_id_regexp = r"Job <(\d+)> is submitted"
+    cancel_argv = ("bkill",)
+    element_format = "{job}[{index}]"
     unknown_job_markers = ("is not found",)
 
     def directives(self, req: JobRequest) -> list[str]:
@@ -511,20 +496,6 @@ class LSF(System):
             lines.append(f"{d} -W {self.word(req, req.walltime, 'walltime')}")
         return lines
 
-    def submit_command(self, script: str) -> list[str]:
-        return ["bsub"]
-
-    def parse_submit(self, out: str) -> str:
-        m = re.search(r"Job <(\d+)> is submitted", out)
-        if not m:
-            raise BackendError(f"could not read a job id from bsub's output: {out!r}")
-        return m.group(1)
-
-    def element_ids(self, job_id: str, count: int) -> list[str]:
-        if count == 1:
-            return [job_id]
-        return [f"{job_id}[{i}]" for i in range(self.first_index, self.first_index + count)]
-
     def log_paths(self, req: JobRequest, job_id: str) -> list[str]:
         if req.count == 1:
             return [f"{req.log_dir}/{job_id}.0.out"]  # %I is 0 outside arrays
@@ -537,9 +508,6 @@ class LSF(System):
 
     def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
         return [["bkill", "-s", "TERM", *ids]]
-
-    def kill_commands(self, ids: Sequence[str]) -> list[list[str]]:
-        return [["bkill", *ids]]
 
     def list_command(self, user: str) -> list[str]:
         return ["bjobs", "-noheader", "-u", user, "-o", f"{_LSF_FIELDS} delimiter='|'"]
@@ -578,6 +546,9 @@ class HTCondor(System):
     index_var = "${1}"  # the submit description passes $(Process) as the first argument
     first_index = 0
     submit_binary = "condor_submit"
+    submit_argv = ("condor_submit",)
+    job_id_regexp = r"submitted to cluster (\d+)"
+    cancel_argv = ("condor_rm", "-forcex")
 
     def header(self, req: JobRequest) -> list[str]:
         return []  # the batch settings live in the submit description
@@ -608,15 +579,6 @@ class HTCondor(System):
         lines.append(f"queue {req.count}")
         return "\n".join(lines) + "\n"
 
-    def submit_command(self, script: str) -> list[str]:
-        return ["condor_submit", script]
-
-    def parse_submit(self, out: str) -> str:
-        m = re.search(r"submitted to cluster (\d+)", out)
-        if not m:
-            raise BackendError(f"could not read a cluster id from condor_submit's output: {out!r}")
-        return m.group(1)
-
     def element_ids(self, job_id: str, count: int) -> list[str]:
         return [f"{job_id}.{i}" for i in range(count)]
 
@@ -630,9 +592,6 @@ class HTCondor(System):
 
     def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
         return [["condor_rm", *ids]]  # SIGTERM (the job's KillSig), SIGKILL later
-
-    def kill_commands(self, ids: Sequence[str]) -> list[list[str]]:
-        return [["condor_rm", "-forcex", *ids]]
 
     def list_command(self, user: str) -> list[str]:
         return ["condor_q", user, "-af:j", "JobStatus", "ExitCode", "JobBatchName", "HoldReason"]
