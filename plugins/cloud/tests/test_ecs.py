@@ -235,3 +235,41 @@ def test_gpus_become_resource_requirements(options: dict[str, Any], ecs_cluster:
         assert container["resourceRequirements"] == [{"type": "GPU", "value": "2"}]
     assert discover("ecs", name, cluster_arn=ecs_cluster) == []
     assert discover("fargate", f"{name}-f") == []
+
+
+def test_sigkilled_clients_cluster_ends_after_its_idle_timeout(options: dict[str, Any], runner: TaskRunner,
+                                                              discover: Any, wait_until: Any,
+                                                              name: str) -> None:
+    """Nobody closes it: the remote scheduler closes itself after ``idle_timeout``."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    opts = {**options, "idle_timeout": 5, "n_workers": 0}
+    script = ("import json, sys, time\nfrom dask_deploy import Cluster\n"
+              "cluster = Cluster.from_name('fargate', **json.loads(sys.argv[1]))\n"
+              "print('ready', flush=True)\ntime.sleep(600)\n")
+    client = subprocess.Popen([sys.executable, "-c", script, json.dumps(opts)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert client.stdout is not None and client.stdout.readline().strip() == "ready"
+        (sched,) = [h for h in discover("fargate", name) if h.data.get("role") == "scheduler"]
+        # owner tags on what it created, and what gc judges liveness by
+        assert sched.data["owner"] and sched.data["created"] <= time.time()
+        assert sched.data["owner_pid"] == client.pid and sched.data["detached"] is False
+        os.kill(client.pid, signal.SIGKILL)
+        client.wait(30)
+    finally:
+        client.kill()
+    task_id = sched.backend_id.rsplit("/", 1)[-1]
+    wait_until(lambda: task_id not in runner.running(), 90, "the idle scheduler task to end by itself")
+    (status,) = run_hook("fargate", "deploy_poll", handles=[sched])
+    assert status.phase is Phase.GONE, status  # it exited cleanly: idle, not crashed
+
+    # What is left (security group, roles, task definitions) is garbage gc finds and removes.
+    leftovers = discover("fargate", name)
+    assert all(h.data.get("scheduler_running") is False for h in leftovers)
+    run_hook("fargate", "deploy_stop_workers", handles=leftovers)
+    assert discover("fargate", name) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from dask_deploy import Phase, SpecError
-from dask_deploy._plugins import backend_info, installed_backends
+from dask_deploy._plugins import backend_capabilities, backend_info, installed_backends
 from dask_deploy_cloud import EC2Options, ECSOptions
 from dask_deploy_cloud._base import STOP_REASON
 from dask_deploy_cloud._ec2 import instance_status
@@ -19,7 +19,9 @@ def test_backends_registered_lazily() -> None:
         info = backend_info(name)
         assert info.extra == "cloud"
         assert info.defaults["security"] is True and info.defaults["scheduler"] == "remote"
-        assert {"scale", "remote_scheduler", "logs_after_death"} <= info.capabilities
+        assert {"scale", "logs_after_death"} <= info.capabilities
+        # derived from the hooks the backend implements, not declared
+        assert "remote_scheduler" in backend_capabilities(name)
 
 
 def test_default_ports_only_for_a_remote_scheduler() -> None:
@@ -30,6 +32,23 @@ def test_default_ports_only_for_a_remote_scheduler() -> None:
     assert defaults["scheduler_port"]({"scheduler": "local"}) == 0
     assert defaults["dashboard_address"]({"scheduler": "local"}) == "127.0.0.1:0"
     assert defaults["threads_per_worker"]({"worker_cpu": 2048}) == 2
+    # A remote scheduler ends itself when idle (a dead client leaves nothing running forever).
+    assert defaults["idle_timeout"]({"scheduler": "remote"}) == 1200
+    assert defaults["idle_timeout"]({"scheduler": "local"}) is None
+
+
+async def test_idle_timeout_default_is_overridable() -> None:
+    from dask_deploy._cluster import from_name
+
+    def idle(**extra: object) -> object:
+        cluster = from_name("fargate", image="x", asynchronous=True, **extra)  # not started
+        cluster.status = cluster.status.closed  # nothing to close
+        return cluster.spec.scheduler.idle_timeout
+
+    assert idle() == 1200
+    assert idle(idle_timeout=None) is None
+    assert idle(idle_timeout=30) == 30
+    assert idle(scheduler="local") is None
 
 
 @pytest.mark.parametrize(("option", "value"), [

@@ -14,16 +14,17 @@ import collections
 import contextlib
 import json
 import logging
+import os
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from dask_deploy import TLS, BackendError, ClusterSpec, Handle, SpecError
+from dask_deploy import TLS, BackendError, ClusterSpec, Handle, SpecError, created_tag, owner_tag
 
 from ._options import AWSOptions
 
-__all__ = ["AWS", "BACKEND_TAG", "CLUSTER_TAG", "KIND_TAG", "Infra", "ours", "tag_list"]
+__all__ = ["AWS", "BACKEND_TAG", "CLUSTER_TAG", "KIND_TAG", "Infra", "ours", "owner_data", "tag_list"]
 
 logger = logging.getLogger("dask_deploy_cloud")
 
@@ -31,6 +32,14 @@ CLUSTER_TAG = "dask-deploy:cluster"
 #: Which backend made it: gc of one backend must not pull resources from under another's.
 BACKEND_TAG = "dask-deploy:backend"
 KIND_TAG = "dask-deploy:kind"
+#: Ownership tags on everything a cluster creates (``gc`` leaves other users' alone).
+OWNER_TAG = "dask-deploy:owner"
+CREATED_TAG = "dask-deploy:created"
+#: What ``gc`` judges liveness by: the creating client's pid (only on clusters that stop
+#: with it: a detached one outlives it), ``shutdown_on_close`` and the scheduler's placement.
+OWNER_PID_TAG = "dask-deploy:owner-pid"
+SHUTDOWN_TAG = "dask-deploy:shutdown-on-close"
+SCHEDULER_TAG = "dask-deploy:scheduler"
 #: IAM path of every role and instance profile we create (lets discover list only ours).
 IAM_PATH = "/dask-deploy/"
 #: Errors AWS returns while a new IAM role or profile is still propagating (retried).
@@ -46,6 +55,31 @@ def tag_list(tags: Mapping[str, str], key: str = "Key", value: str = "Value") ->
 def tags_of(items: Iterable[Mapping[str, str]] | None) -> dict[str, str]:
     """A tag list of any API (``Key``/``key``) as a dict."""
     return {t.get("Key", t.get("key", "")): t.get("Value", t.get("value", "")) for t in items or ()}
+
+
+def cluster_tags(spec: ClusterSpec) -> dict[str, str]:
+    """The ownership and liveness tags of everything the cluster ``spec`` creates."""
+    tags = {OWNER_TAG: owner_tag(), CREATED_TAG: str(created_tag()),
+            SHUTDOWN_TAG: str(spec.shutdown_on_close).lower(), SCHEDULER_TAG: spec.scheduler.placement}
+    if spec.shutdown_on_close:
+        tags[OWNER_PID_TAG] = str(os.getpid())
+    return tags
+
+
+def owner_data(tags: Mapping[str, str]) -> dict[str, Any]:
+    """``handle.data`` of a discovered resource from its tags: ``owner``, ``created``,
+    ``owner_pid``, ``detached`` (what ``dask-deploy gc`` judges by)."""
+    data: dict[str, Any] = {}
+    if OWNER_TAG in tags:
+        data["owner"] = tags[OWNER_TAG]
+    for key, tag, conv in (("created", CREATED_TAG, float), ("owner_pid", OWNER_PID_TAG, int)):
+        with contextlib.suppress(KeyError, ValueError):
+            data[key] = conv(tags[tag])
+    if SHUTDOWN_TAG in tags:
+        data["detached"] = tags[SHUTDOWN_TAG] == "false"
+    if SCHEDULER_TAG in tags:
+        data["placement"] = tags[SCHEDULER_TAG]
+    return data
 
 
 class AWS:
@@ -161,7 +195,8 @@ class Infra:
 
     def __init__(self, aws: AWS, spec: ClusterSpec, options: AWSOptions) -> None:
         self.aws, self.spec, self.options = aws, spec, options
-        self.tags = {**options.tags, CLUSTER_TAG: spec.name, BACKEND_TAG: spec.backend}
+        self.tags = {**options.tags, **cluster_tags(spec), CLUSTER_TAG: spec.name,
+                     BACKEND_TAG: spec.backend}
         self.vpc: str = ""
         self.subnets: list[str] = []
         self.security_groups: list[str] = []
@@ -349,7 +384,7 @@ async def discover_infra(aws: AWS, backend: str, cluster_id: str | None) -> list
     for g in groups["SecurityGroups"]:
         tags = tags_of(g.get("Tags"))
         found.append(Handle(backend, tags[CLUSTER_TAG], g["GroupName"], g["GroupId"],
-                            {"kind": "security-group"}))
+                            {"kind": "security-group", **owner_data(tags)}))
     sm_filter = [{"Key": "tag-key", "Values": [CLUSTER_TAG]}]
     token: str | None = None
     while True:
@@ -358,7 +393,8 @@ async def discover_infra(aws: AWS, backend: str, cluster_id: str | None) -> list
         for s in page["SecretList"]:
             tags = tags_of(s.get("Tags"))
             if ours(tags, backend, cluster_id):
-                found.append(Handle(backend, tags[CLUSTER_TAG], s["Name"], s["ARN"], {"kind": "secret"}))
+                found.append(Handle(backend, tags[CLUSTER_TAG], s["Name"], s["ARN"],
+                                    {"kind": "secret", **owner_data(tags)}))
         token = page.get("NextToken")
         if not token:
             break
@@ -366,7 +402,8 @@ async def discover_infra(aws: AWS, backend: str, cluster_id: str | None) -> list
     for r in roles["Roles"]:
         tags = tags_of((await aws("iam", "list_role_tags", RoleName=r["RoleName"]))["Tags"])
         if ours(tags, backend, cluster_id):
-            found.append(Handle(backend, tags[CLUSTER_TAG], r["RoleName"], r["Arn"], {"kind": "role"}))
+            found.append(Handle(backend, tags[CLUSTER_TAG], r["RoleName"], r["Arn"],
+                                {"kind": "role", **owner_data(tags)}))
     profiles = await aws("iam", "list_instance_profiles", PathPrefix=IAM_PATH)
     for p in profiles["InstanceProfiles"]:
         tags = tags_of(p.get("Tags")) or tags_of(
@@ -374,7 +411,7 @@ async def discover_infra(aws: AWS, backend: str, cluster_id: str | None) -> list
             ["Tags"])
         if ours(tags, backend, cluster_id):
             found.append(Handle(backend, tags[CLUSTER_TAG], p["InstanceProfileName"], p["Arn"],
-                                {"kind": "instance-profile"}))
+                                {"kind": "instance-profile", **owner_data(tags)}))
     return found
 
 

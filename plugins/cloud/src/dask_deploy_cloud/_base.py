@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -25,11 +26,11 @@ from dask_deploy import (
     Phase,
     SchedulerInfo,
     SpecError,
-    StartTimeout,
     Status,
     Unit,
     hookimpl,
 )
+from dask_deploy.toolkit import wait_until
 
 from ._aws import AWS, KIND_TAG, Infra, delete_infra, discover_infra
 from ._entry import MARKER, METADATA_KEY
@@ -83,10 +84,6 @@ class MachineBackend:
         self._worker_address: str | None = None
         self._client_address: str | None = None
         self._prepared = False
-        self._touched = False  # whether this object may have created anything in AWS
-        self._preparing: asyncio.Future[None] | None = None
-        self._closed = False  # after teardown nothing may be created any more
-        self._teardown: asyncio.Future[None] | None = None
 
     # -- what a subclass provides -------------------------------------------------------
 
@@ -133,30 +130,20 @@ class MachineBackend:
 
     @hookimpl
     async def deploy_prepare(self, cluster: ClusterSpec) -> None:
-        self._check_open()
-        self._preparing = asyncio.ensure_future(self._prepare_all(cluster))
-        await asyncio.shield(self._preparing)  # a cancelled start must not half-create things
-
-    async def _prepare_all(self, cluster: ClusterSpec) -> None:
+        # What this makes is tagged with the cluster; teardown deletes it by those tags
+        # (the core calls teardown only after this returned or raised).
         if not (self.spec.worker.image or "").strip():
             raise SpecError("image", self.spec.worker.image,
                             "expected a container image with dask-deploy[cloud] installed "
                             "(e.g. built FROM ghcr.io/dask/dask with pip install 'dask-deploy[cloud]')")
         infra = self.infra
-        self._touched = True
         await infra.network()
         await asyncio.gather(infra.security_group(self._client_ports()), infra.secret(cluster.tls),
                              infra.log_group())
         await self._prepare()
         self._prepared = True
 
-    def _check_open(self) -> None:
-        # A start that goes on after close (closed while starting) must not create anything.
-        if self._closed:
-            raise BackendError(f"cluster {self.spec.name} is closed")
-
     async def _ready(self) -> None:
-        self._check_open()
         # The core runs deploy_prepare concurrently with the scheduler's start and awaits it
         # before; for a local scheduler, workers may be started only after it, as here.
         if not self._prepared:
@@ -186,7 +173,7 @@ class MachineBackend:
         handle = self._handle(f"{cluster.name}-scheduler", m.id, "scheduler")
         try:
             return await self._wait_scheduler(handle)
-        except BaseException:
+        except BaseException:  # also when cancelled: what this call started, it stops
             with contextlib.suppress(Exception):
                 await self._stop_and_wait([handle])
             raise
@@ -195,7 +182,10 @@ class MachineBackend:
         """Wait for the scheduler's log line and its address, then for it to answer."""
         deadline = time.monotonic() + self.spec.start_timeout
         proto = "tls" if self.spec.tls else "tcp"
-        while True:
+        phase = Phase.PENDING
+
+        async def announced() -> tuple[Machine, tuple[int, int | None]] | None:
+            nonlocal phase
             public = not self.options.use_private_ip
             m = (await self._describe([handle], public)).get(handle.backend_id)
             phase = m.status.phase if m else Phase.GONE
@@ -207,13 +197,14 @@ class MachineBackend:
             if phase == Phase.RUNNING and m is not None and m.private_ip:
                 ports = self._announced(await self.deploy_get_logs(self.spec, handle))
                 if ports is not None:
-                    break
-            if time.monotonic() > deadline:
-                raise StartTimeout(f"the scheduler of {self.spec.name} was not ready within "
-                                   f"{self.spec.start_timeout} s (phase {phase.value}); "
-                                   "raise start_timeout, or see its log with cluster.get_logs()")
-            await asyncio.sleep(min(1.0, self.spec.poll_interval))
-        port, dash = ports
+                    return m, ports
+            return None
+
+        m, (port, dash) = await wait_until(
+            announced, self.spec.start_timeout, f"the scheduler of {self.spec.name} being ready",
+            interval=min(1.0, self.spec.poll_interval),
+            why=lambda: (f"phase {phase.value}; raise start_timeout, or see its log with "
+                         "cluster.get_logs()"))
         ip = m.private_ip if self.options.use_private_ip else (m.public_ip or m.private_ip)
         host = self.resolve(ip)
         self._worker_address = f"{proto}://{m.private_ip}:{port}"
@@ -235,16 +226,20 @@ class MachineBackend:
     async def _until_answers(self, address: str, deadline: float) -> None:
         from distributed.core import rpc
 
-        while True:
+        last: list[BaseException] = []
+
+        async def answers() -> bool | None:
             try:
                 async with rpc(address, connection_args=self._connection_args(), timeout=5) as r:
                     await r.identity()
-                    return
+                    return True
             except (OSError, asyncio.TimeoutError) as e:
-                if time.monotonic() > deadline:
-                    raise StartTimeout(f"the scheduler of {self.spec.name} at {address} does not "
-                                       f"answer ({e}); check resolve_address and client_cidrs") from e
-            await asyncio.sleep(0.5)
+                last[:] = [e]
+                return None
+
+        await wait_until(answers, max(0.0, deadline - time.monotonic()),
+                         f"the scheduler of {self.spec.name} answering at {address}", interval=0.5,
+                         why=lambda: f"{last[0] if last else ''}; check resolve_address and client_cidrs")
 
     @hookimpl
     async def deploy_stop_scheduler(self, cluster: ClusterSpec, handle: Handle) -> None:
@@ -403,35 +398,46 @@ class MachineBackend:
 
         Handing all of them to ``deploy_stop_workers`` deletes them, machines first.
         """
-        return [*await self._discover_machines(cluster_id), *await self._discover_extra(cluster_id),
-                *await discover_infra(self.aws, self.spec.backend, cluster_id)]
+        found = [*await self._discover_machines(cluster_id), *await self._discover_extra(cluster_id),
+                 *await discover_infra(self.aws, self.spec.backend, cluster_id)]
+        return with_liveness(found)
 
     @hookimpl
     async def deploy_teardown(self, cluster: ClusterSpec) -> None:
-        # Once, however often it is called: a close during start calls it twice at once,
-        # and the second call must not close the clients under the first.
-        if self._teardown is None:
-            self._closed = True
-            self._teardown = asyncio.ensure_future(self._clean_up(cluster))
-        await asyncio.shield(self._teardown)
-
-    async def _clean_up(self, cluster: ClusterSpec) -> None:
+        # Called once, after every creating call returned and what they started was
+        # stopped: what is left are the per-cluster resources, found by their tags. Only
+        # if prepare reached AWS (it found the region first): else nothing was made.
         try:
-            if cluster.shutdown_on_close and self._touched:
-                if self._preparing is not None:  # closed during start: let it finish first
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(asyncio.shield(self._preparing), cluster.start_timeout)
-                # Again until nothing is left: a start cancelled mid-call may still land.
-                for _ in range(3):
-                    leftovers = await self.deploy_discover(cluster, cluster.name)
-                    if not leftovers:
-                        break
+            if cluster.shutdown_on_close and self.infra.region:
+                leftovers = await self.deploy_discover(cluster, cluster.name)
+                if leftovers:
                     await self.deploy_stop_workers(cluster, leftovers)
         except Exception as e:  # must not raise: gc finds whatever is left by its tags
             logger.warning("cleaning up AWS resources of %s failed (%s); run dask-deploy gc",
                            cluster.name, e)
         finally:
             await self.aws.close()
+
+
+def with_liveness(handles: Sequence[Handle]) -> list[Handle]:
+    """Every handle of a cluster with its cluster's owner tags and liveness hints.
+
+    A resource listed without tags (a task definition) takes them from its cluster's other
+    resources, and a cluster whose scheduler is remote gets ``scheduler_running``: whether
+    its scheduler task or instance is among the live machines found.
+    """
+    shared: dict[str, dict[str, Any]] = {}
+    for h in handles:
+        info = shared.setdefault(h.cluster, {})
+        for key in ("owner", "created", "owner_pid", "detached", "placement"):
+            if key in h.data:
+                info.setdefault(key, h.data[key])
+        if h.data.get("kind") in MACHINES and h.data.get("role") == "scheduler":
+            info["scheduler_running"] = True
+    for info in shared.values():
+        if info.get("placement") == "remote":
+            info.setdefault("scheduler_running", False)
+    return [dataclasses.replace(h, data={**shared[h.cluster], **h.data}) for h in handles]
 
 
 def kind_tags(infra: Infra, role: str, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -18,7 +18,16 @@ from typing import Any, ClassVar
 
 from dask_deploy import ClusterSpec, Handle, Phase, Status
 
-from ._aws import CLUSTER_TAG, KIND_TAG, LOG_WRITE, retry_propagation, tag_filters, tag_list, tags_of
+from ._aws import (
+    CLUSTER_TAG,
+    KIND_TAG,
+    LOG_WRITE,
+    owner_data,
+    retry_propagation,
+    tag_filters,
+    tag_list,
+    tags_of,
+)
 from ._base import Machine, MachineBackend, kind_tags
 from ._options import EC2Options, gpu_instance_type
 
@@ -189,5 +198,6 @@ class EC2Backend(MachineBackend):
             tags = tags_of(inst.get("Tags"))
             cid, role, iid = tags[CLUSTER_TAG], tags.get(KIND_TAG, "worker"), inst["InstanceId"]
             found.append(Handle(self.spec.backend, cid, f"{cid}-{role}-{iid}", iid,
-                                {"kind": "instance", "role": role, "log": f"{cid}/{iid}"}))
+                                {"kind": "instance", "role": role, "log": f"{cid}/{iid}",
+                                 **owner_data(tags)}))
         return found

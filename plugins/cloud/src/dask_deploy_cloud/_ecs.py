@@ -24,6 +24,7 @@ from ._aws import (
     LOG_WRITE,
     AWSError,
     ours,
+    owner_data,
     retry_propagation,
     tag_list,
     tags_of,
@@ -252,7 +253,7 @@ class ECSBackend(MachineBackend):
                     tid = t["taskArn"].rsplit("/", 1)[-1]
                     found.append(Handle(self.spec.backend, cid, f"{cid}-{role}-{tid}", t["taskArn"], {
                         "kind": "task", "role": role, "ecs_cluster": cluster["clusterArn"],
-                        "log": f"{cid}/{CONTAINER}/{tid}"}))
+                        "log": f"{cid}/{CONTAINER}/{tid}", **owner_data(tags)}))
         return found
 
     async def _discover_extra(self, cluster_id: str | None) -> list[Handle]:
@@ -277,7 +278,7 @@ class ECSBackend(MachineBackend):
             tags = tags_of(c.get("tags"))
             if tags.get(KIND_TAG) == "ecs-cluster" and ours(tags, self.spec.backend, cluster_id):
                 found.append(Handle(self.spec.backend, tags[CLUSTER_TAG], c["clusterName"],
-                                    c["clusterArn"], {"kind": "ecs-cluster"}))
+                                    c["clusterArn"], {"kind": "ecs-cluster", **owner_data(tags)}))
         return found
 
 

@@ -21,8 +21,10 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import urllib.request
 from typing import Any
@@ -109,6 +111,25 @@ async def _claim_name(args: argparse.Namespace, tls: Any) -> str:
             await asyncio.sleep(0.2)
 
 
+def _copy_new(folder: str, offsets: dict[str, int]) -> None:
+    """Copy what the files in ``folder`` gained since ``offsets`` to our stderr."""
+    for entry in sorted(os.listdir(folder)):
+        path = os.path.join(folder, entry)
+        with contextlib.suppress(OSError), open(path, "rb") as f:
+            f.seek(offsets.get(entry, 0))
+            chunk = f.read()
+            offsets[entry] = f.tell()
+        if chunk:
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
+
+
+async def _copy_logs(folder: str, offsets: dict[str, int]) -> None:
+    while True:
+        _copy_new(folder, offsets)
+        await asyncio.sleep(0.2)
+
+
 async def run_workers(args: argparse.Namespace, tls: Any) -> int:
     from dask_deploy._agent import AgentClient, agent_command
 
@@ -129,12 +150,16 @@ async def run_workers(args: argparse.Namespace, tls: Any) -> int:
     reader = asyncio.ensure_future(read())
     names = [unit + w["suffix"] for w in workers]
     _print(f"dask-deploy: unit {unit} starts workers {names} for {args.scheduler}")
+    # Worker output goes where ours goes, the container's log (CloudWatch): the agent writes
+    # only to private regular files, which we copy to our stderr as they grow.
+    logs = tempfile.mkdtemp(prefix="dask-deploy-")
     for name, w in zip(names, workers, strict=True):
         kwargs = {"scheduler_ip": args.scheduler, "name": name, "nthreads": w["nthreads"],
                   "memory_limit": w["memory_limit"], "host": _bind(args.host),
                   **({"resources": w["resources"]} if w["resources"] else {}), **w["options"]}
-        # Worker output goes where ours goes: the container's log (CloudWatch).
-        agent.start(name, "worker", kwargs, w["env"], "/dev/stderr", tls)
+        agent.start(name, "worker", kwargs, w["env"], os.path.join(logs, f"{name}.log"), tls)
+    offsets: dict[str, int] = {}
+    copier = asyncio.ensure_future(_copy_logs(logs, offsets))
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     done = asyncio.ensure_future(agent.wait_for(
@@ -146,6 +171,9 @@ async def run_workers(args: argparse.Namespace, tls: Any) -> int:
     stdin.close()
     await proc.wait()
     reader.cancel()
+    copier.cancel()
+    _copy_new(logs, offsets)  # what the workers wrote last
+    shutil.rmtree(logs, ignore_errors=True)
     failed = [e for n in names if (e := agent.exited.get(n)) and e["code"] != 0 and not e["stopped"]]
     for e in failed:
         _print(f"dask-deploy: worker {e['name']} ended: {e['reason']}")

@@ -11,13 +11,19 @@ from dask_deploy import BackendInfo, ClusterSpec, hookimpl
 
 from ._options import EC2Options, ECSOptions
 
-__all__ = ["deploy_backends"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "deploy_backends"]
 
 _CAPABILITIES = frozenset({"scale", "logs_after_death", "dashboard", "detach"})
 
 
 def _remote(options: dict[str, Any]) -> bool:
     return options.get("scheduler", "remote") == "remote"
+
+
+#: Seconds without any task after which a remote scheduler closes itself (its task or
+#: instance ends, and the workers follow): a client that died leaves nothing running for
+#: longer. ``idle_timeout=None`` turns it off.
+DEFAULT_IDLE_TIMEOUT = 1200.0
 
 
 def _threads(cpu_option: str, default_units: int) -> Any:
@@ -34,6 +40,7 @@ def _defaults(**extra: Any) -> dict[str, Any]:
         "security": True,
         "scheduler_port": lambda o: 8786 if _remote(o) else 0,
         "dashboard_address": lambda o: ":8787" if _remote(o) else "127.0.0.1:0",
+        "idle_timeout": lambda o: DEFAULT_IDLE_TIMEOUT if _remote(o) else None,
         "start_timeout": 300.0,
         "poll_interval": 2.0,
         **extra,
