@@ -243,33 +243,44 @@ def test_logs_of_a_killed_worker(ssh_options: dict[str, Any], ssh_harness: Any) 
 
 async def test_discover_and_remove_orphans(ssh_options: dict[str, Any], sshd: Any,
                                            ssh_harness: Any) -> None:
-    """A detached agent with a worker, left behind on the host, found and removed by gc's path."""
+    """An agent with a worker, left behind on the host by a client that died, is found,
+    judged dead and removed by gc.
+
+    gc judges from the agent's own tags (``_gc.judge``): it is this user's (``--owner``),
+    older than the grace period (``--created``), its client is gone (``--owner-pid`` of a
+    process that ended, on this host) and it is not detached (no ``--listen``). A detached
+    agent would be left alone: its client may come back. The agent is kept alive past the
+    SSH hang-up by a stdin that stays open (a feeder that sends the start, then sleeps).
+    """
     import asyncssh
+    from dask_deploy import owner_tag
     from dask_deploy._plugins import backend_info
 
     orphan = new_name()
-    sock = f"/tmp/dask-deploy-orphan-{orphan}.sock"
+    gone = subprocess.Popen(["true"])  # the client that died
+    gone.wait()
     start = json.dumps({"op": "start", "name": f"{orphan}-0", "role": "worker",
                         "kwargs": {"scheduler_ip": "tcp://127.0.0.1:9", "name": f"{orphan}-0"},
                         "env": {}, "log": f"/tmp/dask-deploy-orphan-{orphan}.log"})
+    feeder = (f"{sshd.python} -c 'import sys, time; print(sys.argv[1], flush=True); "
+              f"time.sleep(600)' {shlex.quote(start)} dask-deploy-feeder-{orphan}")
+    agent = (f"exec {sshd.python} -m dask_deploy._agent --cluster {orphan} --grace 0 "
+             f"--owner {owner_tag()} --created 1000000000 --owner-pid {gone.pid}")
     try:
         async with asyncssh.connect(sshd.host, **sshd.connect_options) as conn:
-            await conn.run(f"setsid {sshd.python} -m dask_deploy._agent --cluster {orphan} "
-                           f"--grace 0 --listen {sock} </dev/null >/dev/null 2>&1 &", check=True)
-            # Read the agent's answers up to "started": then the worker exists when we hang up.
-            drive = (f"import socket, time\ns = socket.socket(socket.AF_UNIX)\n"
-                     f"for _ in range(600):\n    try: s.connect({sock!r}); break\n"
-                     f"    except OSError: time.sleep(0.1)\ns.sendall({start!r}.encode() + b'\\n')\n"
-                     f"got = b''\nwhile b'started' not in got:\n    got += s.recv(65536)\n")
-            await conn.run(f"{sshd.python} -c {shlex.quote(drive)}", check=True)
+            await conn.run(f"setsid sh -c {shlex.quote(feeder + ' | ' + agent)} "
+                           "</dev/null >/dev/null 2>&1 &", check=True)
         wait_until(lambda: len(procs(ssh_harness, orphan)) == 2, what="the orphan agent and its worker")
 
-        # `dask-deploy gc --dry-run` lists it.
+        # `dask-deploy gc --dry-run` lists it as dead, and why.
         from dask_deploy._gc import collect_garbage
 
         said: list[str] = []
-        listed = await collect_garbage(["ssh"], {"ssh": ssh_options}, dry_run=True, echo=said.append)
-        assert orphan in {h.cluster for h in listed}, said
+        listed = await collect_garbage(["ssh"], {"ssh": ssh_options}, dry_run=True, echo=said.append,
+                                       clusters=[orphan])
+        assert [h.cluster for h in listed] == [orphan], said
+        assert "not detached" in listed[0].why, said
+        assert len(procs(ssh_harness, orphan)) == 2  # a dry run changes nothing
 
         # What `dask-deploy gc` has: a spec made of connection options only, and a fresh backend.
         options = SSHOptions(hosts=ssh_options["hosts"],
@@ -281,19 +292,24 @@ async def test_discover_and_remove_orphans(ssh_options: dict[str, Any], sshd: An
             found = await backend.deploy_discover(cluster=spec, cluster_id=orphan)
             assert [h.cluster for h in found] == [orphan]
             assert sorted(found[0].data["pids"]) == sorted(p[0] for p in procs(ssh_harness, orphan))
+            assert found[0].data["detached"] is False and found[0].data["owner_pid"] == gone.pid
             everything = await backend.deploy_discover(cluster=spec, cluster_id=None)
             assert orphan in {h.cluster for h in everything}
-            await backend.deploy_stop_workers(cluster=spec, handles=found)
-            assert not procs(ssh_harness, orphan)
-            assert await backend.deploy_discover(cluster=spec, cluster_id=orphan) == []
         finally:
             await backend.deploy_teardown(cluster=spec)
+        # `dask-deploy gc --yes`
+        dead = await collect_garbage(["ssh"], {"ssh": ssh_options}, echo=said.append,
+                                     clusters=[orphan], confirm=lambda _: True)
+        assert [v.cluster for v in dead] == [orphan], said
+        assert any(line.startswith(f"removed ssh {orphan}") for line in said), said
+        assert not procs(ssh_harness, orphan)
     finally:
         for pid, _, _ in procs(ssh_harness, orphan):  # only if the test failed
             os.kill(pid, signal.SIGKILL)
-        for leftover in (sock, f"/tmp/dask-deploy-orphan-{orphan}.log"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)
+        for pid, _, _ in ssh_harness.user_processes(needle=f"dask-deploy-feeder-{orphan}"):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"/tmp/dask-deploy-orphan-{orphan}.log")
 
 
 def test_discover_sees_a_live_cluster_and_nothing_after_close(ssh_options: dict[str, Any]) -> None:

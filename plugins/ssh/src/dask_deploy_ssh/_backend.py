@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import shlex
 import warnings
 from collections import deque
@@ -44,7 +43,7 @@ from dask_deploy import (
     hookimpl,
 )
 from dask_deploy._agent import AgentClient, agent_command
-from dask_deploy._local import worker_kwargs
+from dask_deploy.toolkit import is_loopback, scheduler_kwargs, worker_kwargs
 
 from ._options import SSHOptions
 
@@ -55,15 +54,6 @@ _LOGDIR_MARK = "dask-deploy-logdir "
 _LOG_BYTES = 4 * 1024 * 1024
 #: asyncssh options we set unless the user does: notice a dead link within ~30 s.
 _CONNECT_DEFAULTS: Mapping[str, Any] = {"keepalive_interval": 10, "keepalive_count_max": 3}
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def key_of(address: str, options: Mapping[str, Any]) -> str:
@@ -127,7 +117,6 @@ class SSHBackend:
                 self._entries.append(host.key)
         self._agents: dict[str, _Placed] = {}  # unit or scheduler name -> where it runs
         self._forwards: dict[str, asyncssh.SSHListener] = {}
-        self._closing = False
 
     # -- connections and agents ---------------------------------------------------------
 
@@ -179,7 +168,6 @@ class SSHBackend:
                 assert host.agent is not None
                 return host.agent
             conn = await self._connection(host)
-            self._abandon_if_closing(host)
             grace = self.options.stop_grace if self.options else 3.0
             agent_cmd = " ".join(shlex.quote(a) for a in agent_command(host.python, self.spec.name,
                                                                         grace))
@@ -195,13 +183,11 @@ class SSHBackend:
                 raise BackendError(f"cannot run the agent on {host.key}: {e}") from None
             agent = AgentClient(proc.stdin.write)
             host.proc, host.agent, host.log_dir = proc, agent, None
-            self._abandon_if_closing(host)
             host.stderr.clear()
             host.tasks = [asyncio.ensure_future(self._read(host, proc, agent)),
                           asyncio.ensure_future(self._drain(host, proc))]
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(agent.ready.wait(), self._boot_timeout)
-            self._abandon_if_closing(host)
             if agent.alive and agent.pid is not None and host.log_dir:
                 return agent
             with contextlib.suppress(asyncio.TimeoutError):
@@ -226,13 +212,6 @@ class SSHBackend:
         # unit's start: a start_timeout tuned for workers (even 2 s) must not fail it.
         return max(self.spec.start_timeout, 60.0)
 
-    def _abandon_if_closing(self, host: _Host) -> None:
-        """The cluster closed while we were connecting: drop what we made, start nothing."""
-        if self._closing:
-            if host.conn is not None:
-                host.conn.close()
-            raise BackendError(f"cluster {self.spec.name} closed while connecting to {host.key}")
-
     async def _read(self, host: _Host, proc: asyncssh.SSHClientProcess[str],
                     agent: AgentClient) -> None:
         try:
@@ -245,7 +224,8 @@ class SSHBackend:
             pass
         finally:
             agent.lost()
-            if not self._closing and host.agent is agent:
+            # Teardown takes the agent off the host before ending it: no reconnect then.
+            if host.agent is agent:
                 host.reconnect = asyncio.ensure_future(self._reconnect(host))
 
     async def _drain(self, host: _Host, proc: asyncssh.SSHClientProcess[str]) -> None:
@@ -255,9 +235,10 @@ class SSHBackend:
                 host.stderr.append(line)
 
     async def _reconnect(self, host: _Host) -> None:
-        """Bring a lost host back, with backoff, so later starts may use it again."""
+        """Bring a lost host back, with backoff, so later starts may use it again (until
+        teardown cancels it)."""
         delay = 1.0
-        while not self._closing:
+        while True:
             await asyncio.sleep(delay)
             try:
                 await self._ensure(host)
@@ -284,7 +265,7 @@ class SSHBackend:
         """Where a process on ``host`` listens: what was asked, unless that is loopback on a
         host this client reaches from outside (then nobody could dial it), else the address
         this client reached the host at."""
-        if requested and (not _is_loopback(requested) or _is_loopback(host.peer)):
+        if requested and (not is_loopback(requested) or is_loopback(host.peer)):
             return requested
         return host.peer
 
@@ -310,8 +291,8 @@ class SSHBackend:
                 raise errors[0]
             raise BackendError("\n".join(str(e) for e in errors))
         sched = cluster.scheduler
-        if sched.placement == "local" and _is_loopback(sched.host):
-            far = [h.key for h in hosts if not _is_loopback(h.peer)]
+        if sched.placement == "local" and is_loopback(sched.host):
+            far = [h.key for h in hosts if not is_loopback(h.peer)]
             if far:
                 raise BackendError(
                     f"workers on {far} cannot reach a scheduler in this process bound to "
@@ -327,38 +308,38 @@ class SSHBackend:
         s = cluster.scheduler
         name = f"{cluster.name}-scheduler"
         log = f"{host.log_dir}/{name}.log"
-        kwargs = {"host": self._bind(host, s.host), "port": s.port,
-                  "dashboard": s.dashboard_address is not None,
-                  "dashboard_address": s.dashboard_address, "idle_timeout": s.idle_timeout,
-                  **s.options}
-        agent.start(name, "scheduler", kwargs, {}, log, cluster.tls)
-        up = await agent.wait_for(lambda: name in agent.schedulers or name in agent.exited,
-                                  cluster.start_timeout)
         handle = Handle(cluster.backend, cluster.name, name, f"{host.key}#{agent.pid}",
                         {"host": host.key, "role": "scheduler", "logs": {name: log}})
-        if name not in agent.schedulers:
+        agent.start(name, "scheduler", {**scheduler_kwargs(s), "host": self._bind(host, s.host)},
+                    {}, log, cluster.tls)
+        try:  # whatever goes wrong from here on (also a cancel), the scheduler goes too
+            up = await agent.wait_for(lambda: name in agent.schedulers or name in agent.exited,
+                                      cluster.start_timeout)
+            if name not in agent.schedulers:
+                text = ""
+                with contextlib.suppress(Exception):
+                    text = await self.deploy_get_logs(cluster, handle)
+                why = agent.exited.get(name, {}).get("reason") or "no answer"
+                err = BackendError if up else StartTimeout
+                raise err(f"the scheduler of {cluster.name} did not start on {host.key} ({why}); "
+                          f"its log:\n{text[-2000:]}")
+            info = agent.schedulers[name]
+            self._agents[name] = _Placed(host, agent, (name,))
+            if not info.get("dashboard"):
+                return SchedulerInfo(handle, info["address"], None)
+            # The dashboard listens on the host's side of dashboard_address (loopback by
+            # default): this client reaches it through a forward over the SSH connection.
+            dash_host = (s.dashboard_address or "").rpartition(":")[0].strip("[]")
+            if not dash_host or dash_host in ("0.0.0.0", "::"):
+                dash_host = "127.0.0.1"
+            data = {**handle.data, "dashboard": f"{dash_host}:{info['dashboard']}"}
+            handle = Handle(handle.backend, handle.cluster, handle.name, handle.backend_id, data)
+            return SchedulerInfo(handle, info["address"], await self._forward(handle))
+        except BaseException:
+            self._agents.pop(name, None)
             with contextlib.suppress(Exception):
                 await agent.stop([name], 0, 5)
-            text = ""
-            with contextlib.suppress(Exception):
-                text = await self.deploy_get_logs(cluster, handle)
-            why = agent.exited.get(name, {}).get("reason") or "no answer"
-            err = BackendError if up else StartTimeout
-            raise err(f"the scheduler of {cluster.name} did not start on {host.key} ({why}); "
-                      f"its log:\n{text[-2000:]}")
-        info = agent.schedulers[name]
-        self._agents[name] = _Placed(host, agent, (name,))
-        if not info.get("dashboard"):
-            return SchedulerInfo(handle, info["address"], None)
-        # The dashboard listens on the host's side of dashboard_address (loopback by default):
-        # this client reaches it through a forward over the SSH connection.
-        dash_host = (s.dashboard_address or "").rpartition(":")[0].strip("[]")
-        if not dash_host or dash_host in ("0.0.0.0", "::"):
-            dash_host = "127.0.0.1"
-        data = {**handle.data, "dashboard": f"{dash_host}:{info['dashboard']}"}
-        handle = Handle(handle.backend, handle.cluster, handle.name, handle.backend_id, data)
-        local = await self._forward(handle)
-        return SchedulerInfo(handle, info["address"], local)
+            raise
 
     async def _forward(self, handle: Handle) -> str:
         """``127.0.0.1:PORT`` on this machine, forwarded to the scheduler's dashboard."""
@@ -584,7 +565,6 @@ class SSHBackend:
 
     @hookimpl
     async def deploy_teardown(self, cluster: ClusterSpec) -> None:
-        self._closing = True
         for listener in self._forwards.values():
             listener.close()
         self._forwards.clear()
@@ -592,15 +572,21 @@ class SSHBackend:
                              return_exceptions=True)
 
     async def _close_host(self, cluster: ClusterSpec, host: _Host) -> None:
+        # No creating hook runs any more (the core waits for them before teardown); only our
+        # own reconnect may: end it first, then take the agent off the host, so that its
+        # reader, seeing it end, does not start another reconnect.
         if host.reconnect is not None:
             host.reconnect.cancel()
+            await asyncio.wait([host.reconnect])
+            host.reconnect = None
+        agent, host.agent = host.agent, None
         grace = self.options.stop_grace if self.options else 3.0
         proc, conn = host.proc, host.conn
 
         async def agent_gone() -> None:
             if proc is None:
                 return
-            if host.agent is not None and host.agent.pid is None:
+            if agent is not None and agent.pid is None:
                 # Still importing, nothing forked yet: stop it now rather than after the import.
                 with contextlib.suppress(Exception):
                     proc.terminate()
