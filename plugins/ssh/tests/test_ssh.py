@@ -145,6 +145,25 @@ def test_remote_scheduler_tls_and_dashboard_through_forward(ssh_options: dict[st
         urllib.request.urlopen(f"{route}/health", timeout=10)
 
 
+def test_killed_remote_scheduler_is_lost_within_two_polls(ssh_options: dict[str, Any]) -> None:
+    import time
+
+    from dask_deploy import SchedulerLost
+
+    name = new_name()
+    poll = 0.5
+    with Cluster.from_name("ssh", name=name, scheduler="remote", n_workers=0, poll_interval=poll,
+                           **ssh_options) as cluster:
+        placed = cluster.backend._agents[f"{name}-scheduler"]
+        pid = placed.agent.running[f"{name}-scheduler"]
+        ended = time.monotonic()
+        os.kill(pid, signal.SIGKILL)  # the test user's process; we run as root
+        wait_until(lambda: isinstance(cluster.error, SchedulerLost), 2 * poll + 3,
+                   "cluster.error to say the scheduler is lost")
+        assert time.monotonic() - ended <= 2 * poll + 3
+        assert f"{name}-scheduler" in str(cluster.error), cluster.error
+
+
 def test_security_false_gives_plain_tcp(ssh_options: dict[str, Any]) -> None:
     with Cluster.from_name("ssh", name=new_name(), n_workers=1, security=False,
                            **ssh_options) as cluster:
