@@ -10,12 +10,16 @@ import asyncio
 import base64
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from dask_deploy import Cluster, ClusterSpec, CrashLoopError, Phase
+from dask_deploy import Cluster, ClusterSpec, CrashLoopError, Phase, SchedulerLost
 from dask_deploy_k8s import K8sOptions
 from dask_deploy_k8s._backend import K8sBackend
 from dask_deploy_testing.k8s import Emulator
@@ -211,9 +215,22 @@ def test_discover_and_gc_after_a_detached_close(emulator: Emulator, objects: Obj
         ("Pod", name), ("Service", name), ("Secret", name)}
     assert {h.name for h in found if h.data["kind"] == "Pod"} == {"orphaned-0", "orphaned-scheduler"}
 
-    removed = asyncio.run(collect_garbage(["k8s"], {"k8s": {"kubeconfig": emulator.kubeconfig}},
-                                          echo=print))
-    assert name in {h.cluster for h in removed}
+    # owner tags on everything, and what gc judges liveness by
+    assert all(h.data["owner"] and h.data["created"] <= time.time() for h in found)
+    assert all(h.data["detached"] is True and "owner_pid" not in h.data for h in found)
+    assert all(h.data["scheduler_running"] is True for h in found)
+
+    def gc() -> set[str]:
+        removed = asyncio.run(collect_garbage(["k8s"], {"k8s": {"kubeconfig": emulator.kubeconfig}},
+                                              echo=print, grace=0, clusters=[name]))
+        return {v.cluster for v in removed}
+
+    # its scheduler runs: someone may attach to it, gc leaves it alone
+    assert gc() == set() and not nothing_left(objects, name)
+    # its scheduler is gone: nobody can use what is left, gc removes it
+    emulator.call(lambda v1: v1.delete_namespaced_pod(f"{name}-scheduler", "default",
+                                                      grace_period_seconds=0))
+    assert gc() == {name}
     assert nothing_left(objects, name)
     assert not asyncio.run(discover())
 
@@ -289,4 +306,69 @@ def test_close_while_the_secret_is_being_created_leaves_nothing(emulator: Emulat
         await backend.deploy_teardown(spec)
 
     asyncio.run(main())
+    assert nothing_left(objects, name)
+
+
+def _scheduler_pid(objects: Objects, name: str) -> int:
+    (pod,) = [p for p in objects(selector(name))["pods"]
+              if p["metadata"]["labels"]["dask-deploy/role"] == "scheduler"]
+    (container,) = pod["status"]["containerStatuses"]
+    return int(container["containerID"].removeprefix("process://"))  # the emulated kubelet's
+
+
+def test_a_killed_scheduler_pod_is_a_lost_scheduler(emulator: Emulator, objects: Objects,
+                                                    wait_until: Any) -> None:
+    name = "lost"
+    with Cluster.from_name("k8s", **emulator.backend_options(name=name, n_workers=1)) as cluster:
+        cluster.wait_for_workers(1, timeout=120)
+        os.kill(_scheduler_pid(objects, name), signal.SIGKILL)
+        killed = time.monotonic()
+        # two poll intervals, plus the kubelet noticing the exit and the core's 2 s check
+        # that the scheduler indeed does not answer
+        wait_until(lambda: isinstance(cluster.error, SchedulerLost),
+                   2 * cluster.spec.poll_interval + 5, "cluster.error to say the scheduler is lost")
+        print(f"SchedulerLost {time.monotonic() - killed:.2f}s after the kill")
+        message = str(cluster.error)
+        assert f"the scheduler of {name} is failed" in message and "exited with code" in message
+        assert "Scheduler at" in message  # the end of its log
+    wait_until(lambda: nothing_left(objects, name), 60, "every object of the cluster to be gone")
+
+
+_CLIENT = """
+import json, sys, time
+from dask_deploy import Cluster
+cluster = Cluster.from_name("k8s", **json.loads(sys.argv[1]))
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_sigkilled_clients_cluster_ends_after_its_idle_timeout(emulator: Emulator, objects: Objects,
+                                                                 wait_until: Any) -> None:
+    from dask_deploy._gc import collect_garbage
+
+    name = "abandoned"
+    opts = emulator.backend_options(name=name, n_workers=0, idle_timeout=5, quiet=True)
+    client = subprocess.Popen([sys.executable, "-c", _CLIENT, json.dumps(opts)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert client.stdout is not None and client.stdout.readline().strip() == "ready"
+        (secret,) = objects(selector(name))["secrets"]
+        assert secret["metadata"]["annotations"]["dask-deploy/owner-pid"] == str(client.pid)
+        os.kill(client.pid, signal.SIGKILL)
+        client.wait(30)
+    finally:
+        client.kill()
+
+    def scheduler_phase() -> str:
+        pods = [p for p in objects(selector(name))["pods"]
+                if p["metadata"]["labels"]["dask-deploy/role"] == "scheduler"]
+        return str(pods[0]["status"].get("phase")) if pods else "deleted"
+
+    # nobody closed it: its scheduler closes itself when idle, and its pod ends
+    wait_until(lambda: scheduler_phase() == "Succeeded", 90, "the idle scheduler pod to end by itself")
+    # what is left (the Secret, the Service, the ended pod) gc removes: its client is gone
+    removed = asyncio.run(collect_garbage(["k8s"], {"k8s": {"kubeconfig": emulator.kubeconfig}},
+                                          echo=print, grace=0, clusters=[name]))
+    assert {v.cluster for v in removed} == {name}
     assert nothing_left(objects, name)

@@ -57,7 +57,7 @@ def test_rbac_manifest_is_a_role_covering_every_request(tmp_path: Path) -> None:
         # its scheduler dies: nobody can use the cluster, so gc removes what is left of it
         emu.call(lambda v1: v1.delete_namespaced_pod("tour2-scheduler", "default", grace_period_seconds=0))
         found = asyncio.run(collect_garbage(["k8s"], {"k8s": {"kubeconfig": emu.kubeconfig}},
-                                            echo=lambda _: None))
+                                            echo=lambda _: None, grace=0))
         assert {h.cluster for h in found} == {"tour2"}
         requests = emu.requests()
 

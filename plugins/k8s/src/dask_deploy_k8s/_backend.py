@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -27,9 +28,12 @@ from dask_deploy import (
     StartTimeout,
     Status,
     Unit,
+    created_tag,
     hookimpl,
+    owner_tag,
 )
 from dask_deploy import Phase as _Phase
+from dask_deploy.toolkit import wait_until
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.stream import WsApiClient
@@ -110,36 +114,15 @@ class K8sBackend:
         self.api: Any = None
         self.ws_api: Any = None
         self.watch: PodWatch | None = None
-        self.owner: dict[str, Any] | None = None
-        #: The cluster Secret may be ours although ``owner`` is unset: a start cancelled while
-        #: its create request was in flight (close during start) can still have made it.
-        self.may_own = False
+        self.owner: dict[str, Any] | None = None  # set once the cluster's Secret is ours
         self.worker_address: str | None = None  # the scheduler as pods reach it
         self.forwards: list[PortForward] = []
         self.logs: OrderedDict[str, str] = OrderedDict()  # of deleted pods
         self._connecting: asyncio.Lock | None = None
-        #: Set by teardown. A start still in flight (close during start) sees it after its
-        #: next API call, deletes what that call made and gives up, so nothing outlives close.
-        self.closed = False
-        self._busy: set[asyncio.Event] = set()  # one per start hook in flight
+        #: Ownership annotations of everything this cluster creates (see ``deploy_discover``).
+        self.tags = {m.OWNER: owner_tag(), m.CREATED: str(created_tag())}
 
     # -- connection -----------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _starting(self) -> Iterator[None]:
-        """Mark a start hook as in flight (teardown waits until it has cleaned up)."""
-        self._check_open()
-        done = asyncio.Event()
-        self._busy.add(done)
-        try:
-            yield
-        finally:
-            done.set()
-            self._busy.discard(done)
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise BackendError(f"cluster {self.spec.name} was closed while it was starting")
 
     async def _connect(self) -> Any:
         if self._connecting is None:
@@ -173,21 +156,17 @@ class K8sBackend:
 
     @hookimpl
     async def deploy_prepare(self, cluster: ClusterSpec) -> None:
-        with self._starting():
-            await self._prepare(cluster)
-
-    async def _prepare(self, cluster: ClusterSpec) -> None:
         api = await self._connect()
-        body = m.cluster_secret(cluster, self.namespace)
-        adopted = False
-        self.may_own = True
+        notes = {**self.tags, m.OWNER_PID: str(os.getpid()),
+                 m.SHUTDOWN_ON_CLOSE: str(cluster.shutdown_on_close).lower()}
+        body = m.cluster_secret(cluster, self.namespace, notes)
         try:
             secret = await self._call(f"creating Secret {cluster.name}", api.create_namespaced_secret,
                                       self.namespace, body)
         except Refused as e:
-            self.may_own = False  # refused: whatever Secret has this name is not ours
+            # Refused: whatever Secret has this name is not ours (unless we adopt it).
             if e.status == 409 and (secret := await self._adopt(cluster)) is not None:
-                adopted = True
+                pass
             elif e.status == 409:
                 raise BackendError(
                     f"a cluster named {cluster.name!r} already exists in namespace {self.namespace} "
@@ -197,16 +176,13 @@ class K8sBackend:
                 raise BackendError(f"{e}; see rbac.yaml for the permissions the backend needs") from e
             else:
                 raise
-        if self.closed:
-            if adopted:  # leave it detached, as it was
-                await self._call("marking the cluster detached", api.patch_namespaced_secret,
-                                 cluster.name, self.namespace,
-                                 {"metadata": {"annotations": {m.DETACHED: "true"}}},
-                                 _content_type="application/merge-patch+json")
-            else:  # ours alone: nothing else refers to it yet
+        except BaseException:
+            # Cancelled (or cut off) while the request was in flight: the API server may
+            # have made the Secret. Ours alone, since the name was free: delete it.
+            with contextlib.suppress(Exception):
                 await self._call("deleting Secret", api.delete_namespaced_secret, cluster.name,
                                  self.namespace, missing_ok=True)
-            self._check_open()
+            raise
         self.owner = m.owner_reference(secret)
         self.watch = PodWatch(api, self.namespace, m.selector(cluster.name))
         self.watch.start()
@@ -225,7 +201,8 @@ class K8sBackend:
                 (meta.get("annotations") or {}).get(m.DETACHED) != "true":
             return None
         await self._call(f"re-attaching to Secret {cluster.name}", self.api.patch_namespaced_secret,
-                         cluster.name, self.namespace, {"metadata": {"annotations": {m.DETACHED: None}}},
+                         cluster.name, self.namespace,
+                         {"metadata": {"annotations": {m.DETACHED: None, m.OWNER_PID: str(os.getpid())}}},
                          _content_type="application/merge-patch+json")
         self.worker_address = meta["annotations"].get(m.ADDRESS)
         return secret  # type: ignore[no-any-return]
@@ -234,34 +211,25 @@ class K8sBackend:
         assert self.watch is not None
         pod: dict[str, Any] = await self._call(what, self.api.create_namespaced_pod, self.namespace, body)
         self.watch.created(pod)
-        if self.closed:
-            await self._call("deleting pod", self.api.delete_namespaced_pod, pod["metadata"]["name"],
-                             self.namespace, missing_ok=True)
-            self._check_open()
         return pod
 
     # -- scheduler ------------------------------------------------------------------------
 
     @hookimpl
     async def deploy_start_scheduler(self, cluster: ClusterSpec) -> SchedulerInfo:
-        with self._starting():
-            return await self._start_scheduler(cluster)
-
-    async def _start_scheduler(self, cluster: ClusterSpec) -> SchedulerInfo:
         assert self.owner is not None and self.watch is not None
         ns = self.namespace
-        svc = await self._call("creating the scheduler Service", self.api.create_namespaced_service,
-                               ns, m.scheduler_service(cluster, ns, self.owner))
-        if self.closed:
-            await self._call("deleting the scheduler Service", self.api.delete_namespaced_service,
-                             svc["metadata"]["name"], ns, missing_ok=True)
-            self._check_open()
-        pod = await self._create_pod(m.scheduler_pod(cluster, ns, self.owner), "creating the scheduler pod")
-        name = pod["metadata"]["name"]
-        handle = Handle(cluster.backend, cluster.name, f"{cluster.name}-scheduler", name,
+        # What this call makes, by the names it asks for: if it raises (or is cancelled),
+        # also while a create request is in flight, it deletes them (missing ones are fine).
+        handle = Handle(cluster.backend, cluster.name, f"{cluster.name}-scheduler",
+                        f"{cluster.name}-scheduler",
                         {"namespace": ns, "kind": "Pod", "role": "scheduler",
-                         "service": svc["metadata"]["name"]})
+                         "service": m.service_name(cluster)})
         try:
+            svc = await self._call("creating the scheduler Service", self.api.create_namespaced_service,
+                                   ns, m.scheduler_service(cluster, ns, self.owner, self.tags))
+            await self._create_pod(m.scheduler_pod(cluster, ns, self.owner, self.tags),
+                                   "creating the scheduler pod")
             return await self._await_scheduler(cluster, handle, svc)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -275,11 +243,9 @@ class K8sBackend:
         deadline = time.monotonic() + cluster.start_timeout
 
         def settled() -> bool:
-            return self.closed or m.pod_status(self.watch.get(name) if self.watch else None
-                                               ).phase is not _Phase.PENDING
+            return m.pod_status(self.watch.get(name) if self.watch else None).phase is not _Phase.PENDING
 
         await self.watch.wait_for(settled, max(0.0, deadline - time.monotonic()))
-        self._check_open()
         status = m.pod_status(self.watch.get(name), self.watch.is_deleted(name))
         if status.phase is not _Phase.RUNNING:
             log = await self._safe_logs(cluster, handle)
@@ -314,23 +280,27 @@ class K8sBackend:
 
         security = cluster.tls.security() if cluster.tls else None
         args = security.get_connection_args("client") if security else {}
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            self._check_open()
+        last: list[Exception] = []
+
+        async def answers() -> bool | None:
             status = m.pod_status(self.watch.get(handle.backend_id) if self.watch else None)
             if status.phase is not _Phase.RUNNING:
-                last = RuntimeError(f"its pod is {status.phase.value}: {status.reason}")
-                break
+                raise BackendError(f"its pod is {status.phase.value}: {status.reason}")
             try:
                 async with rpc(address, connection_args=args, timeout=5) as r:
                     await asyncio.wait_for(r.identity(), 10)
-                return
+                return True
             except Exception as e:  # refused, reset, TLS on a closed stream (tornado: ValueError)
-                last = e
-                await asyncio.sleep(0.2)
-        log = await self._safe_logs(cluster, handle)
-        raise StartTimeout(f"the scheduler of {cluster.name} did not answer at {address} within "
-                           f"{cluster.start_timeout:g}s ({last}); its log:\n{log[-2000:]}")
+                last[:] = [e]
+                return None
+
+        try:
+            await wait_until(answers, max(0.0, deadline - time.monotonic()),
+                             f"the scheduler of {cluster.name} answering at {address}", interval=0.2,
+                             why=lambda: str(last[0]) if last else "")
+        except BackendError as e:
+            log = await self._safe_logs(cluster, handle)
+            raise type(e)(f"{e}; its log:\n{log[-2000:]}") from e
 
     @hookimpl
     async def deploy_stop_scheduler(self, cluster: ClusterSpec, handle: Handle) -> None:
@@ -347,15 +317,10 @@ class K8sBackend:
     @hookimpl
     async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
                                    units: Sequence[Unit]) -> list[Handle]:
-        with self._starting():
-            return await self._start_workers(cluster, scheduler_address, units)
-
-    async def _start_workers(self, cluster: ClusterSpec, scheduler_address: str,
-                             units: Sequence[Unit]) -> list[Handle]:
         assert self.owner is not None
         address = self.worker_address or scheduler_address
         results = await asyncio.gather(*(
-            self._create_pod(m.worker_pod(cluster, self.namespace, self.owner, unit, address),
+            self._create_pod(m.worker_pod(cluster, self.namespace, self.owner, unit, address, self.tags),
                              f"creating the pod of {unit.name}") for unit in units),
             return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
@@ -481,22 +446,45 @@ class K8sBackend:
 
     @hookimpl
     async def deploy_discover(self, cluster: ClusterSpec, cluster_id: str | None) -> list[Handle]:
+        """Pods, Services and Secrets by label, with their owner tags and what ``gc`` judges
+        liveness by, per cluster: whether its scheduler pod runs (``scheduler_running``, for
+        a remote scheduler), the creating client's pid while it holds the cluster
+        (``owner_pid``) and whether it was started to outlive its client (``detached``)."""
         api = await self._connect()
         sel = m.selector(cluster_id)
         out = []
+        liveness: dict[str, dict[str, Any]] = {}
         for kind, call in (("Pod", api.list_namespaced_pod), ("Service", api.list_namespaced_service),
                            ("Secret", api.list_namespaced_secret)):
             listing = await self._call(f"listing {kind}s", call, self.namespace, label_selector=sel)
             for item in listing.get("items") or []:
                 meta = item["metadata"]
                 labels = meta.get("labels") or {}
+                notes = meta.get("annotations") or {}
                 cid = labels.get(m.CLUSTER, "")
                 role = labels.get(m.ROLE, "")
                 name = labels.get(m.UNIT) or (f"{cid}-scheduler" if role == "scheduler" and kind == "Pod"
                                               else meta["name"])
-                out.append(Handle(cluster.backend, cid, name, meta["name"], {
-                    "namespace": meta.get("namespace", self.namespace), "kind": kind, "role": role}))
-        return out
+                data: dict[str, Any] = {"namespace": meta.get("namespace", self.namespace),
+                                        "kind": kind, "role": role}
+                if m.OWNER in notes:
+                    data["owner"] = notes[m.OWNER]
+                with contextlib.suppress(KeyError, ValueError):
+                    data["created"] = float(notes[m.CREATED])
+                out.append(Handle(cluster.backend, cid, name, meta["name"], data))
+                live = liveness.setdefault(cid, {})
+                if kind == "Pod" and role == "scheduler":
+                    live["scheduler_running"] = m.pod_status(item).phase is _Phase.RUNNING
+                elif kind == "Service" and role == "scheduler":
+                    live.setdefault("scheduler_running", False)  # a remote scheduler: is its pod there?
+                elif kind == "Secret":
+                    with contextlib.suppress(KeyError, ValueError):
+                        live["owner_pid"] = int(notes[m.OWNER_PID])
+                    if m.SHUTDOWN_ON_CLOSE in notes or m.DETACHED in notes:
+                        live["detached"] = (notes.get(m.SHUTDOWN_ON_CLOSE) == "false"
+                                            or notes.get(m.DETACHED) == "true")
+        # A cluster is judged as a whole: every object carries its cluster's liveness.
+        return [dataclasses.replace(h, data={**liveness.get(h.cluster, {}), **h.data}) for h in out]
 
     async def _wait_empty(self, cluster_id: str, timeout: float) -> bool:
         """Wait until nothing labelled with ``cluster_id`` is left (through the watch for pods)."""
@@ -512,26 +500,22 @@ class K8sBackend:
 
     @hookimpl
     async def deploy_teardown(self, cluster: ClusterSpec) -> None:
-        self.closed = True
-        if self._busy:  # starts in flight clean up after themselves; wait for them
-            if self.watch is not None:
-                await self.watch.poke()
-            waits = [asyncio.ensure_future(done.wait()) for done in self._busy]
-            await asyncio.wait(waits, timeout=self.opts.stop_grace + 30)
-            for w in waits:
-                w.cancel()
+        # The core calls this once, after every creating call returned and what they made
+        # was stopped: what is left here is cluster-wide (the Secret) and our connections.
         for forward in self.forwards:
             with contextlib.suppress(Exception):
                 await forward.close()
         self.forwards.clear()
         if not cluster.shutdown_on_close and self.api is not None and self.owner is not None:
-            # Detached: mark it, so that attach may adopt it, with the address pods dial.
-            notes = {m.DETACHED: "true", **({m.ADDRESS: self.worker_address} if self.worker_address else {})}
+            # Detached: mark it, so that attach may adopt it, with the address pods dial; its
+            # client lets go of it (gc then judges it by its scheduler).
+            notes = {m.DETACHED: "true", m.OWNER_PID: None,
+                     **({m.ADDRESS: self.worker_address} if self.worker_address else {})}
             with contextlib.suppress(Exception):
                 await self._call("marking the cluster detached", self.api.patch_namespaced_secret,
                                  cluster.name, self.namespace, {"metadata": {"annotations": notes}},
                                  _content_type="application/merge-patch+json")
-        if cluster.shutdown_on_close and self.api is not None and (self.owner is not None or self.may_own):
+        if cluster.shutdown_on_close and self.api is not None and self.owner is not None:
             with contextlib.suppress(Exception):
                 # Deleting the parent lets the garbage collector remove whatever is left, even
                 # if we fail below; deleting the rest directly is quicker than waiting for it.

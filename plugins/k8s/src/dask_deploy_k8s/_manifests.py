@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dask_deploy import ClusterSpec, Phase, Status, Unit, WorkerSpec
+from dask_deploy.toolkit import scheduler_kwargs, worker_kwargs
 
 from ._options import K8sOptions
 
@@ -33,6 +34,13 @@ UNIT = "dask-deploy/unit"
 DETACHED = "dask-deploy/detached"
 #: Annotation on the Secret of a detached cluster: the scheduler's address as pods dial it.
 ADDRESS = "dask-deploy/scheduler-address"
+#: Ownership annotations on every object (``user@host`` cannot be a label value: '@').
+OWNER = "dask-deploy/owner"
+CREATED = "dask-deploy/created"
+#: Annotations on the Secret that ``gc`` judges liveness by: the creating client's pid
+#: (removed when it lets go of a detached cluster) and ``shutdown_on_close``.
+OWNER_PID = "dask-deploy/owner-pid"
+SHUTDOWN_ON_CLOSE = "dask-deploy/shutdown-on-close"
 TLS_DIR = "/etc/dask-deploy/tls"
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
@@ -88,7 +96,12 @@ def service_name(spec: ClusterSpec) -> str:
     return spec.name if spec.name[0].isalpha() else f"dask-{spec.name}"
 
 
-def cluster_secret(spec: ClusterSpec, namespace: str) -> Obj:
+def _meta(annotations: Mapping[str, str] | None) -> Obj:
+    return {"annotations": dict(annotations)} if annotations else {}
+
+
+def cluster_secret(spec: ClusterSpec, namespace: str, annotations: Mapping[str, str] | None = None
+                   ) -> Obj:
     """The cluster's parent object: owner of everything else, holder of the TLS identity."""
     data = {}
     if spec.tls is not None:
@@ -96,7 +109,7 @@ def cluster_secret(spec: ClusterSpec, namespace: str) -> Obj:
                 "tls.key": base64.b64encode(spec.tls.key.encode()).decode()}
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": data,
             "metadata": {"name": spec.name, "namespace": namespace,
-                         "labels": _labels(spec, "cluster")}}
+                         "labels": _labels(spec, "cluster"), **_meta(annotations)}}
 
 
 def owner_reference(secret: Obj) -> Obj:
@@ -104,7 +117,8 @@ def owner_reference(secret: Obj) -> Obj:
     return {"apiVersion": "v1", "kind": "Secret", "name": meta["name"], "uid": meta["uid"]}
 
 
-def scheduler_service(spec: ClusterSpec, namespace: str, owner: Obj) -> Obj:
+def scheduler_service(spec: ClusterSpec, namespace: str, owner: Obj,
+                      annotations: Mapping[str, str] | None = None) -> Obj:
     opts = spec.backend_options or K8sOptions()
     port = spec.scheduler.port or SCHEDULER_PORT
     ports = [{"name": "comm", "port": port, "targetPort": port, "protocol": "TCP"}]
@@ -113,13 +127,14 @@ def scheduler_service(spec: ClusterSpec, namespace: str, owner: Obj) -> Obj:
                       "protocol": "TCP"})
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": service_name(spec), "namespace": namespace,
-                         "labels": _labels(spec, "scheduler"), "ownerReferences": [owner]},
+                         "labels": _labels(spec, "scheduler"), "ownerReferences": [owner],
+                         **_meta(annotations)},
             "spec": {"type": opts.service_type, "ports": ports,
                      "selector": {CLUSTER: spec.name, ROLE: "scheduler"}}}
 
 
 def _pod(spec: ClusterSpec, namespace: str, owner: Obj, name: dict[str, str], labels: dict[str, str],
-         containers: list[Obj]) -> Obj:
+         containers: list[Obj], annotations: Mapping[str, str] | None) -> Obj:
     opts = spec.backend_options or K8sOptions()
     volumes = []
     if spec.tls is not None:
@@ -133,7 +148,8 @@ def _pod(spec: ClusterSpec, namespace: str, owner: Obj, name: dict[str, str], la
     for key, value in opts.pod_spec.items():
         pod_spec[key] = [*pod_spec.get(key, []), *value] if key == "volumes" else value
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {**name, "namespace": namespace, "labels": labels, "ownerReferences": [owner]},
+            "metadata": {**name, "namespace": namespace, "labels": labels, "ownerReferences": [owner],
+                         **_meta(annotations)},
             "spec": pod_spec}
 
 
@@ -147,13 +163,14 @@ def _command(spec: ClusterSpec, role: str, kwargs: Mapping[str, Any]) -> list[st
     return [opts.python, "-c", BOOTSTRAP, role, json.dumps(kwargs, sort_keys=True)]
 
 
-def scheduler_pod(spec: ClusterSpec, namespace: str, owner: Obj) -> Obj:
+def scheduler_pod(spec: ClusterSpec, namespace: str, owner: Obj,
+                  annotations: Mapping[str, str] | None = None) -> Obj:
     s = spec.scheduler
     host = (spec.backend_options or K8sOptions()).listen_address
     port = s.port or SCHEDULER_PORT
-    kwargs: dict[str, Any] = {"host": host, "port": port, "dashboard": s.dashboard_address is not None,
-                              "dashboard_address": f"{host}:{DASHBOARD_PORT}",
-                              "idle_timeout": s.idle_timeout, **s.options}
+    # In the pod: listen on ``listen_address`` and the well-known ports.
+    kwargs = {**scheduler_kwargs(s), "host": host, "port": port,
+              "dashboard_address": f"{host}:{DASHBOARD_PORT}"}
     container = {
         "name": "scheduler", "image": spec.worker.image, "command": _command(spec, "scheduler", kwargs),
         "env": _env({}),
@@ -161,7 +178,7 @@ def scheduler_pod(spec: ClusterSpec, namespace: str, owner: Obj) -> Obj:
                   {"name": "dashboard", "containerPort": DASHBOARD_PORT, "protocol": "TCP"}],
     }
     return _pod(spec, namespace, owner, {"name": f"{spec.name}-scheduler"},
-                _labels(spec, "scheduler"), [container])
+                _labels(spec, "scheduler"), [container], annotations)
 
 
 def _resources(w: WorkerSpec) -> Obj:
@@ -174,15 +191,12 @@ def _resources(w: WorkerSpec) -> Obj:
     return {"requests": requests, **({"limits": limits} if limits else {})}
 
 
-def worker_pod(spec: ClusterSpec, namespace: str, owner: Obj, unit: Unit, scheduler_address: str) -> Obj:
+def worker_pod(spec: ClusterSpec, namespace: str, owner: Obj, unit: Unit, scheduler_address: str,
+               annotations: Mapping[str, str] | None = None) -> Obj:
     """One pod per unit, one container per worker of the unit."""
     containers = []
     for name, w in zip(unit.worker_names, unit.workers, strict=True):
-        memory = w.memory_limit if w.memory_limit is not None else 0
-        kwargs: dict[str, Any] = {"scheduler_ip": scheduler_address, "name": name, "nthreads": w.nthreads,
-                                  "memory_limit": memory, "host": "$(POD_IP)", **w.options}
-        if w.resources:
-            kwargs["resources"] = dict(w.resources)
+        kwargs = worker_kwargs(spec, scheduler_address, name, w, host="$(POD_IP)")
         env = dict(w.env)
         if w.gpus:
             # The device plugin decides which GPU a container sees and sets this itself.
@@ -193,7 +207,7 @@ def worker_pod(spec: ClusterSpec, namespace: str, owner: Obj, unit: Unit, schedu
             "command": _command(spec, "worker", kwargs), "env": _env(env), "resources": _resources(w),
         })
     return _pod(spec, namespace, owner, {"generateName": f"{unit.name}-"},
-                _labels(spec, "worker", **{UNIT: unit.name}), containers)
+                _labels(spec, "worker", **{UNIT: unit.name}), containers, annotations)
 
 
 def pod_status(pod: Obj | None, gone: bool = False) -> Status:

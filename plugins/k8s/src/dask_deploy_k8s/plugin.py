@@ -9,7 +9,7 @@ from dask_deploy import BackendInfo, ClusterSpec, hookimpl
 
 from ._options import K8sOptions
 
-__all__ = ["INFO", "deploy_backends"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "INFO", "deploy_backends"]
 
 
 def _factory(spec: ClusterSpec) -> object:
@@ -26,6 +26,16 @@ def _default_image(options: dict[str, Any]) -> str:
         return "ghcr.io/dask/dask:latest"
 
 
+#: Seconds without any task after which a remote scheduler closes itself (and its workers
+#: follow): a client that died leaves nothing running for longer. ``idle_timeout=None``
+#: turns it off.
+DEFAULT_IDLE_TIMEOUT = 1200.0
+
+
+def _idle_timeout(options: dict[str, Any]) -> float | None:
+    return DEFAULT_IDLE_TIMEOUT if options.get("scheduler", "remote") == "remote" else None
+
+
 INFO = BackendInfo(
     name="k8s",
     summary="Scheduler and workers as Kubernetes pods (kubernetes-asyncio; namespace rights only)",
@@ -33,7 +43,7 @@ INFO = BackendInfo(
     options=K8sOptions,
     capabilities=frozenset({"scale", "logs_after_death", "dashboard", "detach"}),
     extra="k8s",
-    defaults={"scheduler": "remote", "image": _default_image,
+    defaults={"scheduler": "remote", "image": _default_image, "idle_timeout": _idle_timeout,
               "security": True, "poll_interval": 0.5, "start_timeout": 300},
 )
 
