@@ -7,6 +7,18 @@ also takes the nanny's jobs: it reaps children, reports how they ended, and kill
 goes over its memory limit. Children die with the agent (``PR_SET_PDEATHSIG``) and the agent
 kills them all when its parent goes away (end of input), so nothing outlives the cluster.
 
+Each child leads its own session and process group (``setsid`` right after the fork), and
+every signal the agent sends a child goes to that whole group: stopping a worker also stops
+the processes its tasks started (``subprocess.Popen`` in a task), and when a child ends on
+its own, what is left of its group is killed before the child is reaped (so the group's id
+cannot have been reused). A process that leaves the group itself (its own ``setsid``) is
+beyond this; so is anything left when the agent is SIGKILLed (the children then die by
+``PR_SET_PDEATHSIG``, their groups' other members do not).
+
+A detached agent (``--listen``) started with ``--start-timeout`` exits, stopping what it
+forked, when no scheduler child is up that many seconds after it became ready or after the
+latest scheduler start request: a client that died while starting a cluster leaves nothing.
+
 The protocol is JSON lines: requests on the agent's stdin, events on its stdout.
 
 Requests: ``start`` {name, role: worker|scheduler, kwargs, env, log, tls}; ``stop`` {names, grace};
@@ -42,11 +54,14 @@ METADATA_KEY = "dask-deploy"
 
 def agent_command(python: str, cluster: str, grace: float = 0.0, listen: str | None = None,
                   owner: str | None = None, created: float | None = None,
-                  owner_pid: int | None = None) -> list[str]:
+                  owner_pid: int | None = None, start_timeout: float | None = None) -> list[str]:
     """The command line that starts an agent for ``cluster`` with interpreter ``python``.
 
     With ``listen`` (a unix socket path) the agent is detached: it outlives its stdin,
     serves that socket to any later client, and stops when its scheduler child exits.
+    With ``start_timeout`` as well, a detached agent also stops when no scheduler child is
+    up ``start_timeout`` seconds after it is ready or after the latest scheduler start
+    request (its client died before its cluster was up).
     The command line also carries the ownership tags (:mod:`dask_deploy._owner`): who
     started it (default: this process's ``user@host`` and pid) and when.
     """
@@ -54,6 +69,8 @@ def agent_command(python: str, cluster: str, grace: float = 0.0, listen: str | N
 
     cmd = [python, "-m", "dask_deploy._agent", "--cluster", cluster, "--grace", str(grace),
            *tags_to_argv(owner, created, owner_pid or os.getpid())]
+    if start_timeout is not None:
+        cmd += ["--start-timeout", repr(float(start_timeout))]
     return [*cmd, "--listen", listen] if listen else cmd
 
 
@@ -76,7 +93,24 @@ class _Child:
 
 
 #: Signals whose agent handlers a newly forked child must never run.
-_FORK_BLOCKED = {signal.SIGTERM, signal.SIGCHLD}
+_FORK_BLOCKED = {signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP}
+
+
+def _signal_group(pid: int, sig: int, leader: bool = True) -> None:
+    """Send ``sig`` to the process group that child ``pid`` leads (see :func:`_run_child`).
+
+    Only for a child not yet reaped: while it is unreaped its pid, and so its group's id,
+    cannot be reused. A child that has not yet called ``setsid`` (just forked) has no group
+    yet: with ``leader`` it then gets the signal itself.
+    """
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        if leader:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+    except PermissionError:  # none of the group is ours to signal (it changed user)
+        pass
 
 
 def _die_with_parent() -> None:
@@ -108,11 +142,16 @@ def _run_child(role: str, kwargs: dict[str, Any], env: dict[str, str], log: str,
     """In the forked child: detach from the agent's pipes, become a worker, never return."""
     code = 1
     try:
+        # First, a session and process group of our own: everything this child starts (a
+        # task's subprocesses) is in it, and the agent signals the whole group. Until this
+        # runs the agent signals the child alone (its group does not exist yet).
+        with contextlib.suppress(OSError):
+            os.setsid()
         # The agent's handlers write to its wake-up pipe: a SIGTERM for this new worker must
         # not reach them (the agent would take it as its own and shut down). The signals
         # were blocked across the fork; they are delivered, if pending, once ours are set.
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig in _FORK_BLOCKED:
+            signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORK_BLOCKED)
         _die_with_parent()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
@@ -139,13 +178,27 @@ def _run_child(role: str, kwargs: dict[str, Any], env: dict[str, str], log: str,
 
 
 class _Agent:
-    def __init__(self, out: Callable[[dict[str, Any]], None], grace: float) -> None:
+    def __init__(self, out: Callable[[dict[str, Any]], None], grace: float,
+                 start_timeout: float | None = None) -> None:
         self.children: dict[int, _Child] = {}
         self.out = out
         self.grace = grace
         # What a client that connects later needs to rebuild its view (detached clusters).
         self.history: dict[str, dict[str, Any]] = {}
         self.scheduler_gone = False
+        #: Seconds a scheduler may take to be up (None: no deadline), and when it is due:
+        #: that long after :meth:`ready`, or after the latest scheduler start request.
+        self.start_timeout = start_timeout
+        self.scheduler_due: float | None = None
+
+    def ready(self) -> None:
+        """Start counting: a scheduler is due ``start_timeout`` seconds from now."""
+        if self.start_timeout is not None:
+            self.scheduler_due = time.monotonic() + self.start_timeout
+
+    def overdue(self) -> bool:
+        """True when no scheduler came up in time (see ``start_timeout``)."""
+        return self.scheduler_due is not None and time.monotonic() > self.scheduler_due
 
     def handle(self, line: bytes) -> bool:
         """Carry out one request; False when it asks the agent to shut down."""
@@ -178,6 +231,8 @@ class _Agent:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(msg["log"] + ".json")
             kwargs["scheduler_file"] = msg["log"] + ".json"
+        if role == "scheduler" and self.scheduler_due is not None and self.start_timeout is not None:
+            self.scheduler_due = max(self.scheduler_due, time.monotonic() + self.start_timeout)
         limit = kwargs.get("memory_limit")
         signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)  # see _run_child
         try:
@@ -195,18 +250,22 @@ class _Agent:
         deadline = time.monotonic() + grace
         for child in self.children.values():
             if child.name in names and child.kill_at is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGTERM)
+                _signal_group(child.pid, signal.SIGTERM)
                 child.kill_at = deadline
 
     def reap(self) -> None:
         while self.children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+            try:  # which child ended, leaving it unreaped (WNOWAIT)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None or info.si_pid == 0:
                 return
+            if info.si_pid in self.children:
+                # What its group still holds (a task's subprocesses) ends with it; unreaped,
+                # its pid still names its group and no other.
+                _signal_group(info.si_pid, signal.SIGKILL, leader=False)
+            pid, status = os.waitpid(info.si_pid, 0)
             child = self.children.pop(pid, None)
             if child is None:
                 continue
@@ -226,15 +285,13 @@ class _Agent:
         terminate = _terminate_fraction()
         for child in list(self.children.values()):
             if child.kill_at is not None and now >= child.kill_at:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGKILL)
+                _signal_group(child.pid, signal.SIGKILL)
             elif child.memory_limit and terminate:
                 rss = _rss(child.pid)
                 if rss > terminate * child.memory_limit:
                     child.reason = (f"memory limit exceeded: {rss} bytes > {terminate:g} x "
                                     f"{child.memory_limit} (memory_limit)")
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(child.pid, signal.SIGKILL)
+                    _signal_group(child.pid, signal.SIGKILL)
             if child.scheduler_file and os.path.exists(child.scheduler_file):
                 with contextlib.suppress(ValueError, OSError):
                     with open(child.scheduler_file) as f:
@@ -245,6 +302,7 @@ class _Agent:
                     self.history[child.name + "/scheduler"] = msg
                     self.out(msg)
                     child.scheduler_file = None
+                    self.scheduler_due = None  # a scheduler is up: no more deadline
 
     def shutdown(self) -> None:
         self.stop([c.name for c in self.children.values()], self.grace)
@@ -253,6 +311,8 @@ class _Agent:
             self.tick()
             self.reap()
             time.sleep(0.02)
+        for child in self.children.values():  # still there: not even SIGKILL ended them yet
+            _signal_group(child.pid, signal.SIGKILL)
 
 
 def _terminate_fraction() -> float:
@@ -288,6 +348,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--owner", help="user@host of the client that started it (a tag)")
     parser.add_argument("--created", type=float, help="when it was started, epoch seconds (a tag)")
     parser.add_argument("--owner-pid", type=int, help="pid of the client that started it (a tag)")
+    parser.add_argument("--start-timeout", type=float, metavar="SECONDS",
+                        help="detached: stop everything and exit when no scheduler child is up "
+                             "this many seconds after the agent is ready or after the latest "
+                             "scheduler start request")
     args = parser.parse_args(argv)
     _TAGS.update({"cluster": args.cluster, "owner": args.owner, "created": args.created})
 
@@ -337,12 +401,13 @@ def main(argv: list[str] | None = None) -> None:
         if conn.fd != 0:
             os.close(conn.fd)
 
-    agent = _Agent(out, args.grace)
+    agent = _Agent(out, args.grace, args.start_timeout if args.listen else None)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.signal(signal.SIGCHLD, lambda *_: os.write(wake_w, b"x"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: os.write(wake_w, b"t"))
+    signal.signal(signal.SIGHUP, lambda *_: os.write(wake_w, b"t"))  # a closed terminal: stop
     sel = selectors.DefaultSelector()
     try:
         sel.register(0, selectors.EVENT_READ, "conn")
@@ -362,6 +427,19 @@ def main(argv: list[str] | None = None) -> None:
         server.listen(8)
         sel.register(server.fileno(), selectors.EVENT_READ, "accept")
     out({"op": "ready", "pid": os.getpid()})
+    agent.ready()
+    try:
+        _loop(args, agent, sel, conns, server, wake_r, drop)
+    finally:  # however the loop ends, nothing the agent forked outlives it
+        agent.shutdown()
+        if args.listen:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(args.listen)
+
+
+def _loop(args: argparse.Namespace, agent: _Agent, sel: selectors.BaseSelector,
+          conns: dict[int, _Conn], server: Any, wake_r: int, drop: Callable[[_Conn], None]) -> None:
+    """Serve requests until the owner hangs up, a shutdown, a SIGTERM or the scheduler's end."""
     running = True
     while running:
         for key, _ in sel.select(timeout=0.1):
@@ -399,10 +477,10 @@ def main(argv: list[str] | None = None) -> None:
         agent.tick()
         if args.listen and agent.scheduler_gone:
             running = False
-    agent.shutdown()
-    if args.listen:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(args.listen)
+        if agent.overdue():
+            print(f"dask-deploy agent: no scheduler was up within {args.start_timeout:g} s "
+                  "(--start-timeout); stopping", file=sys.stderr, flush=True)
+            running = False
 
 
 # --------------------------------------------------------------------------------------

@@ -146,7 +146,8 @@ class LocalBackend:
             stderr = open_private(os.path.join(self.logs, "agent.log"))
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *agent_command(self.options.python, self.spec.name, listen=path),
+                    *agent_command(self.options.python, self.spec.name, listen=path,
+                                   start_timeout=self.spec.start_timeout),
                     stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                     stderr=stderr, start_new_session=True)  # not in our Ctrl-C's process group
             finally:
@@ -312,8 +313,28 @@ class LocalBackend:
 
 
 async def _kill(pids: list[int], grace: float) -> None:
-    """SIGTERM, then SIGKILL whatever still runs after ``grace`` seconds."""
+    """SIGTERM, then SIGKILL whatever still runs after ``grace`` seconds.
+
+    The process groups that these processes lead (an agent's forked workers each lead one,
+    holding what their tasks started) get the same signals, so a task's subprocess that
+    was reparented away from its worker goes too. Only groups a listed process leads, never
+    this process's own: a non-detached agent shares its client's group.
+    """
+    import signal
+
     import psutil
+
+    ours = os.getpgrp()
+    groups = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pid != ours:
+                groups.add(pid)
+
+    def signal_groups(sig: int) -> None:
+        for group in groups:
+            with contextlib.suppress(OSError):
+                os.killpg(group, sig)
 
     procs = []
     for pid in pids:
@@ -322,11 +343,13 @@ async def _kill(pids: list[int], grace: float) -> None:
             procs[-1].terminate()
         except psutil.Error:
             pass
+    signal_groups(signal.SIGTERM)
     loop = asyncio.get_running_loop()
     _, alive = await loop.run_in_executor(None, lambda: psutil.wait_procs(procs, timeout=grace))
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.kill()
+    signal_groups(signal.SIGKILL)
 
 
 def discover_agents(backend: str, cluster_id: str | None, all_users: bool = False
