@@ -234,6 +234,60 @@ def test_workers_die_when_the_client_dies(ssh_options: dict[str, Any], ssh_harne
             client.wait()
 
 
+_DETACH = """
+import json, sys
+from dask_deploy import Cluster
+cluster = Cluster.from_name("ssh", **json.loads(sys.argv[1]))
+cluster.wait_for_workers(1, timeout=120)
+print(cluster.scheduler_address, flush=True)
+cluster.close()  # detached: everything stays
+"""
+
+_ATTACH = """
+import sys
+import dask_deploy
+from distributed import Client
+cluster = dask_deploy.attach(sys.argv[1])
+print(cluster.scheduler_address, flush=True)
+cluster.wait_for_workers(1, timeout=120)
+with Client(cluster) as client:
+    assert client.submit(lambda x: x + 1, 41).result(timeout=120) == 42
+cluster.scale(2)
+cluster.wait_for_workers(2, timeout=120)
+print(sorted(w["name"] for w in cluster.scheduler_info["workers"].values()), flush=True)
+cluster.shutdown()
+print("done", flush=True)
+"""
+
+
+def test_detach_then_attach_from_another_process(ssh_options: dict[str, Any], ssh_harness: Any,
+                                                  tmp_path: Path) -> None:
+    """shutdown_on_close=False: the agents listen on a socket and outlive the client; a
+    second process re-attaches through an SSH tunnel to the scheduler (deploy_reattach),
+    computes, scales, and shuts the cluster down for good."""
+    name = new_name()
+    env = {**os.environ, "DASK_DEPLOY_STATE_DIR": str(tmp_path / "state")}
+    options = {**ssh_options, "name": name, "n_workers": 1, "scheduler": "remote",
+               "shutdown_on_close": False, "quiet": True}
+    try:
+        first = subprocess.run([sys.executable, "-c", _DETACH, json.dumps(options)], env=env,
+                               capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0, first.stderr[-3000:]
+        address = first.stdout.split()[0]
+        assert address.startswith("tls://")
+        assert len(procs(ssh_harness, name)) == 3  # agent, scheduler, worker: still there
+        second = subprocess.run([sys.executable, "-c", _ATTACH, name], env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr[-3000:]
+        tunnel, workers, done = second.stdout.splitlines()[:3]
+        assert tunnel.startswith("tls://127.0.0.1:") and tunnel != address  # the forward
+        assert workers == str([f"{name}-0", f"{name}-1"]) and done == "done"
+        wait_until(lambda: not procs(ssh_harness, name), what="nothing left after shutdown()")
+    finally:
+        for pid, _, _ in procs(ssh_harness, name):  # only if the test failed
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_logs_of_a_killed_worker(ssh_options: dict[str, Any], ssh_harness: Any) -> None:
     name = new_name()
     with Cluster.from_name("ssh", name=name, n_workers=1, **ssh_options) as cluster:

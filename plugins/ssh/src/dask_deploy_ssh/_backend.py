@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+import time
 import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -73,6 +74,8 @@ class _Host:
         self.python = python
         self.conn: asyncssh.SSHClientConnection | None = None
         self.proc: asyncssh.SSHClientProcess[str] | None = None
+        #: A detached agent's socket channel (its stdin is not ours: it outlives us).
+        self.writer: asyncssh.SSHWriter[str] | None = None
         self.agent: AgentClient | None = None
         #: The address this client reached the host at: what its processes bind to.
         self.peer = address
@@ -168,6 +171,8 @@ class SSHBackend:
                 assert host.agent is not None
                 return host.agent
             conn = await self._connection(host)
+            if not self.spec.shutdown_on_close:
+                return await self._ensure_detached(host, conn)
             grace = self.options.stop_grace if self.options else 3.0
             agent_cmd = " ".join(shlex.quote(a) for a in agent_command(host.python, self.spec.name,
                                                                         grace))
@@ -184,7 +189,7 @@ class SSHBackend:
             agent = AgentClient(proc.stdin.write)
             host.proc, host.agent, host.log_dir = proc, agent, None
             host.stderr.clear()
-            host.tasks = [asyncio.ensure_future(self._read(host, proc, agent)),
+            host.tasks = [asyncio.ensure_future(self._read(host, proc.stdout, agent)),
                           asyncio.ensure_future(self._drain(host, proc))]
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(agent.ready.wait(), self._boot_timeout)
@@ -212,10 +217,56 @@ class SSHBackend:
         # unit's start: a start_timeout tuned for workers (even 2 s) must not fail it.
         return max(self.spec.start_timeout, 60.0)
 
-    async def _read(self, host: _Host, proc: asyncssh.SSHClientProcess[str],
-                    agent: AgentClient) -> None:
+    async def _ensure_detached(self, host: _Host, conn: asyncssh.SSHClientConnection
+                               ) -> AgentClient:
+        """A detached cluster's agent outlives this client: it listens on a unix socket in
+        the cluster's log folder, which this client reaches over the SSH connection (a
+        stream-local channel, as ``ssh -L local:/path`` does); started first if nobody
+        answers there. A later process (``attach()``) finds it the same way."""
         try:
-            while line := await proc.stdout.readline():
+            result = await conn.run(f"umask 077; printf '%s\\n' {self._log_dir_expr()}",
+                                    check=True, timeout=60)
+        except (OSError, asyncssh.Error) as e:
+            raise BackendError(f"cannot reach {host.key}: {e}") from None
+        log_dir = str(result.stdout).rstrip("\n")
+        sock = f"{log_dir}/agent.sock"
+        grace = self.options.stop_grace if self.options else 3.0
+        deadline = time.monotonic() + self._boot_timeout
+        launched = False
+        while True:
+            try:
+                reader, writer = await conn.open_unix_connection(sock, encoding="utf-8",
+                                                                 errors="replace")
+                break
+            except (OSError, asyncssh.Error):
+                pass
+            if not launched:
+                agent_cmd = " ".join(shlex.quote(a) for a in agent_command(
+                    host.python, self.spec.name, grace, listen=sock))
+                # Its own session, no terminal, no pipe of ours: it survives our hang-up.
+                await conn.run(f"umask 077; cd / && DASK_DEPLOY_CLUSTER={shlex.quote(self.spec.name)} "
+                               f"DASK_DEPLOY_LOG_DIR={shlex.quote(log_dir)} setsid {agent_cmd} "
+                               "</dev/null >/dev/null 2>&1 &", check=False, timeout=60)
+                launched = True
+            elif time.monotonic() > deadline:
+                raise StartTimeout(
+                    f"the detached dask-deploy agent did not answer on {host.key}:{sock} within "
+                    f"{self._boot_timeout:g}s (remote_python={host.python!r} needs "
+                    "dask-deploy-core; the SSH server must allow stream-local forwarding)")
+            await asyncio.sleep(0.1)
+        agent = AgentClient(writer.write)
+        host.proc, host.writer, host.agent, host.log_dir = None, writer, agent, log_dir
+        host.tasks = [asyncio.ensure_future(self._read(host, reader, agent))]
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(agent.ready.wait(), self._boot_timeout)
+        if not agent.alive or agent.pid is None:
+            writer.close()
+            raise StartTimeout(f"the detached agent on {host.key}:{sock} did not say it is ready")
+        return agent
+
+    async def _read(self, host: _Host, stream: asyncssh.SSHReader[str], agent: AgentClient) -> None:
+        try:
+            while line := await stream.readline():
                 if line.startswith(_LOGDIR_MARK):  # printed by our shell before the exec
                     host.log_dir = line[len(_LOGDIR_MARK):].rstrip("\n")
                 else:
@@ -280,9 +331,9 @@ class SSHBackend:
     async def deploy_prepare(self, cluster: ClusterSpec) -> None:
         """Connect to every host and boot its agent, all at once, while the scheduler starts."""
         self._options()
-        if not cluster.shutdown_on_close:
-            raise BackendError("the ssh backend cannot detach a cluster yet: its agents stop "
-                               "their workers when this client disconnects (shutdown_on_close=True)")
+        if not cluster.shutdown_on_close and cluster.scheduler.placement != "remote":
+            raise BackendError('a detached ssh cluster (shutdown_on_close=False) needs '
+                               'scheduler="remote": a scheduler in this process ends with it')
         hosts = list(self._hosts.values())
         results = await asyncio.gather(*(self._ensure(h) for h in hosts), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -357,7 +408,33 @@ class SSHBackend:
 
     @hookimpl
     async def deploy_stop_scheduler(self, cluster: ClusterSpec, handle: Handle) -> None:
+        self._adopt([handle])
         await self._stop_names(cluster, [handle.name])
+        if not cluster.shutdown_on_close:
+            # A detached cluster is being stopped for good (close() leaves it running and
+            # never gets here): its agents, which outlive their clients, end now too.
+            for host in self._hosts.values():
+                if host.up and host.agent is not None:
+                    agent, host.agent = host.agent, None  # its end is no loss to reconnect
+                    with contextlib.suppress(Exception):
+                        agent.request("shutdown")
+
+    @hookimpl
+    async def deploy_reattach(self, cluster: ClusterSpec, scheduler: SchedulerInfo) -> str | None:
+        """A recorded remote scheduler is reached through a local SSH port forward to it
+        (the scheduler's host need not be reachable other than by SSH)."""
+        host = self._host(scheduler.handle.data["host"])
+        conn = await self._connection(host)
+        protocol, _, where = scheduler.address.rpartition("://")
+        dest_host, _, dest_port = where.rpartition(":")
+        try:
+            listener = await conn.forward_local_port("127.0.0.1", 0, dest_host.strip("[]"),
+                                                     int(dest_port))
+        except (OSError, asyncssh.Error, ValueError) as e:
+            raise BackendError(f"cannot forward to the scheduler {scheduler.address} of "
+                               f"{cluster.name} through {host.key}: {e}") from None
+        self._forwards[f"{scheduler.handle.name}/tunnel"] = listener
+        return f"{protocol or 'tcp'}://127.0.0.1:{listener.get_port()}"
 
     @hookimpl
     async def deploy_dashboard_route(self, cluster: ClusterSpec, scheduler: SchedulerInfo) -> str | None:
@@ -424,6 +501,7 @@ class SSHBackend:
 
     @hookimpl
     async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
+        self._adopt(handles)
         ours = [h.name for h in handles if "pids" not in h.data]
         found = [h for h in handles if "pids" in h.data]  # from deploy_discover (gc)
         results = await asyncio.gather(self._stop_names(cluster, ours),
@@ -431,6 +509,19 @@ class SSHBackend:
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise BackendError("; ".join(str(e) for e in errors))
+
+    def _adopt(self, handles: Sequence[Handle]) -> None:
+        """Know where the units of a re-attached cluster run (the handles of its record),
+        once the agent of their host is reached (``deploy_prepare`` reaches them)."""
+        for h in handles:
+            host = self._hosts.get(h.data.get("host", ""))
+            if h.name in self._agents or "pids" in h.data or host is None or not host.up:
+                continue
+            assert host.agent is not None
+            names = tuple(h.data.get("workers") or [h.name])
+            self._agents[h.name] = _Placed(host, host.agent, names)
+            if h.data.get("role") != "scheduler":
+                host.units.add(h.name)
 
     async def _stop_names(self, cluster: ClusterSpec, units: Sequence[str]) -> None:
         """Stop units (or the scheduler) by name, each through the agent that started it."""
@@ -453,6 +544,7 @@ class SSHBackend:
     @hookimpl
     async def deploy_poll(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> list[Status]:
         # No SSH round trip: the agents report starts and exits as they happen.
+        self._adopt(handles)
         out = []
         for h in handles:
             if h.name not in self._agents:
@@ -584,6 +676,12 @@ class SSHBackend:
         proc, conn = host.proc, host.conn
 
         async def agent_gone() -> None:
+            if host.writer is not None:  # detached: hang up; the agent stays
+                with contextlib.suppress(Exception):
+                    host.writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.gather(*host.tasks), 5)
+                host.writer = None
             if proc is None:
                 return
             if agent is not None and agent.pid is None:
