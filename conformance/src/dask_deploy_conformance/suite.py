@@ -203,8 +203,11 @@ def close_at_creating_calls(factory: ClusterFactory, timeout: float, remote: boo
                       **factory.merged(n_workers=2, scheduler=placement))
         start = asyncio.ensure_future(c._start())
         where = f"{hook} ({when} the backend, scheduler={placement!r})"
+        # The start may complete first (workers start in the reconcile loop after it).
         reached = asyncio.ensure_future(gate.reached.wait())
-        await asyncio.wait({start, reached}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({reached, start}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not gate.reached.is_set() and start.done() and start.exception() is None:
+            await asyncio.wait({reached}, timeout=timeout)
         if not gate.reached.is_set():
             reached.cancel()
             with contextlib.suppress(BaseException):

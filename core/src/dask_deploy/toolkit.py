@@ -102,25 +102,26 @@ def cli_flags(options: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def worker_cli_args(scheduler_address: str, name: str, worker: WorkerSpec) -> list[str]:
-    """``dask worker`` arguments for one worker (without TLS files and host/interface,
-    which depend on where the process runs): scheduler, name, threads, memory, resources,
-    and ``worker.options`` as ``--option value`` (``True``: a bare flag; ``False``: ``--no-option``).
+def worker_cli_args(name: str, worker: WorkerSpec, *, host: str | None = "127.0.0.1",
+                    dashboard: bool = False, nanny: bool = False) -> list[str]:
+    """``dask worker`` arguments for one worker, after the scheduler address: name, threads,
+    memory, resources, no nanny (unless ``nanny``), and ``worker.options`` as flags
+    (:func:`cli_flags`: ``{"lifetime": "1h"}`` -> ``--lifetime 1h``; ``True`` -> a bare
+    flag, ``False`` -> ``--no-<flag>``, a list -> the flag once per item, e.g.
+    ``preload``; ``None`` -> left out). ``host=None`` leaves the bind address to
+    the worker (a compute node binding its own interface); TLS files are the caller's,
+    as they depend on where the process runs.
     """
-    args = [scheduler_address, "--name", name, "--nthreads", str(worker.nthreads),
-            "--memory-limit", str(worker.memory_limit if worker.memory_limit is not None else 0),
-            "--no-nanny"]
+    memory = worker.memory_limit if worker.memory_limit is not None else 0
+    args = ["--name", name, "--nthreads", str(worker.nthreads), "--memory-limit", str(memory),
+            "--nanny" if nanny else "--no-nanny"]
+    if host is not None:
+        args += ["--host", host]
+    if not dashboard:
+        args.append("--no-dashboard")
     if worker.resources:
         args += ["--resources", " ".join(f"{k}={v:g}" for k, v in worker.resources.items())]
-    for key, value in worker.options.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            args.append(flag)
-        elif value is False:
-            args.append("--no-" + key.replace("_", "-"))
-        else:
-            args += [flag, str(value)]
-    return args
+    return args + cli_flags(worker.options)
 
 
 def scheduler_kwargs(scheduler: SchedulerSpec) -> dict[str, Any]:

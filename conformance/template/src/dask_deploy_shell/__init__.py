@@ -19,7 +19,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from dask_deploy import (
@@ -31,9 +31,9 @@ from dask_deploy import (
     SpecError,
     Status,
     Unit,
-    WorkerSpec,
     hookimpl,
 )
+from dask_deploy.toolkit import stop_then_wait, worker_cli_args
 
 __all__ = ["INFO", "ShellBackend", "ShellOptions"]
 
@@ -61,21 +61,6 @@ class ShellOptions:
         if isinstance(self.stop_grace, bool) or not isinstance(self.stop_grace, (int, float)) \
                 or self.stop_grace < 0:
             raise SpecError("stop_grace", self.stop_grace, "seconds >= 0")
-
-
-def worker_args(name: str, w: WorkerSpec) -> list[str]:
-    """``dask worker`` arguments for one worker of a unit."""
-    memory = w.memory_limit if w.memory_limit is not None else 0
-    args = ["--name", name, "--nthreads", str(w.nthreads), "--memory-limit", str(memory),
-            "--host", "127.0.0.1", "--no-nanny", "--no-dashboard"]
-    if w.resources:
-        args += ["--resources", " ".join(f"{k}={v}" for k, v in w.resources.items())]
-    for key, value in w.options.items():
-        if key != "preload":
-            raise SpecError(f"worker_options[{key!r}]", value, "only 'preload' (a list) is supported")
-        for item in [value] if isinstance(value, str) else value:
-            args += ["--preload", str(item)]
-    return args
 
 
 class ShellBackend:
@@ -108,7 +93,7 @@ class ShellBackend:
             for name, w in zip(unit.worker_names, unit.workers, strict=True):
                 command = self.options.command.format(
                     python=shlex.quote(sys.executable), scheduler=shlex.quote(scheduler_address),
-                    args=shlex.join(worker_args(name, w)))
+                    args=shlex.join(worker_cli_args(name, w)))
                 with open(self._log(name), "ab") as log:
                     try:
                         procs.append(await asyncio.create_subprocess_shell(
@@ -127,16 +112,20 @@ class ShellBackend:
 
     async def _kill(self, procs: list[asyncio.subprocess.Process]) -> None:
         """SIGTERM each process group, wait ``stop_grace``, then SIGKILL what is left."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for p in procs:
-                if p.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(p.pid, sig)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), self.options.stop_grace)
-            if all(p.returncode is not None for p in procs):
-                return
-        raise BackendError(f"processes {[p.pid for p in procs]} did not stop after SIGKILL")
+
+        def signal_all(sig: signal.Signals) -> Callable[[], Awaitable[None]]:
+            async def send() -> None:
+                for p in procs:
+                    if p.returncode is None:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(p.pid, sig)
+            return send
+
+        async def gone() -> bool:
+            return all(p.returncode is not None for p in procs)
+
+        await stop_then_wait(signal_all(signal.SIGTERM), gone, self.options.stop_grace,
+                             kill=signal_all(signal.SIGKILL), what=f"processes {[p.pid for p in procs]}")
 
     @hookimpl
     async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
@@ -194,7 +183,8 @@ INFO = BackendInfo(
     summary="Workers as local processes started by a shell command (the tutorial backend)",
     factory=ShellBackend,
     options=ShellOptions,
-    capabilities=frozenset({"scale", "logs_after_death", "dashboard"}),
+    # loopback: with the default host every process binds 127.0.0.1, so TLS is not needed.
+    capabilities=frozenset({"scale", "logs_after_death", "dashboard", "loopback"}),
     defaults={"n_workers": 1, "poll_interval": 0.2},
 )
 
