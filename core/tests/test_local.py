@@ -256,3 +256,36 @@ def test_a_stopped_adaptive_no_longer_scales(no_leaked_processes: None) -> None:
         cluster.sync(adaptive.scale_up, 3)
         cluster.sync(adaptive.scale_down, ["t-adstop-0"])
         assert cluster.plan == {"t-adstop-0"}
+
+
+def test_a_scale_down_in_flight_at_stop_keeps_the_users_plan(no_leaked_processes: None) -> None:
+    """stop() and scale(n) while Adaptive waits for the scheduler to retire workers: when
+    the retirement returns, the units are not dropped (the user's plan wins)."""
+    import asyncio
+
+    with Cluster.from_name("local", n_workers=2, name="t-adret") as cluster:
+        cluster.wait_for_workers(2, timeout=60)
+        adaptive = cluster.adapt(minimum=0, maximum=4)
+        retiring = asyncio.Event()
+        release = asyncio.Event()
+
+        class SlowScheduler:
+            async def retire_workers(self, **kwargs: Any) -> None:
+                retiring.set()
+                await release.wait()
+
+        async def main() -> None:
+            comm = cluster.scheduler_comm
+            cluster.scheduler_comm = SlowScheduler()  # what Adaptive retires through, held
+            try:
+                step = asyncio.ensure_future(adaptive.scale_down(["t-adret-0"]))
+                await retiring.wait()
+                adaptive.stop()
+                cluster.scale(4)
+                release.set()
+                await step
+            finally:
+                cluster.scheduler_comm = comm
+
+        cluster.sync(main)
+        assert len(cluster.plan) == 4 and "t-adret-0" in cluster.plan

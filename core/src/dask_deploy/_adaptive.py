@@ -51,5 +51,12 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
             await super().scale_up(n)
 
     async def scale_down(self, workers: Any) -> None:
-        if self.state != "stopped":
-            await super().scale_down(workers)
+        # distributed's own scale_down awaits the scheduler's retirement of the workers and
+        # then drops their units: a stop() and a user's scale(n) during that await were
+        # undone afterwards (state machine: adapt, load, scale(3), scale(4) -> plan of 2).
+        if self.state == "stopped" or not workers:
+            return
+        await self.scheduler.retire_workers(names=workers, remove=True, close_workers=True)
+        if self.state == "stopped":
+            return  # the user took over meanwhile: the plan is theirs (retired units restart)
+        await self.cluster.scale_down(workers)
