@@ -46,9 +46,9 @@ from dask_deploy import (
     SpecError,
     Status,
     Unit,
-    WorkerSpec,
     hookimpl,
 )
+from dask_deploy.toolkit import worker_kwargs
 
 __all__ = ["INFO", "FakeBackend", "FakeOptions", "FakeUnit", "running"]
 
@@ -133,20 +133,6 @@ def running(cluster_id: str | None = None) -> list[str]:
     """Names of the units and schedulers the fake backend still runs (for leak checks)."""
     clusters = [cluster_id] if cluster_id is not None else list({*_WORLD, *_SCHEDULERS})
     return sorted(n for c in clusters for n in [*_WORLD.get(c, {}), *_SCHEDULERS.get(c, {})])
-
-
-def _worker_kwargs(spec: ClusterSpec, address: str, name: str, w: WorkerSpec) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "scheduler_ip": address, "name": name, "nthreads": w.nthreads,
-        "memory_limit": w.memory_limit if w.memory_limit is not None else 0,
-        "host": spec.scheduler.host or "127.0.0.1",
-    }
-    if w.resources:
-        kwargs["resources"] = dict(w.resources)
-    if spec.tls is not None:
-        kwargs["security"] = spec.tls.security()
-    kwargs.update(w.options)
-    return kwargs
 
 
 class FakeBackend:
@@ -300,7 +286,7 @@ class FakeBackend:
             for name, w in zip(unit.worker_names, unit.workers, strict=True):
                 if fake.stopping:  # a stop came while an earlier worker started
                     return
-                worker = Worker(**_worker_kwargs(cluster, address, name, w))
+                worker = Worker(**worker_kwargs(cluster, address, name, w, security=True))
                 # The memory monitor would measure the whole test process, not this worker.
                 worker.periodic_callbacks.pop("memory_monitor", None)
                 setattr(worker, KILL_ATTRIBUTE, lambda u=fake: self._kill(u, "killed"))

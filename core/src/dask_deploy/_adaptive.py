@@ -57,6 +57,9 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
         if self.state == "stopped" or not workers:
             return
         await self.scheduler.retire_workers(names=workers, remove=True, close_workers=True)
-        if self.state == "stopped":
+        if self._stopped():
             return  # the user took over meanwhile: the plan is theirs (retired units restart)
-        await self.cluster.scale_down(workers)
+        await self.cluster.scale_down(workers)  # type: ignore[attr-defined]
+
+    def _stopped(self) -> bool:
+        return str(self.state) == "stopped"  # read again after an await (mypy narrows it)

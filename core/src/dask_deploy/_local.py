@@ -20,10 +20,11 @@ from typing import Any
 from ._agent import AgentClient, agent_command
 from ._errors import BackendError, SpecError, StartTimeout
 from ._private import open_private, private_dir, runtime_dir
-from ._specs import BackendInfo, ClusterSpec, Handle, Phase, SchedulerInfo, Status, Unit, WorkerSpec
+from ._specs import BackendInfo, ClusterSpec, Handle, Phase, SchedulerInfo, Status, Unit
 from .hookspecs import hookimpl
+from .toolkit import worker_kwargs
 
-__all__ = ["INFO", "LocalBackend", "LocalOptions", "worker_kwargs"]
+__all__ = ["INFO", "LocalBackend", "LocalOptions"]
 
 
 @dataclass(frozen=True)
@@ -73,24 +74,10 @@ def log_directory(spec: ClusterSpec, configured: str | None) -> str:
         if run is not None:
             base = os.path.join(run, "dask-deploy")
         else:
-            from ._state import state_dir
+            from ._statedir import state_dir
 
             base = str(state_dir() / "logs")
     return os.path.join(os.path.abspath(os.path.expanduser(base)), spec.name)
-
-
-def worker_kwargs(spec: ClusterSpec, scheduler_address: str, name: str, w: WorkerSpec
-                  ) -> dict[str, Any]:
-    """Keyword arguments for ``distributed.Worker`` for one worker of a unit."""
-    kwargs: dict[str, Any] = {
-        "scheduler_ip": scheduler_address, "name": name, "nthreads": w.nthreads,
-        "memory_limit": w.memory_limit if w.memory_limit is not None else 0,
-        "host": spec.scheduler.host if spec.scheduler.host else "127.0.0.1",
-    }
-    if w.resources:
-        kwargs["resources"] = dict(w.resources)
-    kwargs.update(w.options)
-    return kwargs
 
 
 class LocalBackend:
@@ -137,7 +124,7 @@ class LocalBackend:
 
     async def _detached_agent(self) -> AgentClient:
         """A detached cluster's agent outlives us: reach it (or start it) over its socket."""
-        from ._state import state_dir
+        from ._statedir import state_dir
 
         path = str(state_dir() / f"{self.spec.name}.sock")
         try:

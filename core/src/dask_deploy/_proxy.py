@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from ._errors import SpecError
+from .toolkit import is_loopback
 
 __all__ = ["DashboardProxy"]
 
@@ -26,21 +26,12 @@ _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
 _COOKIE = "dask_deploy_token"
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class DashboardProxy:
     """Forward ``http://host:port/...`` (and websockets) to ``target``."""
 
     def __init__(self, target: str, host: str = "127.0.0.1", port: int = 0,
                  token: str | None = None) -> None:
-        if not _is_loopback(host) and not token:
+        if not is_loopback(host) and not token:
             raise SpecError("dashboard_proxy_address", f"{host}:{port}",
                             "binding the dashboard proxy beyond loopback needs a token "
                             "(set dashboard_token=...), or bind it to 127.0.0.1")
