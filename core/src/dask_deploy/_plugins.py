@@ -20,7 +20,8 @@ __all__ = ["BACKEND_GROUP", "EXTENSION_GROUP", "backend_capabilities", "backend_
            "cluster_plugin_manager",
            "get_plugin_manager", "installed_backends", "register_backend"]
 
-#: Entry points that provide backends: ``ssh = "dask_deploy_ssh.plugin"``.
+#: Entry points that provide backends: ``ssh = "dask_deploy_ssh.plugin"`` (the core's own
+#: ``local = "dask_deploy._local"`` too: it is found and loaded like every other backend).
 BACKEND_GROUP = "dask_deploy"
 #: Entry points of composable plugins loaded into every cluster (resource expansion).
 EXTENSION_GROUP = "dask_deploy.extensions"
@@ -54,12 +55,11 @@ def get_plugin_manager(load: bool = True) -> pluggy.PluginManager:
     """A plugin manager with every installed backend plugin and extension registered.
 
     Imports every plugin module (they are light: client libraries load in factories), so
-    use it for listing; ``Cluster.from_name`` loads only the one backend it needs.
+    use it for listing; ``Cluster.from_name`` loads only the one backend it needs. The
+    core's ``local`` backend is one of them, through its entry point. ``load=False``: the
+    hookspecs only, no plugin imported.
     """
     pm = _new_manager()
-    from . import _local
-
-    pm.register(_local, name="local")
     if load:
         for group in (BACKEND_GROUP, EXTENSION_GROUP):
             for name, ep in sorted(_entry_points(group).items()):
@@ -101,10 +101,6 @@ def backend_info(name: str) -> BackendInfo:
     """The :class:`BackendInfo` of backend ``name``, importing only the plugin that provides it."""
     if name in _REGISTERED:
         return _REGISTERED[name]
-    if name == "local":
-        from . import _local
-
-        return _local.INFO
     eps = _entry_points(BACKEND_GROUP)
     if name in eps:
         pm = _new_manager()
@@ -113,7 +109,7 @@ def backend_info(name: str) -> BackendInfo:
             for info in batch:
                 if info.name == name:
                     return info
-    available = ", ".join(sorted({"local", *eps, *_REGISTERED}))
+    available = ", ".join(sorted({*eps, *_REGISTERED}))
     extra = _EXTRAS.get(name)
     hint = (f'install it with: pip install "dask-deploy[{extra}]"' if extra else
             "a third-party backend must register an entry point in the 'dask_deploy' group")

@@ -26,29 +26,17 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._errors import DeployError, SpecError
-from ._private import private_dir
+from ._plugins import backend_info
 from ._specs import _NAME, TLS, ClusterSpec, Handle, SchedulerSpec, WorkerSpec
+from ._statedir import state_dir
 
-__all__ = ["ClusterRecord", "discover", "list_clusters", "state_dir"]
-
-
-def state_dir() -> Path:
-    """``$DASK_DEPLOY_STATE_DIR``, ``deploy.state-directory`` or ``$XDG_STATE_HOME/dask-deploy``."""
-    import dask.config
-
-    path = os.environ.get("DASK_DEPLOY_STATE_DIR") or dask.config.get(
-        "deploy.state-directory", default=None) or os.path.join(
-        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "dask-deploy")
-    # Private (0700, ours, not a planted symlink): it holds TLS keys and agent sockets.
-    p = Path(private_dir(path, option="DASK_DEPLOY_STATE_DIR"))
-    private_dir(str(p / "clusters"), option="DASK_DEPLOY_STATE_DIR")
-    return p
+__all__ = ["ClusterRecord", "list_clusters", "state_dir"]
 
 
 def _plain(value: Any) -> Any:
@@ -76,8 +64,6 @@ def spec_to_dict(spec: ClusterSpec) -> dict[str, Any]:
 
 
 def spec_from_dict(d: Mapping[str, Any]) -> ClusterSpec:
-    from ._plugins import backend_info
-
     d = dict(d)
     info = backend_info(d["backend"])
     opts = d.pop("backend_options")
@@ -223,20 +209,3 @@ def list_clusters() -> list[ClusterRecord]:
 def new_record(spec: ClusterSpec, **fields: Any) -> ClusterRecord:
     return ClusterRecord(spec=spec, owner_host=socket.gethostname(), owner_pid=os.getpid(),
                          created=time.time(), **fields)
-
-
-class DetachedCluster:
-    """What ``dask_cluster_discovery`` hands to Dask tooling: ``from_name`` re-attaches."""
-
-    @staticmethod
-    def from_name(name: str) -> Any:
-        from ._cluster import attach
-
-        return attach(name)
-
-
-async def discover() -> AsyncIterator[tuple[str, type]]:
-    """The ``dask_cluster_discovery`` entry point: our live clusters, by name."""
-    for record in list_clusters():
-        if record.owner_alive() or (record.detached and record.scheduler_answers(0.5)):
-            yield record.name, DetachedCluster
