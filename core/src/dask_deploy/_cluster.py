@@ -9,9 +9,7 @@ import dataclasses
 import datetime
 import logging
 import math
-import os
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, NamedTuple
@@ -27,38 +25,23 @@ from distributed.utils import Log, Logs, NoOpAwaitable, silence_logging_cmgr
 from . import _state
 from ._adaptive import Adaptive
 from ._errors import BackendError, CrashLoopError, DeployError, SchedulerLost, SpecError
-from ._plugins import backend_info, capabilities, cluster_plugin_manager, installed_extensions
+from ._options import GENERIC_OPTIONS as GENERIC_OPTIONS  # re-exported: merging lives in _options
+from ._options import build_spec
+from ._options import needs_tls as needs_tls
+from ._plugins import backend_info, capabilities, cluster_plugin_manager
 from ._proxy import DashboardProxy
 from ._reconcile import Failures, Observed, Policy, reconcile
 from ._specs import (
-    TLS,
-    BackendInfo,
     ClusterSpec,
     Handle,
     Phase,
     SchedulerInfo,
-    SchedulerSpec,
     Status,
     Unit,
     WorkerSpec,
 )
-from .toolkit import is_loopback
 
 __all__ = ["SpecCluster", "attach", "from_name"]
-
-#: Options every backend accepts (LocalCluster's names where it has one).
-GENERIC_OPTIONS = (
-    "name", "n_workers", "threads_per_worker", "memory_limit", "resources", "gpus", "env",
-    "image", "worker_options", "scheduler", "host", "scheduler_port", "dashboard_address",
-    "scheduler_options", "idle_timeout", "start_timeout", "queue_timeout", "max_failures",
-    "shutdown_on_close", "poll_interval",
-    "asynchronous", "loop", "quiet", "silence_logs", "security", "dashboard_proxy_address",
-    "dashboard_token", "extensions",
-)
-
-
-def _new_name() -> str:
-    return f"dask-{os.urandom(4).hex()}"
 
 
 def from_name(backend: str, **options: Any) -> SpecCluster:
@@ -79,99 +62,8 @@ def from_name(backend: str, **options: Any) -> SpecCluster:
             raise SpecError(sorted(set(options) - client_side)[0], "...",
                             f"cluster {record.name!r} exists: re-attaching takes no options")
         return attach(record.name, **{k: v for k, v in options.items() if k != "name"})
-    info = backend_info(backend)
-    config = dask.config.get(f"deploy.{backend}", default={}) or {}
-    merged = {**{k.replace("-", "_"): v for k, v in config.items()}, **options}
-    from ._specs import _frozen_map, _positive_int, check_address, check_bindable, check_port
-
-    # Checked before the defaults below compute with them (threads per worker from n_workers).
-    for key, low in (("n_workers", 0), ("threads_per_worker", 1)):
-        if merged.get(key) is not None:
-            _positive_int(merged[key], key, minimum=low)
-    for key, default in info.defaults.items():
-        if key not in merged:
-            merged[key] = default(merged) if callable(default) else default
-    backend_fields = {f.name for f in dataclasses.fields(info.options)} if info.options else set()
-    unknown = sorted(set(merged) - set(GENERIC_OPTIONS) - backend_fields)
-    if unknown:
-        accepted = ", ".join(sorted({*GENERIC_OPTIONS, *backend_fields}))
-        raise SpecError(unknown[0], merged[unknown[0]],
-                        f"not an option of backend {backend!r}; accepted: {accepted}")
-    backend_options = (info.options(**{k: merged.pop(k) for k in backend_fields if k in merged})
-                       if info.options else None)
-    g = {k: merged[k] for k in GENERIC_OPTIONS if k in merged}
-    sched_opts = dict(_frozen_map(g.get("scheduler_options"), "scheduler_options"))
-    port_option = "scheduler_port" if "scheduler_port" in g else "scheduler_options['port']"
-    worker = WorkerSpec(
-        nthreads=1 if g.get("threads_per_worker") is None else g["threads_per_worker"],
-        memory_limit=g.get("memory_limit", "auto"),
-        resources=g.get("resources") or {},
-        gpus=g.get("gpus", 0),
-        env=g.get("env") or {},
-        image=g.get("image"),
-        options=g.get("worker_options") or {},
-    )
-    scheduler = SchedulerSpec(
-        placement=g.get("scheduler", "local"),
-        host=g.get("host", sched_opts.pop("host", "127.0.0.1")) or "127.0.0.1",
-        port=check_port(g.get("scheduler_port", sched_opts.pop("port", 0)) or 0, port_option),
-        dashboard_address=g.get("dashboard_address",
-                                sched_opts.pop("dashboard_address", "127.0.0.1:0")),
-        idle_timeout=g.get("idle_timeout"),
-        options=sched_opts,
-    )
-    if scheduler.placement == "local" or "loopback" in info.capabilities:
-        check_bindable(scheduler.host)  # the scheduler binds it on this machine
-    if not isinstance(g.get("shutdown_on_close", True), bool):
-        raise SpecError("shutdown_on_close", g["shutdown_on_close"],
-                        "expected True (stop with this process) or False (leave it running)")
-    if not g.get("shutdown_on_close", True) and "detach" not in info.capabilities:
-        raise SpecError("shutdown_on_close", False,
-                        f"backend {backend!r} cannot leave a cluster running after this process")
-    if not g.get("shutdown_on_close", True) and scheduler.placement != "remote":
-        raise SpecError("shutdown_on_close", False,
-                        'a cluster that outlives this process needs scheduler="remote"')
-    security = g.get("security", needs_tls(info, scheduler))
-    if not isinstance(security, bool):
-        raise SpecError("security", security, "expected True (per-cluster TLS) or False (plain TCP)")
-    if not security and needs_tls(info, scheduler):
-        warnings.warn(f"security=False: the scheduler of this {backend} cluster accepts plain, "
-                      "unauthenticated connections beyond this machine's loopback; anyone who "
-                      "reaches it can run code as you", UserWarning, stacklevel=2)
-    spec = ClusterSpec(
-        backend=backend,
-        tls=TLS.temporary() if security else None,
-        name=g.get("name") or _new_name(),
-        worker=worker,
-        scheduler=scheduler,
-        n_workers=g.get("n_workers", 0),
-        start_timeout=g.get("start_timeout", dask.config.get("deploy.start-timeout", 60)),
-        queue_timeout=g.get("queue_timeout", dask.config.get("deploy.queue-timeout", None)),
-        max_failures=g.get("max_failures", dask.config.get("deploy.max-failures", 5)),
-        shutdown_on_close=g.get("shutdown_on_close", True),
-        poll_interval=g.get("poll_interval", dask.config.get("deploy.poll-interval", 1.0)),
-        backend_options=backend_options,
-    )
-    extra = g.get("extensions")
-    if extra is not None and not isinstance(extra, Mapping):
-        raise SpecError("extensions", extra, "expected a mapping of name -> plugin object")
-    return SpecCluster(spec, asynchronous=g.get("asynchronous", False), loop=g.get("loop"),
-                       extensions={**installed_extensions(), **extra} if extra else None,
-                       quiet=g.get("quiet", False), silence_logs=g.get("silence_logs", logging.WARN),
-                       dashboard_proxy_address=check_address(
-                           g.get("dashboard_proxy_address"), "dashboard_proxy_address") or "127.0.0.1:0",
-                       dashboard_token=g.get("dashboard_token"))
-
-
-def needs_tls(info: BackendInfo, scheduler: SchedulerSpec) -> bool:
-    """Whether a cluster's traffic can leave this machine's loopback, so TLS is the default.
-
-    Only a backend whose processes all run here (capability ``loopback``: local, cuda,
-    fake) with a loopback ``host`` and the scheduler in this process stays on loopback;
-    every other cluster has a scheduler or workers bound to a reachable address.
-    """
-    return not ("loopback" in info.capabilities and is_loopback(scheduler.host)
-                and scheduler.placement == "local")
+    spec, client = build_spec(backend, options, stacklevel=2)
+    return SpecCluster(spec, **client.as_kwargs())
 
 
 def attach(name: str, **client_options: Any) -> SpecCluster:

@@ -1,0 +1,173 @@
+"""From ``from_name`` options to a :class:`ClusterSpec`: dask.config, backend defaults, checks.
+
+:func:`build_spec` merges ``dask.config`` (``deploy.<backend>``), the caller's options and
+the backend's defaults, checks them (every mistake is one :class:`SpecError` naming the
+option), decides whether the cluster gets TLS (:func:`needs_tls`), and splits what
+describes the cluster (the spec) from what only this process uses (:class:`ClientOptions`).
+Nothing starts here. Imports only the layers below the cluster: specs, plugins, toolkit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dask.config
+
+from ._errors import SpecError
+from ._plugins import backend_info, installed_extensions
+from ._specs import (
+    TLS,
+    BackendInfo,
+    ClusterSpec,
+    SchedulerSpec,
+    WorkerSpec,
+    _frozen_map,
+    _positive_int,
+    check_address,
+    check_bindable,
+    check_port,
+)
+from .toolkit import is_loopback
+
+__all__ = ["GENERIC_OPTIONS", "ClientOptions", "build_spec", "needs_tls"]
+
+#: Options every backend accepts (LocalCluster's names where it has one).
+GENERIC_OPTIONS = (
+    "name", "n_workers", "threads_per_worker", "memory_limit", "resources", "gpus", "env",
+    "image", "worker_options", "scheduler", "host", "scheduler_port", "dashboard_address",
+    "scheduler_options", "idle_timeout", "start_timeout", "queue_timeout", "max_failures",
+    "shutdown_on_close", "poll_interval",
+    "asynchronous", "loop", "quiet", "silence_logs", "security", "dashboard_proxy_address",
+    "dashboard_token", "extensions",
+)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """What only this process uses: the keyword arguments of ``SpecCluster`` besides the spec."""
+
+    asynchronous: bool = False
+    loop: Any = None
+    quiet: bool = False
+    silence_logs: int | str | bool = logging.WARN
+    #: None: the installed extensions (the cluster loads them itself).
+    extensions: Mapping[str, Any] | None = None
+    dashboard_proxy_address: str = "127.0.0.1:0"
+    dashboard_token: str | None = None
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _new_name() -> str:
+    return f"dask-{os.urandom(4).hex()}"
+
+
+def needs_tls(info: BackendInfo, scheduler: SchedulerSpec) -> bool:
+    """Whether a cluster's traffic can leave this machine's loopback, so TLS is the default.
+
+    Only a backend whose processes all run here (capability ``loopback``: local, cuda,
+    fake) with a loopback ``host`` and the scheduler in this process stays on loopback;
+    every other cluster has a scheduler or workers bound to a reachable address.
+    """
+    return not ("loopback" in info.capabilities and is_loopback(scheduler.host)
+                and scheduler.placement == "local")
+
+
+def build_spec(backend: str, options: Mapping[str, Any], *, stacklevel: int = 2,
+               ) -> tuple[ClusterSpec, ClientOptions]:
+    """The spec of a new cluster on ``backend`` and the client-side options, from ``options``.
+
+    Imports only the named backend's plugin (and the installed extensions when
+    ``extensions=`` adds some). ``stacklevel`` is that of the ``security=False`` warning,
+    counted from the caller of this function.
+    """
+    info = backend_info(backend)
+    config = dask.config.get(f"deploy.{backend}", default={}) or {}
+    merged = {**{k.replace("-", "_"): v for k, v in config.items()}, **options}
+
+    # Checked before the defaults below compute with them (threads per worker from n_workers).
+    for key, low in (("n_workers", 0), ("threads_per_worker", 1)):
+        if merged.get(key) is not None:
+            _positive_int(merged[key], key, minimum=low)
+    for key, default in info.defaults.items():
+        if key not in merged:
+            merged[key] = default(merged) if callable(default) else default
+    backend_fields = {f.name for f in dataclasses.fields(info.options)} if info.options else set()
+    unknown = sorted(set(merged) - set(GENERIC_OPTIONS) - backend_fields)
+    if unknown:
+        accepted = ", ".join(sorted({*GENERIC_OPTIONS, *backend_fields}))
+        raise SpecError(unknown[0], merged[unknown[0]],
+                        f"not an option of backend {backend!r}; accepted: {accepted}")
+    backend_options = (info.options(**{k: merged.pop(k) for k in backend_fields if k in merged})
+                       if info.options else None)
+    g = {k: merged[k] for k in GENERIC_OPTIONS if k in merged}
+    sched_opts = dict(_frozen_map(g.get("scheduler_options"), "scheduler_options"))
+    port_option = "scheduler_port" if "scheduler_port" in g else "scheduler_options['port']"
+    worker = WorkerSpec(
+        nthreads=1 if g.get("threads_per_worker") is None else g["threads_per_worker"],
+        memory_limit=g.get("memory_limit", "auto"),
+        resources=g.get("resources") or {},
+        gpus=g.get("gpus", 0),
+        env=g.get("env") or {},
+        image=g.get("image"),
+        options=g.get("worker_options") or {},
+    )
+    scheduler = SchedulerSpec(
+        placement=g.get("scheduler", "local"),
+        host=g.get("host", sched_opts.pop("host", "127.0.0.1")) or "127.0.0.1",
+        port=check_port(g.get("scheduler_port", sched_opts.pop("port", 0)) or 0, port_option),
+        dashboard_address=g.get("dashboard_address",
+                                sched_opts.pop("dashboard_address", "127.0.0.1:0")),
+        idle_timeout=g.get("idle_timeout"),
+        options=sched_opts,
+    )
+    if scheduler.placement == "local" or "loopback" in info.capabilities:
+        check_bindable(scheduler.host)  # the scheduler binds it on this machine
+    if not isinstance(g.get("shutdown_on_close", True), bool):
+        raise SpecError("shutdown_on_close", g["shutdown_on_close"],
+                        "expected True (stop with this process) or False (leave it running)")
+    if not g.get("shutdown_on_close", True) and "detach" not in info.capabilities:
+        raise SpecError("shutdown_on_close", False,
+                        f"backend {backend!r} cannot leave a cluster running after this process")
+    if not g.get("shutdown_on_close", True) and scheduler.placement != "remote":
+        raise SpecError("shutdown_on_close", False,
+                        'a cluster that outlives this process needs scheduler="remote"')
+    security = g.get("security", needs_tls(info, scheduler))
+    if not isinstance(security, bool):
+        raise SpecError("security", security, "expected True (per-cluster TLS) or False (plain TCP)")
+    if not security and needs_tls(info, scheduler):
+        warnings.warn(f"security=False: the scheduler of this {backend} cluster accepts plain, "
+                      "unauthenticated connections beyond this machine's loopback; anyone who "
+                      "reaches it can run code as you", UserWarning, stacklevel=stacklevel + 1)
+    spec = ClusterSpec(
+        backend=backend,
+        tls=TLS.temporary() if security else None,
+        name=g.get("name") or _new_name(),
+        worker=worker,
+        scheduler=scheduler,
+        n_workers=g.get("n_workers", 0),
+        start_timeout=g.get("start_timeout", dask.config.get("deploy.start-timeout", 60)),
+        queue_timeout=g.get("queue_timeout", dask.config.get("deploy.queue-timeout", None)),
+        max_failures=g.get("max_failures", dask.config.get("deploy.max-failures", 5)),
+        shutdown_on_close=g.get("shutdown_on_close", True),
+        poll_interval=g.get("poll_interval", dask.config.get("deploy.poll-interval", 1.0)),
+        backend_options=backend_options,
+    )
+    extra = g.get("extensions")
+    if extra is not None and not isinstance(extra, Mapping):
+        raise SpecError("extensions", extra, "expected a mapping of name -> plugin object")
+    client = ClientOptions(
+        asynchronous=g.get("asynchronous", False), loop=g.get("loop"),
+        extensions={**installed_extensions(), **extra} if extra else None,
+        quiet=g.get("quiet", False), silence_logs=g.get("silence_logs", logging.WARN),
+        dashboard_proxy_address=check_address(
+            g.get("dashboard_proxy_address"), "dashboard_proxy_address") or "127.0.0.1:0",
+        dashboard_token=g.get("dashboard_token"))
+    return spec, client
