@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from ._profiles import SIZES
 
-__all__ = ["main"]
+__all__ = ["command", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = pytest_args(sys.argv[1:] if argv is None else argv)
     return int(pytest.main(args))
+
+
+def command(argv: Sequence[str]) -> int:
+    """Run the conformance suite against backend NAME.
+
+    The ``dask-deploy conformance`` command: this package registers it in the core's
+    ``dask_deploy.cli`` entry point group, and every argument after the command's name
+    comes here (``--help`` too); arguments after ``--`` go to pytest.
+    """
+    return main(argv)
 
 
 if __name__ == "__main__":

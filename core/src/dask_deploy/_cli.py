@@ -124,8 +124,78 @@ option_flag = click.option(
     help="cluster or backend option (repeatable), e.g. -o threads_per_worker=2")
 
 
+#: Entry points that add a command to ``dask-deploy``: the entry point's name is the
+#: command's; its object is a ``click.Command``, or a function that takes the arguments
+#: after the command's name (a list of strings, ``--help`` included) and returns an exit
+#: code. Loaded only when the command runs or ``--help`` lists it.
+CLI_GROUP = "dask_deploy.cli"
+
+# Commands that an optional package adds: what the user installs when it is missing.
+_PLUGIN_COMMANDS = {
+    "conformance": ("Run the conformance suite against a backend.",
+                    'the conformance suite is not installed: pip install "dask-deploy[conformance]"'),
+}
+
+
+def _cli_entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=CLI_GROUP)}
+
+
+class _PassThrough(click.Command):
+    """A plugin's command that parses its own arguments: every one goes to ``run``."""
+
+    def __init__(self, name: str, run: Any, help: str | None) -> None:
+        super().__init__(name, help=help, add_help_option=False,
+                         context_settings={"ignore_unknown_options": True})
+        self._run = run
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.args = list(args)
+        return ctx.args
+
+    def invoke(self, ctx: click.Context) -> Any:
+        sys.exit(self._run(list(ctx.args)))
+
+
+def _failing_command(name: str, help: str, message: str) -> click.Command:
+    def fail() -> None:
+        raise click.ClickException(message)
+
+    return _PassThrough(name, lambda argv: fail(), help)
+
+
+def _plugin_command(name: str) -> click.Command | None:
+    """The command ``name`` that a ``dask_deploy.cli`` entry point adds (None: there is none)."""
+    ep = _cli_entry_points().get(name)
+    if ep is None:
+        if name in _PLUGIN_COMMANDS:
+            return _failing_command(name, *_PLUGIN_COMMANDS[name])
+        return None
+    try:
+        obj = ep.load()
+    except Exception as e:
+        return _failing_command(name, f"(failed to import: {ep.value})",
+                                f"the command {name!r} ({ep.value}) failed to import: {e}")
+    if isinstance(obj, click.Command):
+        obj.name = name
+        return obj
+    return _PassThrough(name, obj, getattr(obj, "__doc__", None))
+
+
 class _Group(click.Group):
-    """Errors of ours print as one line (the message says what to do), unless --debug."""
+    """Errors of ours print as one line (the message says what to do), unless --debug.
+
+    Commands of other packages come from the ``dask_deploy.cli`` entry point group
+    (:data:`CLI_GROUP`), loaded by name: the core imports none of those packages.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_PLUGIN_COMMANDS, *_cli_entry_points()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or _plugin_command(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -389,28 +459,6 @@ def gc(yes: bool, dry_run: bool, backend_names: tuple[str, ...], all_users: bool
                    f"(run with --yes to remove them)")
     else:
         click.echo(f"{len(found)} removed" if found else "0 removed")
-
-
-@main.command(context_settings={"ignore_unknown_options": True})
-@click.argument("backend")
-@option_flag
-@click.option("--profile", type=click.Choice(["ci", "dev", "thorough"]),
-              help="hypothesis settings (default: ci when CI=true, else dev)")
-@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def conformance(backend: str, options: tuple[str, ...], profile: str | None,
-                pytest_args: tuple[str, ...]) -> None:
-    """Run the conformance suite against BACKEND.
-
-    Arguments after `--` go to pytest, e.g. `dask-deploy conformance local -- -k Scaling -x`.
-    """
-    try:
-        from dask_deploy_conformance import main as run_suite
-    except ImportError:
-        raise click.ClickException(
-            'the conformance suite is not installed: pip install "dask-deploy[conformance]"') from None
-    argv = [backend, *[a for o in options for a in ("--option", o)],
-            *(["--profile", profile] if profile else []), *(["--", *pytest_args] if pytest_args else [])]
-    sys.exit(run_suite(argv))
 
 
 @main.command()
