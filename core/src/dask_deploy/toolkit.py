@@ -9,7 +9,16 @@ Everything here is public and documented (``docs/writing-a-backend.md`` shows it
 * :func:`scheduler_kwargs` - a :class:`~dask_deploy.SchedulerSpec` as
   ``distributed.Scheduler`` keyword arguments;
 * :func:`wait_until` - poll a condition against a deadline, with the reason on timeout;
-* :func:`stop_then_wait` - ask politely, wait until gone, then force.
+* :func:`stop_then_wait` - ask politely, wait until gone, then force;
+* :func:`owner_tag`, :func:`created_tag`, :func:`tags_from_argv` - the ownership tags every
+  created thing carries (``dask-deploy gc`` judges by them);
+* the **agent** that the local, ssh and cloud backends share: :func:`agent_command` (the
+  command line of a supervisor that forks workers and schedulers from a pre-imported
+  template, over JSON lines on stdin/stdout or a unix socket) and :class:`AgentClient` (its
+  statuses: ``running``, ``exited`` with reasons, ``schedulers``; ``start``, ``stop``,
+  ``wait_for``);
+* :class:`LocalBackend`, :class:`LocalOptions`, :data:`LOCAL_INFO` - the local backend, to
+  build on (the ``cuda`` backend is a subclass).
 
 What the core does for every backend (close during start, liveness, retries) is not here:
 backends never need it. See :mod:`dask_deploy.hookspecs` for the contract.
@@ -21,13 +30,36 @@ import asyncio
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import BackendError, SpecError, StartTimeout
 from ._specs import ClusterSpec, SchedulerSpec, WorkerSpec
 
-__all__ = ["cli_flags", "is_loopback", "scheduler_kwargs", "stop_then_wait", "wait_until",
-           "worker_cli_args", "worker_kwargs"]
+if TYPE_CHECKING:
+    from ._agent import AgentClient, agent_command
+    from ._local import INFO as LOCAL_INFO
+    from ._local import LocalBackend, LocalOptions
+    from ._owner import created_tag, owner_tag, tags_from_argv
+
+__all__ = ["LOCAL_INFO", "AgentClient", "LocalBackend", "LocalOptions", "agent_command", "cli_flags",
+           "created_tag", "is_loopback", "owner_tag", "scheduler_kwargs", "stop_then_wait",
+           "tags_from_argv", "wait_until", "worker_cli_args", "worker_kwargs"]
+
+# Loaded on first use: the agent and the local backend import this module themselves.
+_LAZY = {"AgentClient": "_agent", "agent_command": "_agent", "created_tag": "_owner",
+         "owner_tag": "_owner", "tags_from_argv": "_owner", "LocalBackend": "_local",
+         "LocalOptions": "_local", "LOCAL_INFO": "_local"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f"dask_deploy.{_LAZY[name]}")
+        value = getattr(module, "INFO" if name == "LOCAL_INFO" else name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 T = TypeVar("T")
 

@@ -131,7 +131,7 @@ async def _copy_logs(folder: str, offsets: dict[str, int]) -> None:
 
 
 async def run_workers(args: argparse.Namespace, tls: Any) -> int:
-    from dask_deploy._agent import AgentClient, agent_command
+    from dask_deploy.toolkit import AgentClient, agent_command
 
     unit = args.name or await _claim_name(args, tls)
     workers = json.loads(args.workers)

@@ -23,8 +23,7 @@ from typing import Any, cast
 
 from dask.utils import parse_bytes
 from dask_deploy import BackendInfo, ClusterSpec, SpecError, WorkerSpec, hookimpl
-from dask_deploy._local import INFO as LOCAL_INFO
-from dask_deploy._local import LocalBackend, LocalOptions
+from dask_deploy.toolkit import LOCAL_INFO, LocalBackend, LocalOptions
 
 from ._expand import one_per_gpu, pinned, resolve_or_fail, visible_ids
 
