@@ -183,3 +183,27 @@ def test_agent_command_carries_start_timeout() -> None:
     cmd = agent_command("python", "c", listen="/x.sock", start_timeout=7)
     assert cmd[cmd.index("--start-timeout") + 1] == "7.0" and cmd[-2:] == ["--listen", "/x.sock"]
     assert "--start-timeout" not in agent_command("python", "c")
+
+
+def test_agent_exits_when_its_owner_can_no_longer_be_written_to(tmp_path: Any) -> None:
+    """A dead client's end of the agent's stdout fails a write before its stdin's EOF is
+    read: that also ends the agent, with what it forked (it once served no one forever)."""
+    agent = subprocess.Popen([sys.executable, "-m", "dask_deploy._agent", "--cluster", "t-epipe"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert agent.stdin is not None and agent.stdout is not None
+    try:
+        assert b'"ready"' in agent.stdout.readline()
+        start = {"op": "start", "name": "t-epipe-0", "role": "worker", "env": {},
+                 "kwargs": {"scheduler_ip": "tcp://127.0.0.1:9"}, "log": str(tmp_path / "w.log")}
+        agent.stdin.write(json.dumps(start).encode() + b"\n")
+        agent.stdin.flush()
+        worker = json.loads(agent.stdout.readline())["pid"]
+        agent.stdout.close()  # the client's read end goes; its write end (our stdin) stays
+        agent.stdin.write(b'{"op": "ps"}\n')  # its answer cannot be written
+        agent.stdin.flush()
+        assert agent.wait(timeout=30) == 0
+        assert not running(worker)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()

@@ -440,6 +440,7 @@ def main(argv: list[str] | None = None) -> None:
 def _loop(args: argparse.Namespace, agent: _Agent, sel: selectors.BaseSelector,
           conns: dict[int, _Conn], server: Any, wake_r: int, drop: Callable[[_Conn], None]) -> None:
     """Serve requests until the owner hangs up, a shutdown, a SIGTERM or the scheduler's end."""
+    owned = any(c.owner for c in conns.values())
     running = True
     while running:
         for key, _ in sel.select(timeout=0.1):
@@ -475,6 +476,10 @@ def _loop(args: argparse.Namespace, agent: _Agent, sel: selectors.BaseSelector,
                 running = agent.handle(request) and running
         agent.reap()
         agent.tick()
+        if owned and not any(c.owner for c in conns.values()):
+            # The owner is gone, whichever way it was dropped: an event that could not be
+            # written to it (its end of our stdout closed) drops it before its EOF is read.
+            running = False
         if args.listen and agent.scheduler_gone:
             running = False
         if agent.overdue():
