@@ -77,3 +77,18 @@ def test_close_is_one_operation_for_every_caller() -> None:
         assert stops == 1 and cluster.status.name == "closed"
 
     asyncio.run(main())
+
+
+def test_attach_to_a_scheduler_that_does_not_answer_is_one_line(agents_of: Any) -> None:
+    import dataclasses
+
+    from dask_deploy import ClusterSpec, DeployError, SchedulerSpec, attach
+    from dask_deploy._state import new_record, save
+
+    spec = ClusterSpec("local", "t-dead", scheduler=SchedulerSpec(placement="remote"),
+                       shutdown_on_close=False)
+    save(dataclasses.replace(new_record(spec, scheduler_address="tcp://127.0.0.1:9"), owner_pid=None))
+    with pytest.raises(DeployError, match="does not answer") as e:
+        attach("t-dead")
+    assert "\n" not in str(e.value)
+    assert agents_of("t-dead") == []  # nothing was started for it

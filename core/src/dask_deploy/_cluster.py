@@ -82,9 +82,8 @@ def attach(name: str, **client_options: Any) -> SpecCluster:
         raise DeployError(f"cluster {name!r} belongs to process {record.owner_pid} on "
                           f"{record.owner_host}; only detached clusters (shutdown_on_close=False) "
                           "can be attached from another process")
-    if not record.scheduler_answers():
-        raise DeployError(f"cluster {name!r} is recorded but its scheduler at "
-                          f"{record.scheduler_address} does not answer; `dask-deploy gc` removes it")
+    # Whether the scheduler answers is checked once the backend reopened the way to it
+    # (deploy_reattach: an SSH tunnel, a port-forward), in the start.
     return SpecCluster(record.spec, record=record, **client_options)
 
 
@@ -223,14 +222,16 @@ class SpecCluster(Cluster):  # type: ignore[misc]
     async def _start_inner(self) -> None:
         self._kick = asyncio.Event()
         self._lock = asyncio.Lock()
+        if self._attach_to is not None:
+            # First make sure the recorded scheduler is there: prepare may start things
+            # (a detached agent) that a cluster which is gone must not get.
+            address = await self._reattach(self._adopt(self._attach_to))
         prepare = asyncio.ensure_future(self._create("deploy_prepare"))
         try:
             # Let it begin (e.g. spawn the local agent) before the in-process scheduler's
             # constructor holds the loop: the two then boot side by side.
             await asyncio.sleep(0)
             if self._attach_to is not None:
-                address = self._adopt(self._attach_to)
-                address = await self._reattach(address)
                 await prepare
             else:
                 address = await self._start_scheduler(prepare)
@@ -262,16 +263,28 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         return record.scheduler_address
 
     async def _reattach(self, address: str) -> str:
-        """Reopen what this process needs to reach a recorded remote scheduler."""
-        if self.scheduler_handle is None:
-            return address
-        reached = await self._call("deploy_reattach", scheduler=self.scheduler_handle)
-        return str(reached) if reached else address
+        """Reopen what this process needs to reach a recorded remote scheduler, and check
+        that it answers there."""
+        if self.scheduler_handle is not None:
+            reached = await self._call("deploy_reattach", scheduler=self.scheduler_handle)
+            address = str(reached) if reached else address
+        from distributed.comm import connect
+
+        try:
+            comm = await connect(address, timeout=min(10.0, self.spec.start_timeout),
+                                 **self.security.get_connection_args("client"))
+        except Exception:
+            raise DeployError(f"cluster {self.name!r} is recorded but its scheduler at {address} "
+                              "does not answer; `dask-deploy gc` removes it") from None
+        await comm.close()
+        return address
 
     def _save_record(self) -> None:
         sched = self.scheduler_handle
+        # The backend's address of a remote scheduler, not the local end of a tunnel that
+        # only this process holds (deploy_reattach opens a new one for the next process).
         _state.save(_state.new_record(
-            self.spec, scheduler_address=self.scheduler_address,
+            self.spec, scheduler_address=sched.address if sched else self.scheduler_address,
             dashboard_address=sched.dashboard_address if sched else None,
             scheduler_handle=sched.handle if sched else None, handles=dict(self.handles)))
 
