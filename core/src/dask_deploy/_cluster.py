@@ -268,7 +268,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         if self.scheduler_handle is not None:
             reached = await self._call("deploy_reattach", scheduler=self.scheduler_handle)
             address = str(reached) if reached else address
-        from distributed.comm import connect
+        from distributed.comm.core import connect
 
         try:
             comm = await connect(address, timeout=min(10.0, self.spec.start_timeout),
