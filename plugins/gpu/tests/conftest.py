@@ -31,6 +31,10 @@ def _clean_gpu_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(name, raising=False)
     # distributed's own GPU dashboard metrics would call NVML too; keep them out of the way.
     monkeypatch.setenv("DASK_DISTRIBUTED__DIAGNOSTICS__NVML", "False")
+    # distributed's defaults must be in dask.config before the set: leaving a set that
+    # created the "distributed" section removes all of it, defaults loaded meanwhile too.
+    import distributed  # noqa: F401
+
     with dask.config.set({"distributed.diagnostics.nvml": False}):
         yield
     fake_nvml.uninstall()
