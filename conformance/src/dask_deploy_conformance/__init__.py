@@ -30,6 +30,7 @@ __all__ = [
     "RemoteSchedulerChecks",
     "ScalingChecks",
     "StateMachineChecks",
+    "TaskSubprocessChecks",
     "default_faults",
     "kill_worker",
     "main",

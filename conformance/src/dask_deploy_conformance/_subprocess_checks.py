@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from ._support import ClusterFactory, connected, plan, wait_for
-from .suite import wait_converged
+from ._support import ClusterFactory, connected, plan, wait_converged, wait_for
 
 __all__ = ["TaskSubprocessChecks"]
 

@@ -407,3 +407,16 @@ class ClusterFactory:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.clusters)
+
+
+def wait_converged(cluster: Any, n: int, timeout: float) -> None:
+    """Wait until exactly ``n`` planned workers are connected; fail fast on a crash loop."""
+    want = expected_workers(cluster, n)
+
+    def done() -> bool:
+        if cluster.error is not None:
+            raise AssertionError(f"crash loop while converging to {want} workers: {cluster.error}\n"
+                                 f"{describe(cluster)}")
+        return converged(cluster, want)
+
+    wait_for(done, timeout, f"exactly {want} planned workers are connected", cluster)

@@ -30,13 +30,12 @@ from ._support import (
     Faults,
     backend_info,
     connected,
-    converged,
     describe,
     discover,
-    expected_workers,
     merge_options,
     plan,
     requested,
+    wait_converged,
     wait_for,
 )
 
@@ -51,6 +50,7 @@ __all__ = [
     "RemoteSchedulerChecks",
     "ScalingChecks",
     "StateMachineChecks",
+    "TaskSubprocessChecks",
 ]
 
 requires = pytest.mark.deploy_requires
@@ -61,19 +61,6 @@ def _fault(faults: Faults, name: str) -> Any:
     if value is None:
         pytest.skip(f"deploy_faults.{name} is None: the backend cannot inject this fault")
     return value
-
-
-def wait_converged(cluster: Any, n: int, timeout: float) -> None:
-    """Wait until exactly ``n`` planned workers are connected; fail fast on a crash loop."""
-    want = expected_workers(cluster, n)
-
-    def done() -> bool:
-        if cluster.error is not None:
-            raise AssertionError(f"crash loop while converging to {want} workers: {cluster.error}\n"
-                                 f"{describe(cluster)}")
-        return converged(cluster, want)
-
-    wait_for(done, timeout, f"exactly {want} planned workers are connected", cluster)
 
 
 def _status(cluster: Any) -> str:
@@ -829,7 +816,11 @@ class StateMachineChecks:
 
 
 # pytest runs inherited tests in reverse MRO order: the last base class's tests first.
-class ConformanceSuite(StateMachineChecks, RemoteSchedulerChecks, LeakChecks, DashboardChecks,
-                       LogChecks, FaultChecks, AdaptivityChecks, ScalingChecks, LifecycleChecks):
+from ._subprocess_checks import TaskSubprocessChecks  # noqa: E402 - it uses the helpers above
+
+
+class ConformanceSuite(StateMachineChecks, TaskSubprocessChecks, RemoteSchedulerChecks, LeakChecks,
+                       DashboardChecks, LogChecks, FaultChecks, AdaptivityChecks, ScalingChecks,
+                       LifecycleChecks):
     """Every check. Subclass it as ``TestXxxConformance`` and override the ``deploy_*`` fixtures."""
 
