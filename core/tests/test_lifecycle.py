@@ -75,13 +75,13 @@ def test_gc_removes_what_a_killed_creator_left(wait_until: Any, agents_of: Any) 
         agent.suspend()  # a hung agent cannot clean up after its client...
         proc.kill()  # ...whose process dies without closing anything
         proc.wait(30)
-        dry = subprocess.run([sys.executable, "-m", "dask_deploy._cli", "gc", "--dry-run", "-b", "local"],
-                             capture_output=True, text=True, check=True, timeout=120)
-        assert "would remove local t-gc" in dry.stdout and "1 found" in dry.stdout
-        assert all(psutil.pid_exists(p) for p in pids)  # a dry run removes nothing
-        out = subprocess.run([sys.executable, "-m", "dask_deploy._cli", "gc", "-b", "local"],
-                             capture_output=True, text=True, check=True, timeout=120)
-        assert "removing local t-gc" in out.stdout
+        gc = [sys.executable, "-m", "dask_deploy._cli", "gc", "-b", "local", "--cluster", "t-gc",
+              "--grace", "0"]
+        dry = subprocess.run(gc, capture_output=True, text=True, check=True, timeout=120)
+        assert "would remove local t-gc" in dry.stdout and "nothing removed" in dry.stdout, dry.stdout
+        assert all(psutil.pid_exists(p) for p in pids)  # without --yes gc removes nothing
+        out = subprocess.run([*gc, "--yes"], capture_output=True, text=True, check=True, timeout=120)
+        assert "removed local t-gc" in out.stdout, out.stdout
         wait_until(lambda: not [p for p in pids if psutil.pid_exists(p)
                                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE],
                    30, "gc to kill the agent and its workers")
@@ -93,9 +93,10 @@ def test_gc_removes_what_a_killed_creator_left(wait_until: Any, agents_of: Any) 
 def test_gc_keeps_live_clusters(wait_until: Any, agents_of: Any) -> None:
     with Cluster.from_name("local", n_workers=1, name="t-live") as cluster:
         cluster.wait_for_workers(1, timeout=60)
-        out = subprocess.run([sys.executable, "-m", "dask_deploy._cli", "gc", "-b", "local"],
+        out = subprocess.run([sys.executable, "-m", "dask_deploy._cli", "gc", "-b", "local",
+                              "--cluster", "t-live", "--grace", "0", "--yes"],
                              capture_output=True, text=True, check=True, timeout=120)
-        assert "0 removed" in out.stdout
+        assert "keeping local t-live" in out.stdout and "0 removed" in out.stdout, out.stdout
         assert len(agents_of("t-live")) == 1
 
 

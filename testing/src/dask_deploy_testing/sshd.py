@@ -109,10 +109,31 @@ def ensure_remote_python() -> str:
             tmp.rename(src)
         site = next(venv.glob("lib/python*/site-packages"))
         (site / "_dask_deploy_core_src.pth").write_text(f"{src}\n")
+        _write_core_metadata(site)
         for path in [base, *base.rglob("*")]:  # readable (not writable) by the test user
             if not path.is_symlink():
                 path.chmod(path.stat().st_mode | (0o755 if path.is_dir() else 0o444))
     return str(python)
+
+
+def _write_core_metadata(site: Path) -> None:
+    """Core's entry points (the ``local`` backend, ...) for the sources on the ``.pth`` path:
+    backends are found through entry points only, and a path entry has none."""
+    import tomllib
+
+    project = tomllib.loads((CORE / "pyproject.toml").read_text())["project"]
+    dist = site / "dask_deploy_core-0.0.0.dist-info"
+    dist.mkdir(exist_ok=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: dask-deploy-core\nVersion: 0.0.0\n")
+    lines = []
+    for group, entries in project.get("entry-points", {}).items():
+        lines.append(f"[{group}]")
+        lines += [f"{name} = {value}" for name, value in entries.items()]
+    scripts = project.get("scripts", {})
+    if scripts:
+        lines.append("[console_scripts]")
+        lines += [f"{name} = {value}" for name, value in scripts.items()]
+    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
