@@ -10,6 +10,7 @@ table of min/median/max and the ratio ours/anchor of the medians.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -19,9 +20,8 @@ import time
 
 def trial(kind: str, n: int) -> dict[str, float]:
     import psutil
-    from distributed import LocalCluster
-
     from dask_deploy import Cluster
+    from distributed import LocalCluster
 
     t0 = time.perf_counter()
     if kind == "ours":
@@ -33,10 +33,8 @@ def trial(kind: str, n: int) -> dict[str, float]:
     time.sleep(2)  # let workers settle before measuring memory
     pss = 0
     for p in psutil.Process().children(recursive=True):
-        try:
+        with contextlib.suppress(psutil.Error):
             pss += p.memory_full_info().pss
-        except psutil.Error:
-            pass
     t1 = time.perf_counter()
     cluster.close()
     closed = time.perf_counter() - t1
@@ -61,7 +59,7 @@ def main() -> None:
                                      capture_output=True, text=True, check=True)
                 results.setdefault((kind, n), []).append(json.loads(out.stdout.splitlines()[-1]))
                 print(f"round {r} n={n} {kind}: {results[(kind, n)][-1]}", file=sys.stderr)
-    print(f"| N | metric | ours min/med/max | LocalCluster min/med/max | ratio ours/anchor (median) |")
+    print("| N | metric | ours min/med/max | LocalCluster min/med/max | ratio ours/anchor (median) |")
     print("|---|---|---|---|---|")
     for n in args.sizes:
         for metric, unit, scale in (("ready", "s", 1), ("close", "s", 1),
