@@ -279,6 +279,36 @@ def test_detach_and_reattach_in_cluster(emulator: Emulator, objects: Objects, wa
     wait_until(lambda: nothing_left(objects, name), 30, "every object of the cluster to be gone")
 
 
+def test_detach_then_attach_from_another_process_through_a_port_forward(
+        emulator: Emulator, objects: Objects, wait_until: Any) -> None:
+    # Out of the cluster the scheduler is reached through a port-forward that dies with the
+    # process that opened it; deploy_reattach opens a new one for the next process.
+    import subprocess
+    import sys
+    import textwrap
+
+    name = "detached-pf"
+    opts = emulator.backend_options(name=name, n_workers=1, shutdown_on_close=False)
+    first = Cluster.from_name("k8s", **opts)
+    first.wait_for_workers(1, timeout=120)
+    first.close()  # detached: the forward closes, the cluster stays
+    script = textwrap.dedent(f"""
+        from dask_deploy import attach
+        from distributed import Client
+        c = attach({name!r})
+        assert c.scheduler_address.startswith("tls://127.0.0.1:"), c.scheduler_address
+        c.scale(2)
+        c.wait_for_workers(2, timeout=120)
+        with Client(c) as client:
+            assert client.submit(sum, [1, 2]).result(timeout=60) == 3
+        c.shutdown()
+        print("attached and shut down")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "attached and shut down" in out.stdout, out.stdout + out.stderr
+    wait_until(lambda: nothing_left(objects, name), 30, "every object of the cluster to be gone")
+
+
 def test_close_while_the_secret_is_being_created_leaves_nothing(emulator: Emulator,
                                                                 objects: Objects) -> None:
     """A start cancelled after the API server made the Secret but before we read the answer."""

@@ -441,6 +441,19 @@ class K8sBackend:
         return await self._read_logs(pod)
 
     @hookimpl
+    async def deploy_reattach(self, cluster: ClusterSpec, scheduler: SchedulerInfo) -> str | None:
+        """Out of the cluster, a recorded scheduler is reached through a new port-forward to
+        its pod (the one recorded was this client's predecessor's); inside, as recorded."""
+        await self._connect()
+        if not (self.opts.port_forward if self.opts.port_forward is not None else not self.in_cluster):
+            return None
+        proto = scheduler.address.partition("://")[0] or "tcp"
+        comm = PortForward(self.ws_api, self.namespace, scheduler.handle.backend_id,
+                           cluster.scheduler.port or m.SCHEDULER_PORT)
+        self.forwards.append(comm)
+        return f"{proto}://127.0.0.1:{await comm.start()}"
+
+    @hookimpl
     async def deploy_dashboard_route(self, cluster: ClusterSpec, scheduler: SchedulerInfo) -> str | None:
         return f"http://{scheduler.dashboard_address}" if scheduler.dashboard_address else None
 
