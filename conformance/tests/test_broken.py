@@ -30,7 +30,8 @@ class Outcome:
 def _run(name: str, site: Path, work: Path) -> Outcome:
     report = work / f"{name}.xml"
     args = pytest_args([name, "--profile", "ci", "--timeout", "10", "-q",
-                        "--", f"--junitxml={report}", "-p", "no:logging"])
+                        "--", f"--junitxml={report}", "-p", "no:logging",
+                        "--timeout=180"])  # a hang in one check fails it, not the whole run
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
            "DASK_DEPLOY_STATE_DIR": str(work / f"state-{name}"), "CI": "true"}
     proc = subprocess.run([sys.executable, "-m", "pytest", *args], env=env, cwd=work,
