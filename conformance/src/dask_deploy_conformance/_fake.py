@@ -147,6 +147,7 @@ class FakeBackend:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None  # the cluster's, once it starts units
         self._unreachable: list[Any] = []  # workers of lost hosts (see :meth:`lose`)
+        self._stop_failed: list[FakeUnit] = []  # units whose stop failed (fail_stop)
 
     # -- run-time fault injection ----------------------------------------------------------
 
@@ -338,9 +339,9 @@ class FakeBackend:
     async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
         world = _WORLD.get(cluster.name, {})
         if self.options.fail_stop:
-            # Reported as a leak; the units go at teardown (in-process workers cannot
-            # outlive the test's event loop the way a stuck process outlives its client).
-            self._unreachable += [w for h in handles if h.name in world for w in world[h.name].workers]
+            # The units go at teardown, as a stuck process goes when its agent ends
+            # (in-process workers cannot outlive the test's event loop).
+            self._stop_failed += [world[h.name] for h in handles if h.name in world]
             raise BackendError(f"fake backend failed to stop {[h.name for h in handles]} (fail_stop=True)")
         await asyncio.gather(*(self._stop(world[h.name]) for h in handles if h.name in world))
 
@@ -396,6 +397,9 @@ class FakeBackend:
         for worker in self._unreachable:
             with contextlib.suppress(Exception):
                 await worker.close(nanny=False, executor_wait=False)
+        for fake in self._stop_failed:
+            with contextlib.suppress(Exception):
+                await self._stop(fake)
 
 
 INFO = BackendInfo(

@@ -288,7 +288,7 @@ def test_program_word_is_never_a_keyword_or_assignment(tmp_path: Path) -> None:
                        backend_options=OPTIONS["slurm"](python="X=1", walltime=None))
     backend = JobqueueBackend(spec)
     _, script = backend._worker_script(ADDRESS, [Unit("hostile-0", (WorkerSpec(env={"A": "1"}),))])
-    assert "\n'X=1' -m distributed.cli.dask_worker " in script
+    assert "\n$SETSID 'X=1' -m distributed.cli.dask_worker " in script
 
 
 # --------------------------------------------------------------------------------------

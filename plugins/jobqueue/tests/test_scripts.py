@@ -80,7 +80,9 @@ def test_slurm_array_script(tmp_path: Path) -> None:
     assert len(workers) == 2
     assert '--name "${UNIT}"-0 ' in workers[0] and '--name "${UNIT}"-1 ' in workers[1]
     for w in workers:
-        assert w.startswith("/opt/py/bin/python -m distributed.cli.dask_worker tcp://SCHEDULER-ADDRESS ")
+        # in a process group of its own (setsid when the node has it)
+        assert w.startswith("$SETSID /opt/py/bin/python -m distributed.cli.dask_worker "
+                            "tcp://SCHEDULER-ADDRESS ")
         assert "--nthreads 2 --memory-limit 4294967296 --no-nanny" in w
         # walltime 1h: workers retire 5 min before, staggered
         assert "--lifetime 3300s --lifetime-stagger 75s" in w

@@ -92,13 +92,18 @@ def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequen
     lines += list(prologue)  # shell by definition (module load, source activate...)
     lines += [f"export {assign(k, v)}" for k, v in {"DASK_DEPLOY_CLUSTER": cluster, **env}.items()]
     ticks = max(1, round(grace * 10))
-    lines += ["stopping=", "pids=", "reaper=",
+    # Each worker leads its own process group (setsid: no job control here, so the
+    # background child is not a group leader and setsid does not fork: its pid is the
+    # group's id). Signals go to the whole group, so what a task started goes with it.
+    lines += ["stopping=", "pids=", "all=", "reaper=",
+              "SETSID=; command -v setsid >/dev/null 2>&1 && SETSID=setsid",
+              "signal() { for p in $2; do kill -$1 -- -$p 2>/dev/null || kill -$1 $p 2>/dev/null; done; }",
               "stop() {",
               "  stopping=1",
               '  echo "dask-deploy: stopping (SIGTERM to the workers, SIGKILL after '
               f'{grace:g}s)"',
-              "  kill -TERM $pids 2>/dev/null",
-              f"  (for _ in $(seq {ticks}); do sleep 0.1; done; kill -KILL $pids 2>/dev/null) &",
+              "  signal TERM \"$pids\"",
+              f"  (for _ in $(seq {ticks}); do sleep 0.1; done; signal KILL \"$all\") &",
               "  reaper=$!",
               "}",
               "trap stop TERM INT"]
@@ -109,8 +114,8 @@ def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequen
         prefix = "".join(assign(k, v) + " " for k, v in extra_env.items())
         words = " ".join([command_word(argv[0]),
                           *(name if a == NAME else shlex.quote(a) for a in argv[1:])])
-        lines += [f"{prefix}{words} &",
-                  'pids="$pids $!"']
+        lines += [f"{prefix}$SETSID {words} &",
+                  'pids="$pids $!"; all="$all $!"']
     lines += [
         '[ -n "$stopping" ] && stop  # stopped while starting: reach the workers started since',
         "status=0",
@@ -118,12 +123,14 @@ def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequen
         "  wait -n; rc=$?",
         "  left=; for p in $pids; do kill -0 \"$p\" 2>/dev/null && left=\"$left $p\"; done",
         "  if [ \"$left\" = \"$pids\" ]; then [ \"$rc\" = 127 ] && break; continue; fi  # a signal",
+        "  for p in $pids; do kill -0 \"$p\" 2>/dev/null || signal KILL $p; done  # its leftovers",
         "  pids=$left",
         "  if [ \"$rc\" -ne 0 ] && [ -z \"$stopping\" ] && [ \"$status\" = 0 ]; then",
-        "    status=$rc; kill -TERM $pids 2>/dev/null  # one worker failed: end the job",
+        "    status=$rc; signal TERM \"$pids\"  # one worker failed: end the job",
         "  fi",
         "done",
         '[ -n "$reaper" ] && kill "$reaper" 2>/dev/null',
+        'signal KILL "$all"  # what the workers started ends with the job',
         f'echo "{TRAILER.format(code="$status")}"',
         "exit $status",
     ]
