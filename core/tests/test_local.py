@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -218,6 +219,68 @@ def test_detached_agent_outlives_clients_that_hang_up_abruptly(state_dir: str, w
                 got += chunk
         assert agent.poll() is None
     finally:
+        agent.kill()
+        agent.wait()
+
+
+def test_a_client_that_never_reads_does_not_stall_a_detached_agent(state_dir: str, wait_until: Any,
+                                                                    tmp_path: Any) -> None:
+    """Writes to socket clients never block: a stalled client's unread events wait in a
+    bounded buffer, and it is dropped when that overflows; the agent still starts, reaps
+    and reports workers to another client."""
+    import json
+    import socket
+    import threading
+
+    sock = os.path.join(state_dir, "agent.sock")
+    agent = subprocess.Popen([sys.executable, "-m", "dask_deploy._agent", "--cluster", "t-stall",
+                              "--listen", sock], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    stalled = socket.socket(socket.AF_UNIX)
+    try:
+        wait_until(lambda: os.path.exists(sock), 60, "the agent's socket")
+        stalled.connect(sock)
+        stalled.settimeout(30)
+
+        def flood() -> None:  # ~3 MB of replies it never reads: far over socket buffer + limit
+            with contextlib.suppress(OSError):  # dropped: EPIPE / reset
+                stalled.sendall(b'{"op": "ps"}\n' * 60000)
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        with socket.socket(socket.AF_UNIX) as other:
+            other.connect(sock)
+            other.settimeout(60)
+            for i in range(3):  # workers that start, and exit (stopped) while it stalls
+                start = {"op": "start", "name": f"t-stall-{i}", "role": "worker", "env": {},
+                         "kwargs": {"scheduler_ip": "tcp://127.0.0.1:9"},
+                         "log": str(tmp_path / f"{i}.log")}
+                other.sendall(f"{json.dumps(start)}\n".encode())
+            got = b""
+            while got.count(b'"op": "started"') < 3:
+                chunk = other.recv(65536)
+                assert chunk, f"the agent hung up (exit code {agent.poll()})"
+                got += chunk
+            other.sendall(b'{"op": "stop", "names": ["t-stall-0", "t-stall-1", "t-stall-2"], '
+                          b'"grace": 0}\n')
+            while got.count(b'"op": "exit"') < 3:  # reaped, and told to this client
+                chunk = other.recv(65536)
+                assert chunk, f"the agent hung up (exit code {agent.poll()})"
+                got += chunk
+        flooder.join(60)
+        assert not flooder.is_alive(), "the agent stopped reading the stalled client"
+        # The stalled client was dropped: what it finally reads ends (EOF or a reset).
+        total = 0
+        try:
+            while chunk := stalled.recv(1 << 20):
+                total += len(chunk)
+        except ConnectionError:
+            pass
+        except TimeoutError:
+            pytest.fail("the stalled client was never dropped")
+        assert total < 60000 * len(b'{"op": "ps", "children": {}}\n')  # not all the replies
+        assert agent.poll() is None
+    finally:
+        stalled.close()
         agent.kill()
         agent.wait()
 

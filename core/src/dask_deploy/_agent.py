@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import functools
 import json
 import os
 import selectors
@@ -330,11 +329,49 @@ def _rss(pid: int) -> int:
         return 0
 
 
-class _Conn:
-    """One controlling stream: the agent's stdin/stdout, or a client of its unix socket."""
+#: Bytes a socket client may leave unread before the agent drops it (one stalled client
+#: must not stall the agent: reaping, the other clients).
+_MAX_PENDING = 1 << 20
 
-    def __init__(self, fd: int, write: Callable[[bytes], object], owner: bool) -> None:
-        self.fd, self.write, self.owner, self.buf = fd, write, owner, b""
+
+class _Overflow(OSError):
+    """A socket client left more than :data:`_MAX_PENDING` bytes unread."""
+
+
+class _Conn:
+    """One controlling stream: the agent's stdin/stdout, or a client of its unix socket.
+
+    The owner's stdout is written as it is (the agent lives for that client). A socket
+    client's fd is non-blocking: what it does not take at once waits in ``pending`` (sent
+    when the fd is writable), and more than :data:`_MAX_PENDING` of it raises
+    :class:`_Overflow`, an ``OSError``, so the writer drops that client as a hung-up one.
+    """
+
+    def __init__(self, fd: int, write: Callable[[bytes], object] | None, owner: bool) -> None:
+        self.fd, self._write, self.owner, self.buf = fd, write, owner, b""
+        self.pending = bytearray()
+        if write is None:
+            os.set_blocking(fd, False)
+
+    def write(self, data: bytes) -> None:
+        if self._write is not None:
+            self._write(data)
+            return
+        if not self.pending:
+            data = data[self._send(data):]
+        self.pending += data
+        if len(self.pending) > _MAX_PENDING:
+            raise _Overflow(f"client left more than {_MAX_PENDING} bytes unread")
+
+    def flush(self) -> None:
+        """Send what the client can take now (when its fd is writable)."""
+        del self.pending[:self._send(self.pending)]
+
+    def _send(self, data: bytes | bytearray) -> int:
+        try:
+            return os.write(self.fd, data) if data else 0
+        except (BlockingIOError, InterruptedError):
+            return 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -443,14 +480,29 @@ def _loop(args: argparse.Namespace, agent: _Agent, sel: selectors.BaseSelector,
     owned = any(c.owner for c in conns.values())
     running = True
     while running:
-        for key, _ in sel.select(timeout=0.1):
+        for conn in list(conns.values()):  # a socket client with unsent data: when writable
+            if conn.fd != 0 and sel.get_key(conn.fd).events != (
+                    want := selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.pending else 0)):
+                sel.modify(conn.fd, want, "conn")
+        for key, events in sel.select(timeout=0.1):
+            if key.data == "conn" and key.fd not in conns:
+                continue  # dropped earlier in this round (an event it could not take)
+            if key.data == "conn" and events & selectors.EVENT_WRITE:
+                conn = conns[key.fd]
+                try:
+                    conn.flush()
+                except OSError:  # it hung up: only that client goes
+                    drop(conn)
+                    continue
+                if not events & selectors.EVENT_READ:
+                    continue
             if key.data == "wake":
                 if b"t" in os.read(wake_r, 4096):
                     running = False
                 continue
             if key.data == "accept" and server is not None:
                 fd = server.accept()[0].detach()
-                conn = _Conn(fd, functools.partial(os.write, fd), owner=False)
+                conn = _Conn(fd, None, owner=False)
                 try:
                     for line in [{"op": "ready", "pid": os.getpid()}, *agent.replay()]:
                         conn.write((json.dumps(line) + "\n").encode())
@@ -463,6 +515,8 @@ def _loop(args: argparse.Namespace, agent: _Agent, sel: selectors.BaseSelector,
             conn = conns[key.fd]
             try:
                 data = os.read(key.fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                continue
             except ConnectionError:  # a socket client hung up with data unread
                 data = b""
             if not data:
@@ -471,7 +525,7 @@ def _loop(args: argparse.Namespace, agent: _Agent, sel: selectors.BaseSelector,
                     running = False
                 continue
             conn.buf += data
-            while b"\n" in conn.buf:
+            while b"\n" in conn.buf and conns.get(key.fd) is conn:  # until it is dropped
                 request, conn.buf = conn.buf.split(b"\n", 1)
                 running = agent.handle(request) and running
         agent.reap()

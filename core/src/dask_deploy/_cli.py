@@ -38,12 +38,85 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
         if not sep:
             raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--option")
         name = _option_name(key, "--option")
+        if name == "dashboard_token":
+            raise click.BadParameter(_TOKEN_NOT_IN_ARGV, param_hint="--option")
         try:
             out[name] = yaml.safe_load(value)
         except yaml.YAMLError as e:
             raise click.BadParameter(f"{name}: the value {value!r} is not valid YAML: "
                                      f"{_yaml_problem(e)}", param_hint="--option") from None
     return out
+
+
+#: The dashboard token comes from here or --dashboard-token-file, never from argv (``ps``).
+TOKEN_ENV = "DASK_DEPLOY_DASHBOARD_TOKEN"
+_TOKEN_HOW = f"set {TOKEN_ENV} or pass --dashboard-token-file PATH (a 0600 file of yours)"
+_TOKEN_NOT_IN_ARGV = f"dashboard_token: not on the command line (others see it in `ps`); {_TOKEN_HOW}"
+
+
+def _refuse_token_value(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None:
+        raise click.BadParameter(_TOKEN_NOT_IN_ARGV, ctx=ctx, param=param)
+
+
+def _read_token_file(path: str) -> str:
+    """The token in ``path``: a regular file of this user, not readable by anyone else."""
+    import os
+    import stat
+
+    hint = "--dashboard-token-file"
+    try:
+        # O_NONBLOCK: a FIFO planted there must not hang us; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise click.BadParameter(f"{path}: cannot open: {e.strerror}", param_hint=hint) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise click.BadParameter(f"{path}: not a regular file", param_hint=hint)
+        if st.st_uid != os.getuid():
+            raise click.BadParameter(f"{path}: owned by uid {st.st_uid}, not by you",
+                                     param_hint=hint)
+        if st.st_mode & 0o077:
+            raise click.BadParameter(f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets others "
+                                     f"read it; chmod 600 {path}", param_hint=hint)
+        data = os.read(fd, 65536)
+    finally:
+        os.close(fd)
+    try:
+        token = data.decode().strip()
+    except UnicodeDecodeError:
+        raise click.BadParameter(f"{path}: not UTF-8 text", param_hint=hint) from None
+    if not token or any(c.isspace() or not c.isprintable() for c in token):
+        raise click.BadParameter(f"{path}: expected one token on one line", param_hint=hint)
+    return token
+
+
+def _dashboard_token(token_file: str | None) -> str | None:
+    """The dashboard token from --dashboard-token-file, else from $DASK_DEPLOY_DASHBOARD_TOKEN."""
+    import os
+
+    if token_file is not None:
+        return _read_token_file(token_file)
+    return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
+def token_flags(f: Any) -> Any:
+    """``--dashboard-token-file PATH``; ``--dashboard-token VALUE`` is refused with the way."""
+    f = click.option("--dashboard-token", "refused_token", hidden=True, expose_value=False,
+                     callback=_refuse_token_value)(f)
+    return click.option(
+        "--dashboard-token-file", "token_file", metavar="PATH",
+        help=f"the dashboard proxy's token, in a 0600 file of yours (or set {TOKEN_ENV}); "
+             "needed when the proxy binds beyond loopback")(f)
+
+
+def _echo_dashboard(cluster: Any, prefix: str = "Dashboard: ") -> None:
+    """The link, never the token; how to use the token when the proxy asks for one."""
+    click.echo(f"{prefix}{cluster.dashboard_link}")
+    if getattr(cluster, "dashboard_token", None):
+        click.echo("  (the proxy asks for the token: open the link once with ?token=<your token> "
+                   "appended; the browser then keeps a cookie)")
 
 
 _SPEC_KEYS = ("backend", "options", "workers", "adapt", "detach")
@@ -96,6 +169,9 @@ def _load_spec_file(path: str) -> dict[str, Any]:
         raise click.BadParameter(f"options={options!r}: expected a mapping of option names to "
                                  "values, e.g. {threads_per_worker: 2}", param_hint=hint)
     spec["options"] = {_option_name(k, f"{hint} options"): v for k, v in options.items()}
+    if "dashboard_token" in spec["options"]:  # a spec file is shared and committed
+        raise click.BadParameter(f"dashboard_token: not in a spec file; {_TOKEN_HOW}",
+                                 param_hint=f"{hint} options")
     if "workers" in spec:
         _count(spec["workers"], "workers", hint)
     if "detach" in spec and not isinstance(spec["detach"], bool):
@@ -281,8 +357,9 @@ def backends() -> None:
 @click.option("--file", "-f", "spec_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML spec: {backend, options: {...}, workers: N, adapt: {minimum, maximum}, detach}")
 @click.option("--timeout", default=600.0, show_default=True, help="seconds to wait for the workers")
+@token_flags
 def up(backend: str | None, options: tuple[str, ...], n_workers: int | None, detach: bool,
-       spec_file: str | None, timeout: float) -> None:
+       spec_file: str | None, timeout: float, token_file: str | None) -> None:
     """Start a cluster on BACKEND.
 
     Without --detach it runs until Ctrl-C; with --detach it keeps running and this command
@@ -297,6 +374,9 @@ def up(backend: str | None, options: tuple[str, ...], n_workers: int | None, det
     if n_workers is not None:
         _count(n_workers, "--workers", "--workers")
     opts = {**spec.get("options", {}), **_parse_options(options)}
+    token = _dashboard_token(token_file)
+    if token is not None:
+        opts["dashboard_token"] = token
     n = n_workers if n_workers is not None else spec.get("workers", opts.pop("n_workers", 1))
     detach = detach or bool(spec.get("detach"))
     if detach:
@@ -309,7 +389,7 @@ def up(backend: str | None, options: tuple[str, ...], n_workers: int | None, det
             cluster.adapt(**spec["adapt"])
         if n:
             _wait(cluster, n, timeout)
-        click.echo(f"Dashboard: {cluster.dashboard_link}")
+        _echo_dashboard(cluster)
         if detach:
             click.echo(f"Detached. Attach with dask_deploy.attach({cluster.name!r}); "
                        f"stop with `dask-deploy down {cluster.name}`.")
@@ -392,12 +472,20 @@ def logs(name: str, worker: str | None) -> None:
 
 @main.command()
 @click.argument("name")
-def dashboard(name: str) -> None:
+@click.option("--address", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
+              help="where the proxy listens; beyond loopback it needs a token")
+@token_flags
+def dashboard(name: str, address: str, token_file: str | None) -> None:
     """Serve the dashboard of cluster NAME through a local proxy until Ctrl-C."""
-    cluster = _attach(name)
+    from ._cluster import attach
+    from ._specs import check_address
+
+    address = check_address(address, "dashboard_proxy_address") or "127.0.0.1:0"
+    cluster = attach(name, quiet=True, dashboard_proxy_address=address,
+                     dashboard_token=_dashboard_token(token_file))
     try:
-        _block_until_interrupted(cluster, f"Dashboard of {name}: {cluster.dashboard_link}\n"
-                                          "Press Ctrl-C to stop.")
+        _echo_dashboard(cluster, f"Dashboard of {name}: ")
+        _block_until_interrupted(cluster, "Press Ctrl-C to stop.")
     finally:
         cluster.close()
 
@@ -465,7 +553,8 @@ def gc(yes: bool, dry_run: bool, backend_names: tuple[str, ...], all_users: bool
 @click.option("--backend", default="local", show_default=True, help="backend to run the demo on")
 @click.option("--workers", "n_workers", default=4, show_default=True, help="number of workers")
 @option_flag
-def demo(backend: str, n_workers: int, options: tuple[str, ...]) -> None:
+@token_flags
+def demo(backend: str, n_workers: int, options: tuple[str, ...], token_file: str | None) -> None:
     """Start a cluster, run a small computation, print timings and shut down."""
     from distributed import Client
 
@@ -473,12 +562,15 @@ def demo(backend: str, n_workers: int, options: tuple[str, ...]) -> None:
 
     t0 = time.perf_counter()
     click.echo(f"Starting {n_workers} workers on {backend!r} ...")
-    cluster = from_name(backend, n_workers=n_workers, quiet=True, **_parse_options(options))
+    opts = _parse_options(options)
+    if (token := _dashboard_token(token_file)) is not None:
+        opts["dashboard_token"] = token
+    cluster = from_name(backend, n_workers=n_workers, quiet=True, **opts)
     with cluster, Client(cluster) as client:
         _wait(cluster, n_workers, 300)
         click.echo(f"Cluster {cluster.name}: {n_workers} workers ready in "
                    f"{time.perf_counter() - t0:.2f} s")
-        click.echo(f"Dashboard: {cluster.dashboard_link}")
+        _echo_dashboard(cluster)
         t1 = time.perf_counter()
         total = client.submit(sum, client.map(lambda x: x * x, range(1000))).result()
         click.echo(f"sum of squares 0..999 = {total} in {time.perf_counter() - t1:.2f} s "

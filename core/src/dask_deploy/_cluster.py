@@ -780,11 +780,19 @@ class SpecCluster(Cluster):  # type: ignore[misc]
 
     @property
     def dashboard_link(self) -> str:
-        """The dashboard: through the core's proxy for a remote scheduler, else direct."""
+        """The dashboard: through the core's proxy for a remote scheduler, else direct.
+
+        Never contains the proxy's token (the link is printed and shown in widgets): a browser
+        opens it once with ``?token=`` + :attr:`dashboard_token` appended, then has a cookie.
+        """
         if self._proxy_server is not None:
-            token = f"?token={self._proxy_server.token}" if self._proxy_server.token else ""
-            return f"{self._proxy_server.url}/status{token}"
+            return f"{self._proxy_server.url}/status"
         return super().dashboard_link  # type: ignore[no-any-return]
+
+    @property
+    def dashboard_token(self) -> str | None:
+        """The token the dashboard proxy asks for (``?token=`` once, then a cookie), if any."""
+        return self._proxy.token
 
     def __repr__(self) -> str:
         workers = self.scheduler_info.get("workers", {})

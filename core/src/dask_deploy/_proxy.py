@@ -34,7 +34,8 @@ class DashboardProxy:
         if not is_loopback(host) and not token:
             raise SpecError("dashboard_proxy_address", f"{host}:{port}",
                             "binding the dashboard proxy beyond loopback needs a token "
-                            "(set dashboard_token=...), or bind it to 127.0.0.1")
+                            "(dashboard_token=..., or DASK_DEPLOY_DASHBOARD_TOKEN / --dashboard-token-file "
+                            "on the command line), or bind it to 127.0.0.1")
         self.target = target.rstrip("/")
         self.host, self.port, self.token = host, port, token
         self._runner: web.AppRunner | None = None

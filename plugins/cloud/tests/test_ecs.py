@@ -154,6 +154,34 @@ def test_secure_defaults(options: dict[str, Any], boto: Any, runner: TaskRunner,
         assert "PRIVATE KEY" not in text
 
 
+def test_a_name_reused_gets_fresh_key_material(options: dict[str, Any], boto: Any, discover: Any,
+                                                name: str) -> None:
+    """A secret left by an earlier start of the same name (its teardown never ran) is
+    overwritten by the next start, never re-used; gc finds it by its kind and deletes it."""
+    sm = boto("secretsmanager")
+    secret_id = f"dask-deploy/{name}/tls"
+    with Cluster.from_name("fargate", n_workers=0, **options) as first:
+        assert first.spec.tls is not None
+        old = sm.get_secret_value(SecretId=secret_id)["SecretString"]
+        assert json.loads(old)["cert"] == first.spec.tls.cert
+        old_tags = sm.describe_secret(SecretId=secret_id)["Tags"]
+    # What a start whose teardown never ran leaves behind: the secret, as it was.
+    sm.create_secret(Name=secret_id, SecretString=old, Tags=old_tags)
+    (left,) = discover("fargate", name)
+    assert left.data["kind"] == "secret" and left.name == secret_id
+    with Cluster.from_name("fargate", n_workers=0, **options) as second:
+        assert second.spec.tls is not None and second.spec.tls.cert != first.spec.tls.cert
+        new = json.loads(sm.get_secret_value(SecretId=secret_id)["SecretString"])
+        assert new == {"cert": second.spec.tls.cert, "key": second.spec.tls.key}
+        assert json.dumps(new) != old
+    assert discover("fargate", name) == []  # the second's teardown deleted it
+    # gc's stop path deletes a leftover secret by the handle discover gives.
+    sm.create_secret(Name=secret_id, SecretString=old, Tags=old_tags)
+    run_hook("fargate", "deploy_stop_workers", handles=discover("fargate", name))
+    assert discover("fargate", name) == []
+    assert not sm.list_secrets(Filters=[{"Key": "name", "Values": [secret_id]}])["SecretList"]
+
+
 def test_local_scheduler_plain_tcp(options: dict[str, Any], boto: Any, discover: Any, name: str) -> None:
     with Cluster.from_name("fargate", scheduler="local", security=False, n_workers=1,
                            **{**options, "dashboard_address": "127.0.0.1:0"}) as cluster, \

@@ -18,7 +18,8 @@ OWNER = {"apiVersion": "v1", "kind": "Secret", "name": "c", "uid": "u-1"}
 @pytest.mark.parametrize(("option", "value"), [
     ("namespace", "Not_A_Namespace"), ("service_type", "Ingress"), ("stop_grace", -1),
     ("stop_grace", True), ("port_forward", "yes"), ("python", ""), ("pod_spec", {"containers": []}),
-    ("labels", {"a": 1}), ("kubeconfig", ""),
+    ("labels", {"a": 1}), ("kubeconfig", ""), ("fs_group", -1), ("fs_group", "1000"),
+    ("fs_group", True), ("dashboard_listen_address", ""), ("dashboard_listen_address", 3),
 ])
 def test_options_are_validated_with_the_option_named(option: str, value: Any) -> None:
     with pytest.raises(SpecError, match=option):
@@ -155,3 +156,35 @@ async def test_in_cluster_configuration(emulator: Emulator, tmp_path: Path,
     # an explicit kubeconfig wins over the service account
     _, namespace, inside = await _backend.connect(K8sOptions(kubeconfig=emulator.kubeconfig))
     assert not inside and namespace == "default"
+
+
+def test_tls_secret_is_readable_by_a_non_root_user_of_the_pod_group() -> None:
+    """Mode 0440 and ``fsGroup``: a container running as a non-root user of that group reads
+    the key; a user's own securityContext is merged over ours; fs_group=None leaves it unset."""
+    tls = TLS.temporary()
+    unit = Unit("c-0", (WorkerSpec(),))
+    for pod in (m.worker_pod(spec(tls=tls), "ns", OWNER, unit, "tls://x:8786"),
+                m.scheduler_pod(spec(tls=tls), "ns", OWNER)):
+        (vol,) = pod["spec"]["volumes"]
+        assert vol["secret"]["defaultMode"] == 0o440 == 288
+        assert pod["spec"]["securityContext"] == {"fsGroup": 1000}
+    pod = m.worker_pod(spec(tls=tls, fs_group=2000, pod_spec={"securityContext": {"runAsUser": 7}}),
+                       "ns", OWNER, unit, "tls://x:8786")
+    assert pod["spec"]["securityContext"] == {"fsGroup": 2000, "runAsUser": 7}
+    pod = m.worker_pod(spec(tls=tls, fs_group=None), "ns", OWNER, unit, "tls://x:8786")
+    assert "securityContext" not in pod["spec"]
+
+
+def test_scheduler_dashboard_binds_one_pod_address() -> None:
+    """Never all pod addresses: loopback behind a port-forward, else the pod IP the Service
+    reaches; ``dashboard_listen_address`` overrides. The comm port is unchanged."""
+    def kwargs(port_forward: bool, **opts: Any) -> dict[str, Any]:
+        pod = m.scheduler_pod(spec(**opts), "ns", OWNER, port_forward=port_forward)
+        out: dict[str, Any] = json.loads(pod["spec"]["containers"][0]["command"][-1])
+        return out
+
+    assert kwargs(True)["dashboard_address"] == "127.0.0.1:8787"
+    assert kwargs(False)["dashboard_address"] == "$(POD_IP):8787"
+    assert kwargs(True)["host"] == kwargs(False)["host"] == "0.0.0.0"
+    assert kwargs(True, dashboard_listen_address="$(POD_IP)")["dashboard_address"] == "$(POD_IP):8787"
+    assert all("0.0.0.0" not in kwargs(f)["dashboard_address"] for f in (True, False))

@@ -265,16 +265,21 @@ class Infra:
         if tls is None:
             return
         name = f"dask-deploy/{self.spec.name}/tls"
+        value = json.dumps({"cert": tls.cert, "key": tls.key})
         try:
             created = await self.aws(
                 "secretsmanager", "create_secret", Name=name,
                 Description=f"TLS identity of dask-deploy cluster {self.spec.name}",
-                SecretString=json.dumps({"cert": tls.cert, "key": tls.key}),
-                Tags=tag_list(self.kind_tags("secret")))
+                SecretString=value, Tags=tag_list(self.kind_tags("secret")))
         except AWSError as e:
             if e.code != "ResourceExistsException":
                 raise
-            created = await self.aws("secretsmanager", "describe_secret", SecretId=name)
+            # Left by an earlier start of this name: never re-use its key material; this
+            # start's identity becomes the current version, and the tags name this owner.
+            created = await self.aws("secretsmanager", "put_secret_value", SecretId=name,
+                                     SecretString=value)
+            await self.aws("secretsmanager", "tag_resource", SecretId=created["ARN"],
+                           Tags=tag_list(self.kind_tags("secret")))
         self.secret_arn = created["ARN"]
 
     async def role(self, suffix: str, service: str, statements: Sequence[tuple[Sequence[str], str]]

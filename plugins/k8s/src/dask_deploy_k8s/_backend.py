@@ -215,6 +215,10 @@ class K8sBackend:
 
     # -- scheduler ------------------------------------------------------------------------
 
+    def _port_forward(self) -> bool:
+        """Whether the scheduler is reached through a port-forward (default: out of the cluster)."""
+        return self.opts.port_forward if self.opts.port_forward is not None else not self.in_cluster
+
     @hookimpl
     async def deploy_start_scheduler(self, cluster: ClusterSpec) -> SchedulerInfo:
         assert self.owner is not None and self.watch is not None
@@ -228,7 +232,8 @@ class K8sBackend:
         try:
             svc = await self._call("creating the scheduler Service", self.api.create_namespaced_service,
                                    ns, m.scheduler_service(cluster, ns, self.owner, self.tags))
-            await self._create_pod(m.scheduler_pod(cluster, ns, self.owner, self.tags),
+            await self._create_pod(m.scheduler_pod(cluster, ns, self.owner, self.tags,
+                                                   port_forward=self._port_forward()),
                                    "creating the scheduler pod")
             return await self._await_scheduler(cluster, handle, svc)
         except BaseException:
@@ -256,7 +261,7 @@ class K8sBackend:
         proto = "tls" if cluster.tls else "tcp"
         port = cluster.scheduler.port or m.SCHEDULER_PORT
         self.worker_address = f"{proto}://{svc['spec']['clusterIP']}:{port}"
-        forward = self.opts.port_forward if self.opts.port_forward is not None else not self.in_cluster
+        forward = self._port_forward()
         dashboard = None
         if forward:
             comm = PortForward(self.ws_api, self.namespace, name, port)
@@ -445,7 +450,7 @@ class K8sBackend:
         """Out of the cluster, a recorded scheduler is reached through a new port-forward to
         its pod (the one recorded was this client's predecessor's); inside, as recorded."""
         await self._connect()
-        if not (self.opts.port_forward if self.opts.port_forward is not None else not self.in_cluster):
+        if not self._port_forward():
             return None
         proto = scheduler.address.partition("://")[0] or "tcp"
         comm = PortForward(self.ws_api, self.namespace, scheduler.handle.backend_id,

@@ -138,15 +138,23 @@ def _pod(spec: ClusterSpec, namespace: str, owner: Obj, name: dict[str, str], la
     opts = spec.backend_options or K8sOptions()
     volumes = []
     if spec.tls is not None:
-        volumes.append({"name": "dask-tls", "secret": {"secretName": spec.name, "defaultMode": 0o400}})
+        # 0440 and fsGroup: readable by the container's user also when it is not root.
+        volumes.append({"name": "dask-tls", "secret": {"secretName": spec.name, "defaultMode": 0o440}})
         for c in containers:
             c["volumeMounts"] = [{"name": "dask-tls", "mountPath": TLS_DIR, "readOnly": True}]
             c["env"].append({"name": "DASK_DEPLOY_TLS_DIR", "value": TLS_DIR})
     pod_spec: Obj = {"restartPolicy": "Never", "terminationGracePeriodSeconds": opts.stop_grace,
                      "automountServiceAccountToken": False, "containers": containers,
                      **({"volumes": volumes} if volumes else {})}
+    if opts.fs_group is not None:
+        pod_spec["securityContext"] = {"fsGroup": opts.fs_group}
     for key, value in opts.pod_spec.items():
-        pod_spec[key] = [*pod_spec.get(key, []), *value] if key == "volumes" else value
+        if key == "volumes":
+            pod_spec[key] = [*pod_spec.get(key, []), *value]
+        elif key == "securityContext" and isinstance(value, Mapping):
+            pod_spec[key] = {**pod_spec.get(key, {}), **value}
+        else:
+            pod_spec[key] = value
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {**name, "namespace": namespace, "labels": labels, "ownerReferences": [owner],
                          **_meta(annotations)},
@@ -164,13 +172,17 @@ def _command(spec: ClusterSpec, role: str, kwargs: Mapping[str, Any]) -> list[st
 
 
 def scheduler_pod(spec: ClusterSpec, namespace: str, owner: Obj,
-                  annotations: Mapping[str, str] | None = None) -> Obj:
+                  annotations: Mapping[str, str] | None = None, *, port_forward: bool = False) -> Obj:
+    """``port_forward``: whether the client reaches the pod through a port-forward (the
+    dashboard then listens on the pod's loopback only, unless ``dashboard_listen_address``)."""
     s = spec.scheduler
-    host = (spec.backend_options or K8sOptions()).listen_address
+    opts = spec.backend_options or K8sOptions()
+    host = opts.listen_address
+    dash_host = opts.dashboard_listen_address or ("127.0.0.1" if port_forward else "$(POD_IP)")
     port = s.port or SCHEDULER_PORT
     # In the pod: listen on ``listen_address`` and the well-known ports.
     kwargs = {**scheduler_kwargs(s), "host": host, "port": port,
-              "dashboard_address": f"{host}:{DASHBOARD_PORT}"}
+              "dashboard_address": f"{dash_host}:{DASHBOARD_PORT}"}
     container = {
         "name": "scheduler", "image": spec.worker.image, "command": _command(spec, "scheduler", kwargs),
         "env": _env({}),

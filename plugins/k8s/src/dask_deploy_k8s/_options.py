@@ -36,6 +36,14 @@ class K8sOptions:
     #: pod IP and a port-forward on the pod's localhost. (The generic ``host`` option is for
     #: a scheduler in this process.)
     listen_address: str = "0.0.0.0"
+    #: Where the scheduler pod's dashboard (plain HTTP) listens. None: the pod's loopback
+    #: when the client reaches it through a port-forward (which dials the pod's localhost; no
+    #: other pod can), else the pod's own address ``$(POD_IP)``, which the Service reaches.
+    #: The core's dashboard proxy is in front either way.
+    dashboard_listen_address: str | None = None
+    #: ``fsGroup`` of every pod: the group that may read the mounted TLS Secret (mode 0440),
+    #: so a container running as a non-root user can read it. None: leave it unset.
+    fs_group: int | None = 1000
     #: Type of the scheduler's Service.
     service_type: str = "ClusterIP"
     #: Seconds a deleted pod gets to leave cleanly (``terminationGracePeriodSeconds``).
@@ -59,6 +67,14 @@ class K8sOptions:
             raise SpecError("python", self.python, "expected the interpreter to run inside the image")
         if not isinstance(self.listen_address, str) or not self.listen_address:
             raise SpecError("listen_address", self.listen_address, 'expected an address such as "0.0.0.0"')
+        if self.dashboard_listen_address is not None and (
+                not isinstance(self.dashboard_listen_address, str)
+                or not self.dashboard_listen_address):
+            raise SpecError("dashboard_listen_address", self.dashboard_listen_address,
+                            'expected an address such as "$(POD_IP)" or "127.0.0.1", or None')
+        if self.fs_group is not None and (isinstance(self.fs_group, bool)
+                                          or not isinstance(self.fs_group, int) or self.fs_group < 0):
+            raise SpecError("fs_group", self.fs_group, "expected a group id >= 0, or None")
         if self.port_forward not in (None, True, False):
             raise SpecError("port_forward", self.port_forward, "expected True, False or None (automatic)")
         if self.service_type not in _SERVICE_TYPES:

@@ -240,11 +240,12 @@ class Emulator:
         """Options for ``Cluster.from_name("k8s", ...)`` against this emulator.
 
         ``python`` is this interpreter (the kubelet ignores images), and a scheduler pod listens
-        on its pod's address (``$(POD_IP)``): pods share this machine's network here, so
-        binding 0.0.0.0 as in a real pod would clash and would leave loopback.
+        on its pod's address (``$(POD_IP)``), its dashboard too: pods share this machine's
+        network here, so binding 0.0.0.0 (or the pod's 127.0.0.1) as in a real pod would clash
+        and would leave loopback.
         """
         return {"kubeconfig": self.kubeconfig, "python": sys.executable, "listen_address": "$(POD_IP)",
-                **extra}
+                "dashboard_listen_address": "$(POD_IP)", **extra}
 
     def call(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``await fn(CoreV1Api)`` against this emulator (for sync tests, in a new loop)."""
