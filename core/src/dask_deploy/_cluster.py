@@ -226,7 +226,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             # First make sure the recorded scheduler is there: prepare may start things
             # (a detached agent) that a cluster which is gone must not get.
             address = await self._reattach(self._adopt(self._attach_to))
-        prepare = asyncio.ensure_future(self._create("deploy_prepare"))
+        prepare = self._create("deploy_prepare")
         try:
             # Let it begin (e.g. spawn the local agent) before the in-process scheduler's
             # constructor holds the loop: the two then boot side by side.
@@ -321,15 +321,15 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         result = getattr(self._hook, hook)(cluster=self.spec, **kwargs)
         return await result if result is not None else None
 
-    async def _create(self, hook: str, keep: Callable[[Any], None] | None = None,
-                      **kwargs: Any) -> Any:
+    def _create(self, hook: str, keep: Callable[[Any], None] | None = None,
+                **kwargs: Any) -> asyncio.Future[Any]:
         """Call a hook that creates something, so that a racing close() cannot lose it.
 
-        The call runs as a task of its own that close() does not cancel: close() waits for
-        it, and ``keep`` records what it returned (a handle) before anybody else runs, so
-        close() then stops it. Whoever awaits this may be cancelled meanwhile; the call
-        goes on. This is the one place where "close during start" is handled: backends
-        only create, stop, poll and describe.
+        The call runs as a task of its own, started now, that close() does not cancel:
+        close() waits for it, and ``keep`` records what it returned (a handle) before
+        anybody else runs, so close() then stops it. Await the returned future; whoever
+        awaits it may be cancelled meanwhile, the call goes on. This is the one place where
+        "close during start" is handled: backends only create, stop, poll and describe.
         """
         async def run() -> Any:
             result = await self._call(hook, **kwargs)
@@ -340,7 +340,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         task = asyncio.ensure_future(run())
         self._creating.add(task)
         task.add_done_callback(self._creating.discard)
-        return await asyncio.shield(task)
+        return asyncio.shield(task)
 
     def _keep_scheduler(self, info: SchedulerInfo | None) -> None:
         if info is None:
