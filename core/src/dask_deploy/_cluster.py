@@ -142,6 +142,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         self._loop_task: asyncio.Task[None] | None = None
         self._start_task: asyncio.Future[None] | None = None
         self._close_task: asyncio.Future[None] | None = None
+        self._torn_down = False  # deploy_teardown ran: no hook is called after it
         #: Hook calls that create something and are still running (see :meth:`_create`).
         self._creating: set[asyncio.Future[Any]] = set()
         #: Units whose lost workers are being removed from the scheduler (see :meth:`_forget`).
@@ -317,7 +318,12 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         return str(address)
 
     async def _call(self, hook: str, **kwargs: Any) -> Any:
-        """Call a backend hook and await its result (None: not implemented)."""
+        """Call a backend hook and await its result (None: not implemented).
+
+        Never after ``deploy_teardown``: a backend may release its clients there for good.
+        """
+        if self._torn_down:
+            raise DeployError(f"cluster {self.name} is closed: {hook} is not called any more")
         result = getattr(self._hook, hook)(cluster=self.spec, **kwargs)
         return await result if result is not None else None
 
@@ -745,6 +751,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                     errors.append(e)
         with contextlib.suppress(Exception):
             await self._call("deploy_teardown")
+        self._torn_down = True
         if self._proxy_server is not None:
             await self._proxy_server.close()
         if self._shutdown:
