@@ -62,6 +62,32 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _per_request_transformers() -> None:
+    """Make moto's response shaping per request (it is per class, shared by its threads).
+
+    moto decides whether ``describe_tasks`` returns tags by writing into a dict that belongs
+    to the response *class*; its threaded server serves requests concurrently, so a request
+    without ``include=["TAGS"]`` (the task runner's polling) could strip the tags from a
+    concurrent one that asked for them. A task without tags is invisible to discovery and
+    to the tests' own checks. Each request now writes into a copy of its own.
+    """
+    from moto.core.responses import BaseResponse
+    from moto.core.serialize import never_return
+
+    if getattr(BaseResponse, "_dask_deploy_per_request", False):
+        return
+
+    def shape(self: Any, path: str, transform: Any) -> None:
+        own = self.__dict__.get("RESPONSE_KEY_PATH_TO_TRANSFORMER")
+        if own is None:
+            own = self.RESPONSE_KEY_PATH_TO_TRANSFORMER = dict(type(self).RESPONSE_KEY_PATH_TO_TRANSFORMER)
+        own[path] = transform
+
+    BaseResponse._include_in_response = lambda self, path: shape(self, path, lambda x: x)
+    BaseResponse._exclude_from_response = lambda self, path: shape(self, path, never_return)
+    BaseResponse._dask_deploy_per_request = True
+
+
 class MotoServer:
     """moto's threaded server on 127.0.0.1 (a free port), with ECS task states pinned.
 
@@ -78,6 +104,8 @@ class MotoServer:
     def start(self) -> MotoServer:
         from moto.moto_api import state_manager
         from moto.server import ThreadedMotoServer
+
+        _per_request_transformers()
 
         state_manager.set_transition(model_name="ecs::task",
                                      transition={"progression": "manual", "times": 10**9})
