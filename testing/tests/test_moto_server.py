@@ -34,8 +34,8 @@ def test_tags_survive_a_concurrent_request_without_them() -> None:
         for p in pollers:
             p.start()
         try:
-            untagged = sum(not ecs.describe_clusters(clusters=["tagged"], include=["TAGS"])["clusters"][0].get("tags")
-                           for _ in range(300))
+            answers = [ecs.describe_clusters(clusters=["tagged"], include=["TAGS"]) for _ in range(300)]
+            untagged = sum(not a["clusters"][0].get("tags") for a in answers)
         finally:
             stop.set()
             for p in pollers:
