@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import boto3
 from dask_deploy_testing.cloud import MotoServer
@@ -17,7 +18,7 @@ def test_tags_survive_a_concurrent_request_without_them() -> None:
     """
     server = MotoServer().start()
     try:
-        def client() -> object:
+        def client() -> Any:
             return boto3.client("ecs", endpoint_url=server.endpoint_url, region_name=server.region,
                                 aws_access_key_id="testing", aws_secret_access_key="testing")
 

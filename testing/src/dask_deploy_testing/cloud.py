@@ -74,18 +74,20 @@ def _per_request_transformers() -> None:
     from moto.core.responses import BaseResponse
     from moto.core.serialize import never_return
 
-    if getattr(BaseResponse, "_dask_deploy_per_request", False):
-        return
-
     def shape(self: Any, path: str, transform: Any) -> None:
         own = self.__dict__.get("RESPONSE_KEY_PATH_TO_TRANSFORMER")
         if own is None:
             own = self.RESPONSE_KEY_PATH_TO_TRANSFORMER = dict(type(self).RESPONSE_KEY_PATH_TO_TRANSFORMER)
         own[path] = transform
 
-    BaseResponse._include_in_response = lambda self, path: shape(self, path, lambda x: x)
-    BaseResponse._exclude_from_response = lambda self, path: shape(self, path, never_return)
-    BaseResponse._dask_deploy_per_request = True
+    def include(self: Any, path: str) -> None:
+        shape(self, path, lambda x: x)
+
+    def exclude(self: Any, path: str) -> None:
+        shape(self, path, never_return)
+
+    BaseResponse._include_in_response = include  # type: ignore[method-assign]
+    BaseResponse._exclude_from_response = exclude  # type: ignore[method-assign]
 
 
 class MotoServer:
