@@ -86,8 +86,8 @@ def _per_request_transformers() -> None:
     def exclude(self: Any, path: str) -> None:
         shape(self, path, never_return)
 
-    BaseResponse._include_in_response = include  # type: ignore[method-assign]
-    BaseResponse._exclude_from_response = exclude  # type: ignore[method-assign]
+    BaseResponse._include_in_response = include  # type: ignore[method-assign,assignment]
+    BaseResponse._exclude_from_response = exclude  # type: ignore[method-assign,assignment]
 
 
 class MotoServer:
@@ -234,8 +234,8 @@ class TaskRunner:
         EC2ContainerServiceBackend.stop_task = patched_stop  # type: ignore[method-assign,assignment]
 
         def undo() -> None:
-            EC2ContainerServiceBackend.run_task = run_task  # type: ignore[method-assign]
-            EC2ContainerServiceBackend.stop_task = stop_task  # type: ignore[method-assign]
+            EC2ContainerServiceBackend.run_task = run_task  # type: ignore[method-assign,assignment]
+            EC2ContainerServiceBackend.stop_task = stop_task  # type: ignore[method-assign,assignment]
 
         self._unpatch.append(undo)
 
