@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._compat import Alias, CompatTable, Convert
 from ._errors import (
     BackendError,
     BackendNotFound,
@@ -65,12 +66,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TLS",
+    "Alias",
     "BackendError",
     "BackendInfo",
     "BackendNotFound",
     "Cluster",
     "ClusterRecord",
     "ClusterSpec",
+    "CompatTable",
+    "Convert",
     "CrashLoopError",
     "DeployError",
     "Handle",

@@ -19,6 +19,7 @@ from typing import Any
 
 import dask.config
 
+from ._compat import anchor_config, compat_table, did_you_mean, translate
 from ._errors import SpecError
 from ._plugins import backend_info, installed_extensions
 from ._specs import (
@@ -89,8 +90,25 @@ def build_spec(backend: str, options: Mapping[str, Any], *, stacklevel: int = 2,
     counted from the caller of this function.
     """
     info = backend_info(backend)
-    config = dask.config.get(f"deploy.{backend}", default={}) or {}
-    merged = {**{k.replace("-", "_"): v for k, v in config.items()}, **options}
+    backend_fields = {f.name for f in dataclasses.fields(info.options)} if info.options else set()
+    known = {*GENERIC_OPTIONS, *backend_fields}
+    table = compat_table(backend, info.options)
+    options = dict(options)
+    # The anchor's option naming which of its config sections to read (config_name).
+    section = options.pop(table.section_option, None) if table and table.section_option else None
+    if section is not None and not isinstance(section, str):
+        raise SpecError(str(table.section_option if table else ""), section,
+                        "expected the name of a config section")
+    # Explicit options, then deploy.<backend> (our config, anchors' spellings translated
+    # too), else the anchor's own config sections (jobqueue.<system>, kubernetes, ...).
+    own = dask.config.get(f"deploy.{backend}", default=None)
+    if own is not None and not isinstance(own, Mapping):
+        raise SpecError(f"deploy.{backend}", own, "expected a mapping of option names to values")
+    config = (translate(table, own, where="option", prefix=f"deploy.{backend}.",
+                        ours_prefix=f"deploy.{backend}.", stacklevel=stacklevel + 1) if own
+              else anchor_config(table, backend, section, known, stacklevel=stacklevel + 1))
+    explicit = translate(table, options, where="option", stacklevel=stacklevel + 1)
+    merged = {**config, **explicit}
 
     # Checked before the defaults below compute with them (threads per worker from n_workers).
     for key, low in (("n_workers", 0), ("threads_per_worker", 1)):
@@ -99,12 +117,14 @@ def build_spec(backend: str, options: Mapping[str, Any], *, stacklevel: int = 2,
     for key, default in info.defaults.items():
         if key not in merged:
             merged[key] = default(merged) if callable(default) else default
-    backend_fields = {f.name for f in dataclasses.fields(info.options)} if info.options else set()
-    unknown = sorted(set(merged) - set(GENERIC_OPTIONS) - backend_fields)
+    unknown = sorted(set(merged) - known)
     if unknown:
-        accepted = ", ".join(sorted({*GENERIC_OPTIONS, *backend_fields}))
-        raise SpecError(unknown[0], merged[unknown[0]],
-                        f"not an option of backend {backend!r}; accepted: {accepted}")
+        name = unknown[0]
+        candidates = known | (table.names("option") if table else set())
+        hint = did_you_mean(name, candidates) or (
+            f" ({table.anchor}'s names and ours: docs/migrating.md)" if table
+            else " (its options: help(dask_deploy.from_name) and the backend's docs)")
+        raise SpecError(name, merged[name], f"not an option of backend {backend!r}{hint}")
     backend_options = (info.options(**{k: merged.pop(k) for k in backend_fields if k in merged})
                        if info.options else None)
     g = {k: merged[k] for k in GENERIC_OPTIONS if k in merged}

@@ -3,8 +3,9 @@
 Moving from ``SLURMCluster(cores=8, memory="16GB", queue="regular")`` to
 ``Cluster.from_name("slurm", cores=8, memory="16GB", queue="regular")`` is the whole
 migration: the option names and meanings are dask-jobqueue's. A ``jobqueue.yaml`` that is
-already in the Dask configuration (``jobqueue.<system>.*``) supplies defaults the same way
-(see :func:`defaults`); ``deploy.<system>.*`` and explicit arguments win over it.
+already in the Dask configuration (``jobqueue.<system>.*``) supplies defaults when
+``deploy.<system>`` is absent; dask-jobqueue's deprecated spellings (``env_extra``,
+``job_extra``, ``extra``, ``header_skip``...) are accepted too (the tables below).
 
 ``cores`` and ``memory`` are what one *job* asks the batch system for; ``processes``
 workers share them, each with ``cores // processes`` threads and ``memory / processes``
@@ -16,14 +17,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dask.utils import parse_bytes
-from dask_deploy import SpecError
+from dask_deploy import Alias, CompatTable, Convert, SpecError
 
 __all__ = [
+    "HTCONDOR_COMPAT",
+    "JOBQUEUE_COMPAT",
+    "LSF_COMPAT",
+    "PBS_COMPAT",
+    "SGE_COMPAT",
+    "SLURM_COMPAT",
     "HTCondorOptions",
     "JobqueueOptions",
     "LSFOptions",
@@ -143,6 +150,117 @@ def default_processes(cores: int) -> int:
     return min(p for p in range(1, cores + 1) if cores % p == 0 and p >= math.sqrt(cores))
 
 
+# --------------------------------------------------------------------------------------
+# dask-jobqueue's names (options and jobqueue.yaml keys), as data the core applies
+# --------------------------------------------------------------------------------------
+
+
+def _scheduler_cls(value: object) -> dict[str, Any]:
+    name = value if isinstance(value, str) else \
+        f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
+    if str(name).split(".")[-1] == "Scheduler" and str(name).startswith("distributed"):
+        return {}
+    raise SpecError("scheduler_cls", value, "the scheduler is a distributed.Scheduler (in this "
+                    'process, or in a job of its own with scheduler="remote")')
+
+
+def _no_args(option: str, why: str) -> Any:
+    def convert(value: object) -> dict[str, Any]:
+        if value in (None, [], (), ""):
+            return {}
+        raise SpecError(option, value, why)
+    return convert
+
+
+def _condor_directives(option: str) -> Any:
+    """HTCondor's dict form (``{"+Owner": '"me"'}``) as submit-description lines."""
+    def convert(value: object) -> dict[str, Any] | None:
+        if isinstance(value, Mapping):
+            return {"job_extra_directives": [f"{k} = {v}" for k, v in value.items()]}
+        return {"job_extra_directives": value} if option != "job_extra_directives" else None
+    return convert
+
+
+_SAME = (
+    "cores", "memory", "processes", "queue", "account", "walltime",
+    "job_extra_directives", "job_directives_skip", "job_script_prologue", "python",
+    "log_directory", "interface", "death_timeout", "local_directory", "worker_extra_args",
+    "worker_command", "nanny", "scheduler_options",
+)
+
+#: dask-jobqueue's names for every batch system (``SLURMCluster``, ``PBSCluster``, ...).
+JOBQUEUE_COMPAT = CompatTable(
+    anchor="dask-jobqueue",
+    config=("jobqueue.{section}",),
+    section_option="config_name",
+    entries=(
+        *(Alias(n, n, "same") for n in _SAME),
+        Alias("shebang", "shebang", "same", anchor_default="#!/usr/bin/env condor_submit"),
+        *(Alias(n, n, "same", where="option") for n in (
+            "n_workers", "name", "silence_logs", "asynchronous", "loop", "security")),
+        Alias("config_name", None, "same", where="option",
+              reason="selects the jobqueue.<config_name> section, as in dask-jobqueue"),
+        Alias("extra", "worker_extra_args", "warn", reason="deprecated in dask-jobqueue too"),
+        Alias("env_extra", "job_script_prologue", "warn",
+              reason="deprecated in dask-jobqueue too"),
+        Alias("job_extra", "job_extra_directives", "warn",
+              reason="deprecated in dask-jobqueue too"),
+        Alias("header_skip", "job_directives_skip", "warn",
+              reason="deprecated in dask-jobqueue too"),
+        Alias("name", None, "warn", where="config", anchor_default="dask-worker",
+              reason="jobs are named dask-deploy.<cluster>.<role> so that gc and re-attach "
+                     "find them; name= names the cluster"),
+        Alias("job_name", None, "warn", where="option",
+              reason="jobs are named dask-deploy.<cluster>.<role> so that gc and re-attach "
+                     "find them; name= names the cluster"),
+        Alias("shared_temp_directory", None, "warn",
+              reason="each cluster's TLS files go to <log_directory>/<cluster>/ (user-only): "
+                     "put log_directory on a filesystem the compute nodes share"),
+        Alias("protocol", None, "same", convert=Convert.protocol, where="option",
+              reason='"tcp://" is plain TCP; "tls://" is security=True'),
+        Alias("scheduler_cls", None, "same", convert=_scheduler_cls, where="option",
+              reason="distributed.Scheduler only"),
+        Alias("job_cls", None, "refuse", where="option",
+              reason="jobs are written by the backend for each system: choose the backend "
+                     "(slurm, pbs, sge, lsf, htcondor) instead of a Job class"),
+    ),
+)
+
+SLURM_COMPAT = JOBQUEUE_COMPAT.extended(
+    *(Alias(n, n, "same") for n in ("job_cpu", "job_mem")), anchor="dask-jobqueue SLURMCluster")
+PBS_COMPAT = JOBQUEUE_COMPAT.extended(Alias("resource_spec", "resource_spec", "same"),
+                                      anchor="dask-jobqueue PBSCluster")
+SGE_COMPAT = JOBQUEUE_COMPAT.extended(
+    *(Alias(n, n, "same") for n in ("resource_spec", "project")), anchor="dask-jobqueue SGECluster")
+
+#: LSFCluster adds ``use_stdin`` (``bsub < script``, which is what we always do).
+LSF_COMPAT = JOBQUEUE_COMPAT.extended(
+    *(Alias(n, n, "same") for n in ("ncpus", "mem", "lsf_units", "project")),
+    Alias("use_stdin", None, "same", convert=lambda v: {}, anchor_default=True,
+          reason="jobs are always submitted as `bsub < script` (bsub reads #BSUB lines "
+                 "only from stdin)"),
+    anchor="dask-jobqueue LSFCluster",
+)
+
+#: HTCondorCluster: ``job_extra_directives`` may be a dict of submit-description lines.
+HTCONDOR_COMPAT = JOBQUEUE_COMPAT.extended(
+    Alias("disk", "disk", "same"),
+    Alias("job_extra_directives", "job_extra_directives", "same",
+          convert=_condor_directives("job_extra_directives"),
+          reason='the dict form becomes "key = value" lines'),
+    Alias("job_extra", "job_extra_directives", "warn", convert=_condor_directives("job_extra"),
+          reason="deprecated in dask-jobqueue too"),
+    Alias("submit_command_extra", None, "same", where="both",
+          convert=_no_args("submit_command_extra", "condor_submit's arguments are the "
+                           "backend's; put submit settings in job_extra_directives"),
+          reason="empty only; condor_submit's arguments are the backend's"),
+    Alias("cancel_command_extra", None, "same", where="both",
+          convert=_no_args("cancel_command_extra", "condor_rm's arguments are the backend's"),
+          reason="empty only; condor_rm's arguments are the backend's"),
+    anchor="dask-jobqueue HTCondorCluster",
+)
+
+
 @dataclass(frozen=True)
 class JobqueueOptions:
     """Options shared by every batch system (dask-jobqueue's names and meanings).
@@ -206,6 +324,8 @@ class JobqueueOptions:
 
     #: Characters this system's directive parser cannot carry inside a quoted value.
     directive_unquotable: ClassVar[str] = '"\\'
+    #: dask-jobqueue's names and jobqueue.yaml keys, translated by the core.
+    anchor_compat: ClassVar[CompatTable] = JOBQUEUE_COMPAT
     #: Characters this system expands in output paths (see :func:`check_log_directory`).
     log_dir_special: ClassVar[str] = ""
 
@@ -282,6 +402,7 @@ class SLURMOptions(JobqueueOptions):
     # in --output, "%" is escaped as "%%", while a backslash turns off the %j patterns.
     directive_unquotable: ClassVar[str] = ""
     log_dir_special: ClassVar[str] = "\\"
+    anchor_compat: ClassVar[CompatTable] = SLURM_COMPAT
 
     #: ``--cpus-per-task`` when it should differ from ``cores``.
     job_cpu: int | None = None
@@ -299,6 +420,7 @@ class PBSOptions(JobqueueOptions):
     """PBS Pro / OpenPBS: ``resource_spec`` replaces the generated ``-l select=...``."""
 
     log_dir_special: ClassVar[str] = ":"  # -o [host:]path
+    anchor_compat: ClassVar[CompatTable] = PBS_COMPAT
 
     resource_spec: str | None = None
 
@@ -308,6 +430,7 @@ class SGEOptions(JobqueueOptions):
     """Grid Engine: ``resource_spec`` is the ``-l`` list; ``project`` is ``-P``."""
 
     log_dir_special: ClassVar[str] = "$:,"  # -o [[host]:]path[,...] with $JOB_ID and the like
+    anchor_compat: ClassVar[CompatTable] = SGE_COMPAT
 
     resource_spec: str | None = None
     project: str | None = None
@@ -318,6 +441,7 @@ class LSFOptions(JobqueueOptions):
     """LSF: ``ncpus``/``mem`` default to ``cores``/``memory``; ``project`` is ``-P``."""
 
     log_dir_special: ClassVar[str] = "%"  # -o with %J and %I
+    anchor_compat: ClassVar[CompatTable] = LSF_COMPAT
 
     ncpus: int | None = None
     mem: str | int | None = None
@@ -341,6 +465,7 @@ class HTCondorOptions(JobqueueOptions):
     # a macro such as $(Cluster).
     directive_unquotable: ClassVar[str] = ""
     log_dir_special: ClassVar[str] = "$"
+    anchor_compat: ClassVar[CompatTable] = HTCONDOR_COMPAT
 
     disk: str | int | None = None
     walltime: str | None = None
@@ -353,34 +478,6 @@ class HTCondorOptions(JobqueueOptions):
 # --------------------------------------------------------------------------------------
 # Defaults: jobqueue.yaml compatibility and the generic options derived from cores/memory
 # --------------------------------------------------------------------------------------
-
-#: dask-jobqueue config key (``jobqueue.<system>.<key>``) -> our option name.
-_JOBQUEUE_KEYS = {
-    "cores": "cores", "memory": "memory", "processes": "processes", "queue": "queue",
-    "account": "account", "project": "project", "walltime": "walltime",
-    "job-extra-directives": "job_extra_directives", "job-directives-skip": "job_directives_skip",
-    "job-script-prologue": "job_script_prologue", "python": "python",
-    "log-directory": "log_directory", "interface": "interface", "death-timeout": "death_timeout",
-    "local-directory": "local_directory", "worker-extra-args": "worker_extra_args",
-    "worker-command": "worker_command", "nanny": "nanny", "shebang": "shebang",
-    "resource-spec": "resource_spec", "job-cpu": "job_cpu", "job-mem": "job_mem",
-    "ncpus": "ncpus", "mem": "mem", "lsf-units": "lsf_units", "disk": "disk",
-}
-
-
-def _from_jobqueue_yaml(system: str, option: str, fallback: Any) -> Callable[[dict[str, Any]], Any]:
-    import dask.config
-
-    def default(_: dict[str, Any]) -> Any:
-        for key, name in _JOBQUEUE_KEYS.items():
-            if name == option:
-                value = dask.config.get(f"jobqueue.{system}.{key}", default=None)
-                if value not in (None, [], ""):
-                    return value
-        return fallback
-
-    return default
-
 
 def _job_processes(options: Mapping[str, Any]) -> int:
     if options.get("processes"):
@@ -396,34 +493,22 @@ REMOTE_IDLE_TIMEOUT = 1200.0
 def defaults(system: str, options_cls: type[JobqueueOptions]) -> dict[str, Any]:
     """``BackendInfo.defaults`` of one system.
 
-    Each backend option takes its ``jobqueue.<system>.*`` value when the user did not give it
-    (so an existing ``jobqueue.yaml`` keeps working), and the generic per-worker options
-    follow from the per-job ones: ``threads_per_worker = cores // processes`` and
+    An existing ``jobqueue.yaml`` is read by the core through :data:`JOBQUEUE_COMPAT` when
+    ``deploy.<system>`` is absent. The generic per-worker options follow from the per-job
+    ones: ``threads_per_worker = cores // processes`` and
     ``memory_limit = memory / processes``. Scheduler traffic is TLS by default (the workers
     run on other machines), and a job may wait in the queue for a long time, so the start
     timeout is generous.
     """
     out: dict[str, Any] = {}
-    fields = {f.name: f for f in dataclasses.fields(options_cls)}
-    for name, f in fields.items():
-        if name in _JOBQUEUE_KEYS.values():
-            fallback = f.default if f.default is not dataclasses.MISSING else None
-            out[name] = _from_jobqueue_yaml(system, name, fallback)
-
-    def resolved(options: dict[str, Any], name: str) -> Any:
-        value = options.get(name)
-        return out[name](options) if value is None and name in out else value
 
     def threads(options: dict[str, Any]) -> int:
-        cores = resolved(options, "cores")
-        opts = {**options, "cores": cores, "processes": resolved(options, "processes")}
-        return max(1, cores // _job_processes(opts)) if isinstance(cores, int) else 1
+        cores = options.get("cores")
+        return max(1, cores // _job_processes(options)) if isinstance(cores, int) else 1
 
     def memory_limit(options: dict[str, Any]) -> int | str:
-        memory = _opt_bytes(resolved(options, "memory"), "memory")
-        opts = {**options, "cores": resolved(options, "cores"),
-                "processes": resolved(options, "processes")}
-        return memory // _job_processes(opts) if memory else "auto"
+        memory = _opt_bytes(options.get("memory"), "memory")
+        return memory // _job_processes(options) if memory else "auto"
 
     def idle_timeout(options: dict[str, Any]) -> float | None:
         # A scheduler in a job of its own outlives a crashed client: it ends itself after
