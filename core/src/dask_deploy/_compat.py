@@ -32,7 +32,6 @@ from ._errors import SpecError
 
 __all__ = [
     "LOCAL",
-    "SSH",
     "Alias",
     "CompatTable",
     "Convert",
@@ -467,46 +466,5 @@ LOCAL = CompatTable(
         Alias("scheduler_sync_interval", None, "warn", where="option",
               reason="the cluster follows the scheduler's events; poll_interval sets how often "
                      "the backend is polled"),
-    ),
-)
-
-
-def _worker_module(value: Any) -> dict[str, Any]:
-    if value in ("deprecated", "distributed.cli.dask_worker", None):
-        return {}
-    raise SpecError("worker_module", value, "workers are distributed.Worker processes started by "
-                    "the agent; other worker modules are not supported")
-
-
-def _ssh_worker_options(value: Any) -> Converted:
-    """SSHCluster's ``worker_options`` may hold ``nthreads`` and ``memory_limit``, which are
-    the generic options here (so that ``scale(cores=...)`` counts right)."""
-    if not isinstance(value, Mapping):
-        raise SpecError("worker_options", value, "expected a mapping of Worker arguments")
-    if "n_workers" in value:
-        raise SpecError("worker_options", dict(value), "give n_workers= instead of "
-                        "worker_options['n_workers']: workers are spread over the hosts "
-                        "round-robin")
-    moved = {"nthreads": "threads_per_worker", "memory_limit": "memory_limit"}
-    if not set(value) & set(moved):
-        return None
-    out: dict[str, Any] = {ours: value[k] for k, ours in moved.items() if k in value}
-    rest = {k: v for k, v in value.items() if k not in moved}
-    return {**out, **({"worker_options": rest} if rest else {})}
-
-
-#: ``distributed.SSHCluster`` (the ``ssh`` backend; its table sits on ``SSHOptions``).
-SSH = CompatTable(
-    anchor="distributed.SSHCluster",
-    entries=(
-        *same("hosts", "connect_options", "remote_python", "scheduler_options",
-              "asynchronous", "loop", "silence_logs", "security", "name",
-              "shutdown_on_close", "n_workers", where="option"),
-        Alias("worker_options", "worker_options", "same", convert=_ssh_worker_options,
-              where="option"),
-        Alias("worker_class", None, "same", convert=_worker_class, where="option",
-              reason="Nanny and Worker both mean a supervised worker process"),
-        Alias("worker_module", None, "warn", convert=_worker_module, where="option",
-              reason="deprecated in distributed; workers are started by dask-deploy's agent"),
     ),
 )

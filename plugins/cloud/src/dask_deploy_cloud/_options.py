@@ -12,11 +12,12 @@ import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
-from dask_deploy import SpecError
+from dask_deploy import Alias, CompatTable, Convert, SpecError
 
-__all__ = ["AWSOptions", "EC2Options", "ECSOptions", "Resolver"]
+__all__ = ["EC2_COMPAT", "ECS_COMPAT", "FARGATE_COMPAT", "AWSOptions", "EC2Options",
+           "ECSOptions", "Resolver"]
 
 #: Maps an address that AWS gave a task or instance to the address this client dials.
 Resolver = Callable[[str], str]
@@ -59,6 +60,181 @@ def load_resolver(value: object) -> Resolver | None:
             return fn  # type: ignore[no-any-return]
     raise SpecError("resolve_address", value,
                     'expected "module:function" naming a function (address -> address to dial), or None')
+
+
+# --------------------------------------------------------------------------------------
+# dask-cloudprovider's names (ECSCluster, FargateCluster, EC2Cluster), as data
+# --------------------------------------------------------------------------------------
+
+_CREDENTIALS = ("credentials come from the AWS configuration chain (environment, ~/.aws, "
+                "role), never from options, which are written into the cluster record")
+
+
+def _drop_if(option: str, fine: Sequence[Any], why: str) -> Any:
+    def convert(value: object) -> dict[str, Any]:
+        if value in fine:
+            return {}
+        raise SpecError(option, value, why)
+    return convert
+
+
+def _subnet(value: object) -> dict[str, Any]:
+    if not isinstance(value, str) or not value:
+        raise SpecError("subnet_id", value, "expected a subnet id such as 'subnet-0123'")
+    return {"subnets": [value]}
+
+
+def _instance_profile(value: object) -> dict[str, Any] | None:
+    if isinstance(value, Mapping) and len(value) == 1 and set(value) <= {"Name", "Arn"}:
+        return {"iam_instance_profile": next(iter(value.values()))}
+    return None
+
+
+def _tags(value: object) -> dict[str, Any]:
+    return {"tags": value}
+
+
+_ECS_SAME = (
+    "image", "scheduler_cpu", "scheduler_mem", "worker_cpu", "worker_mem", "n_workers",
+    "cluster_arn", "execution_role_arn", "task_role_arn", "cloudwatch_logs_group",
+    "cloudwatch_logs_default_retention", "vpc", "subnets", "security_groups", "tags",
+    "region_name", "platform_version", "fargate_spot", "scheduler_port",
+)
+_NOT_USED_ON_ECS = (
+    Alias("cluster_name_template", None, "warn", anchor_default="dask-{uuid}",
+          reason="a cluster made for fargate is named after the dask-deploy cluster"),
+    Alias("workers_name_start", None, "warn", anchor_default=0,
+          reason="workers are named <cluster>-<n>"),
+    Alias("workers_name_step", None, "warn", anchor_default=1,
+          reason="workers are named <cluster>-<n>"),
+    Alias("cloudwatch_logs_stream_prefix", None, "warn", anchor_default="{cluster_name}",
+          reason="log streams are named after the cluster and unit"),
+    Alias("skip_cleanup", None, "warn", anchor_default=False,
+          reason="`dask-deploy gc` removes what a crashed session left behind"),
+    Alias("find_address_timeout", "start_timeout", "warn", anchor_default=60,
+          convert=Convert.to("start_timeout", Convert.seconds),
+          reason="seconds a task may run without its worker connecting"),
+)
+
+#: ``ECSCluster`` (tasks on an ECS cluster's EC2 container instances: backend ``ecs``).
+ECS_COMPAT = CompatTable(
+    anchor="dask-cloudprovider ECSCluster",
+    config=("cloudprovider.ecs",),
+    entries=(
+        *(Alias(n, n, "same") for n in _ECS_SAME),
+        *(Alias(n, n, "same", where="option") for n in ("asynchronous", "loop", "security",
+                                                          "name", "shutdown_on_close")),
+        Alias("fargate_scheduler", None, "same", anchor_default=False,
+              convert=_drop_if("fargate_scheduler", (False, None),
+                               "Fargate is the fargate backend: Cluster.from_name('fargate')"),
+              reason="False only; Fargate is the fargate backend"),
+        Alias("fargate_workers", None, "same", anchor_default=False,
+              convert=_drop_if("fargate_workers", (False, None),
+                               "Fargate is the fargate backend: Cluster.from_name('fargate')"),
+              reason="False only; Fargate is the fargate backend"),
+        Alias("fargate_use_private_ip", "use_private_ip", "same"),
+        Alias("worker_nthreads", "threads_per_worker", "same"),
+        Alias("worker_gpu", "gpus", "same", anchor_default=0),
+        Alias("environment", "env", "same"),
+        Alias("scheduler_timeout", "idle_timeout", "same", anchor_default="5 minutes",
+              convert=Convert.to("idle_timeout", Convert.seconds),
+              reason='a duration such as "5 minutes" becomes seconds'),
+        Alias("worker_extra_args", "worker_options", "warn", convert=Convert.cli_args,
+              reason="command-line arguments become threads_per_worker, memory_limit, "
+                     "resources and worker_options"),
+        Alias("cpu_architecture", None, "same", anchor_default="X86_64",
+              convert=_drop_if("cpu_architecture", ("X86_64", None),
+                               "only X86_64 task definitions are made"),
+              reason="X86_64 only"),
+        Alias("scheduler_extra_args", None, "refuse",
+              reason="pass keyword arguments of distributed.Scheduler as scheduler_options"),
+        Alias("scheduler_task_definition_arn", None, "refuse",
+              reason="task definitions are made per cluster (they carry its tag and TLS "
+                     "secret): set image, scheduler_cpu, scheduler_mem"),
+        Alias("worker_task_definition_arn", None, "refuse",
+              reason="task definitions are made per cluster (they carry its tag and TLS "
+                     "secret): set image, worker_cpu, worker_mem"),
+        Alias("scheduler_task_kwargs", None, "refuse",
+              reason="run_task arguments are the backend's: use subnets, security_groups, "
+                     "tags"),
+        Alias("worker_task_kwargs", None, "refuse",
+              reason="run_task arguments are the backend's: use subnets, security_groups, "
+                     "tags"),
+        Alias("scheduler_address", None, "refuse",
+              reason="to reach a running cluster use dask_deploy.attach(name)"),
+        Alias("task_role_policies", None, "refuse",
+              reason="attach the policies to a role of your own and pass task_role_arn= "
+                     "(it must also read the cluster's TLS secret)"),
+        Alias("mount_points", None, "refuse",
+              reason="ECS volumes are not supported: read data from S3 or bake it into the image"),
+        Alias("volumes", None, "refuse",
+              reason="ECS volumes are not supported: read data from S3 or bake it into the image"),
+        Alias("mount_volumes_on_scheduler", None, "refuse", anchor_default=False,
+              reason="ECS volumes are not supported"),
+        Alias("aws_access_key_id", None, "refuse", where="option", reason=_CREDENTIALS),
+        Alias("aws_secret_access_key", None, "refuse", where="option", reason=_CREDENTIALS),
+        *_NOT_USED_ON_ECS,
+    ),
+)
+
+#: ``FargateCluster`` (backend ``fargate``): the same names, Fargate on both sides.
+FARGATE_COMPAT = ECS_COMPAT.extended(
+    Alias("fargate_scheduler", None, "same", anchor_default=False,
+          convert=_drop_if("fargate_scheduler", (True, None),
+                           "tasks on EC2 container instances are the ecs backend"),
+          reason="True only; EC2 container instances are the ecs backend"),
+    Alias("fargate_workers", None, "same", anchor_default=False,
+          convert=_drop_if("fargate_workers", (True, None),
+                           "tasks on EC2 container instances are the ecs backend"),
+          reason="True only; EC2 container instances are the ecs backend"),
+    anchor="dask-cloudprovider FargateCluster",
+)
+
+#: ``EC2Cluster`` (backend ``ec2``).
+EC2_COMPAT = CompatTable(
+    anchor="dask-cloudprovider EC2Cluster",
+    config=("cloudprovider.ec2",),
+    entries=(
+        *(Alias(n, n, "same") for n in (
+            "ami", "vpc", "security_groups", "filesystem_size", "key_name", "use_private_ip",
+            "n_workers", "scheduler_instance_type", "worker_instance_type", "worker_options",
+            "scheduler_options", "gpu_instance_type")),
+        *(Alias(n, n, "same", where="option") for n in ("asynchronous", "loop", "security",
+                                                          "name", "shutdown_on_close")),
+        Alias("region", "region_name", "same"),
+        Alias("bootstrap", "bootstrap", "same", anchor_default=True),
+        Alias("instance_type", "worker_instance_type", "same", anchor_default="t2.micro",
+              convert=lambda v: {"scheduler_instance_type": v, "worker_instance_type": v},
+              reason="sets scheduler_instance_type and worker_instance_type"),
+        Alias("subnet_id", "subnets", "same", convert=_subnet),
+        Alias("docker_image", "image", "same", anchor_default="daskdev/dask:latest"),
+        Alias("env_vars", "env", "same"),
+        Alias("iam_instance_profile", "iam_instance_profile", "same", convert=_instance_profile,
+              reason='{"Name": ...} or {"Arn": ...} becomes the name or ARN'),
+        Alias("instance_tags", "tags", "warn", convert=_tags,
+              reason="tags go on every resource of the cluster"),
+        Alias("volume_tags", "tags", "warn", convert=_tags,
+              reason="tags go on every resource of the cluster"),
+        Alias("auto_shutdown", None, "warn", anchor_default=True,
+              reason="idle_timeout ends an idle scheduler; `dask-deploy gc` removes leftovers"),
+        Alias("debug", None, "warn", anchor_default=False,
+              reason="cluster.get_logs() reads every instance's log"),
+        Alias("worker_class", None, "same", convert=Convert.worker_class,
+              anchor_default="dask.distributed.Nanny",
+              reason="Nanny and Worker mean a worker process; for GPUs use gpus="),
+        Alias("availability_zone", None, "refuse",
+              reason="choose subnets= in that zone"),
+        Alias("enable_detailed_monitoring", None, "refuse", anchor_default=False,
+              reason="detailed CloudWatch monitoring is not switched on by dask-deploy"),
+        Alias("docker_args", None, "refuse", anchor_default="",
+              reason="the container is run by the backend's bootstrap; bake options into the image"),
+        Alias("extra_bootstrap", None, "refuse",
+              reason="user data carries only dask-deploy's bootstrap: bake software into the ami "
+                     "or image"),
+        Alias("aws_access_key_id", None, "refuse", where="option", reason=_CREDENTIALS),
+        Alias("aws_secret_access_key", None, "refuse", where="option", reason=_CREDENTIALS),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +307,10 @@ class AWSOptions:
 class ECSOptions(AWSOptions):
     """Options of ``ecs`` (tasks on a cluster's EC2 container instances) and ``fargate``."""
 
+    #: dask-cloudprovider's names and ``cloudprovider.ecs`` keys, translated by the core.
+    anchor_compat: ClassVar[Mapping[str, CompatTable]] = MappingProxyType(
+        {"ecs": ECS_COMPAT, "fargate": FARGATE_COMPAT})
+
     #: ECS cluster to run in. ``ecs`` needs one with container instances; ``fargate``
     #: creates (and on close deletes) a cluster of its own when it is not given.
     cluster_arn: str | None = None
@@ -168,6 +348,9 @@ class ECSOptions(AWSOptions):
 @dataclass(frozen=True)
 class EC2Options(AWSOptions):
     """Options of ``ec2``: one instance per scheduler and per worker unit, running ``image``."""
+
+    #: dask-cloudprovider's names and ``cloudprovider.ec2`` keys, translated by the core.
+    anchor_compat: ClassVar[CompatTable] = EC2_COMPAT
 
     #: Machine image; default: the latest ECS-optimised Amazon Linux 2023 AMI (it has docker),
     #: or its GPU variant for GPU workers, looked up through SSM public parameters.

@@ -2,15 +2,106 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
-from dask_deploy import SpecError
+from dask_deploy import Alias, CompatTable, Convert, SpecError
 
-__all__ = ["K8sOptions"]
+__all__ = ["K8S_COMPAT", "K8sOptions"]
+
+
+def _cpu(value: object) -> int:
+    """A Kubernetes CPU quantity ("2", "500m", 1.5) as whole threads (at least 1)."""
+    text = str(value).strip()
+    try:
+        cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        raise SpecError("resources", value, 'expected a CPU quantity such as "2" or "500m"') \
+            from None
+    return max(1, math.ceil(cores))
+
+
+def _container_resources(value: object) -> dict[str, Any] | None:
+    """dask-kubernetes' ``resources`` (container requests/limits) as our worker options.
+
+    Here ``resources`` means Dask worker resources (``{"GPU": 1}``), and a pod's container
+    resources follow from ``threads_per_worker`` (request), ``memory_limit`` (request and
+    limit) and ``gpus`` (``nvidia.com/gpu`` limit). The limits win over the requests.
+    """
+    if not isinstance(value, Mapping) or not value or not set(value) <= {"limits", "requests"}:
+        return None  # Dask worker resources: ours already
+    out: dict[str, Any] = {}
+    for part in ("requests", "limits"):
+        spec = value.get(part) or {}
+        if not isinstance(spec, Mapping):
+            raise SpecError("resources", value, f"expected {part} to be a mapping")
+        if "cpu" in spec:
+            out["threads_per_worker"] = _cpu(spec["cpu"])
+        if "memory" in spec:
+            out["memory_limit"] = str(spec["memory"])
+        if "nvidia.com/gpu" in spec:
+            out["gpus"] = int(spec["nvidia.com/gpu"])
+    return out
+
+
+def _worker_command(value: object) -> dict[str, Any]:
+    if value in ("dask-worker", "dask worker", ["dask-worker"], ["dask", "worker"]):
+        return {}
+    raise SpecError("worker_command", value, "workers run `python -m distributed.cli.dask_worker` "
+                    "(python= names the interpreter in the image); for GPU workers use gpus=")
+
+
+#: dask-kubernetes' ``KubeCluster`` (operator and classic) and its ``kubernetes`` config.
+K8S_COMPAT = CompatTable(
+    anchor="dask-kubernetes KubeCluster",
+    config=("kubernetes",),
+    entries=(
+        *(Alias(n, n, "same") for n in ("namespace", "n_workers", "shutdown_on_close",
+                                        "idle_timeout")),
+        *(Alias(n, n, "same", where="option") for n in ("asynchronous", "loop", "quiet")),
+        Alias("name", "name", "same", anchor_default="dask-{user}-{uuid}"),
+        Alias("image", "image", "same", anchor_default="ghcr.io/dask/dask:latest"),
+        Alias("env", "env", "same", convert=Convert.env,
+              reason='a list of {"name": ..., "value": ...} becomes a mapping'),
+        Alias("resources", "threads_per_worker", "warn", convert=_container_resources,
+              reason="container requests/limits follow threads_per_worker, memory_limit and "
+                     "gpus; resources= means Dask worker resources here"),
+        Alias("worker_command", None, "same", convert=_worker_command,
+              reason='"dask-worker" only', anchor_default="dask-worker"),
+        Alias("port_forward_cluster_ip", "port_forward", "same"),
+        Alias("scheduler_service_type", "service_type", "same"),
+        Alias("create_mode", None, "same", anchor_default="CREATE_OR_CONNECT",
+              convert=Convert.one_of("create_mode", {"CREATE_OR_CONNECT": {}, "CREATE_ONLY": {}},
+                                     "to reach a running cluster use dask_deploy.attach(name)"),
+              reason="CREATE_OR_CONNECT/CREATE_ONLY; CONNECT_ONLY is dask_deploy.attach(name)"),
+        Alias("resource_timeout", "start_timeout", "warn", anchor_default=60,
+              convert=Convert.to("start_timeout", Convert.seconds),
+              reason="seconds a pod may run without its worker connecting"),
+        Alias("scheduler_forward_port", None, "warn",
+              reason="the port-forward binds a free local port; cluster.dashboard_link is "
+                     "the dashboard's address"),
+        Alias("deploy_mode", "scheduler", "same", where="option",
+              convert=Convert.one_of("deploy_mode", {"local": {"scheduler": "local"},
+                                                     "remote": {"scheduler": "remote"}},
+                                     'expected "local" or "remote"')),
+        Alias("custom_cluster_spec", None, "refuse",
+              reason="dask-deploy creates pods, not DaskCluster resources (no operator needed): "
+                     "use image, env, pod_spec and labels"),
+        Alias("jupyter", None, "refuse", where="option",
+              reason="no Jupyter server runs in the scheduler pod"),
+        Alias("scheduler_jupyter", None, "refuse", where="config", anchor_default=False,
+              reason="no Jupyter server runs in the scheduler pod"),
+        Alias("pod_template", None, "refuse", where="option",
+              reason="the classic KubeCluster's templates are gone from dask-kubernetes too: use "
+                     "image, env, pod_spec (nodeSelector, tolerations...) and labels"),
+        Alias("scheduler_pod_template", None, "refuse", where="option",
+              reason="use image, env, pod_spec and labels (pods are made by the backend)"),
+    ),
+)
 
 _NS = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
@@ -24,6 +115,9 @@ class K8sOptions:
     ``~/.kube/config``, or the pod's service account when running inside a cluster);
     ``namespace`` (default: the context's namespace, else ``default``).
     """
+
+    #: dask-kubernetes' names and ``kubernetes`` config keys, translated by the core.
+    anchor_compat: ClassVar[CompatTable] = K8S_COMPAT
 
     namespace: str | None = None
     kubeconfig: str | None = None

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
-from dask_deploy import SpecError
+from dask_deploy import Alias, CompatTable, Convert, SpecError
 
-__all__ = ["SSHOptions", "default_n_workers"]
+__all__ = ["SSH_COMPAT", "SSHOptions", "default_n_workers"]
 
 #: Connect options whose values never appear in a repr or an error message.
 _SECRET = ("password", "passphrase", "client_keys", "client_host_keys", "gss_", "pkcs11", "kbdint")
@@ -61,6 +61,47 @@ def _storable_connect_options(options: Sequence[Mapping[str, Any]]) -> list[dict
         kept = {k: _storable(v) for k, v in opts.items() if k not in _NEVER_STORED}
         out.append({k: v for k, v in kept.items() if v is not _DROP})
     return out
+
+
+def _worker_module(value: Any) -> dict[str, Any]:
+    if value in ("deprecated", "distributed.cli.dask_worker", None):
+        return {}
+    raise SpecError("worker_module", value, "workers are distributed.Worker processes started by "
+                    "the agent; other worker modules are not supported")
+
+
+def _ssh_worker_options(value: Any) -> dict[str, Any] | None:
+    """SSHCluster's ``worker_options`` may hold ``nthreads`` and ``memory_limit``, which are
+    the generic options here (so that ``scale(cores=...)`` counts right)."""
+    if not isinstance(value, Mapping):
+        raise SpecError("worker_options", value, "expected a mapping of Worker arguments")
+    if "n_workers" in value:
+        raise SpecError("worker_options", dict(value), "give n_workers= instead of "
+                        "worker_options['n_workers']: workers are spread over the hosts "
+                        "round-robin")
+    moved = {"nthreads": "threads_per_worker", "memory_limit": "memory_limit"}
+    if not set(value) & set(moved):
+        return None
+    out: dict[str, Any] = {ours: value[k] for k, ours in moved.items() if k in value}
+    rest = {k: v for k, v in value.items() if k not in moved}
+    return {**out, **({"worker_options": rest} if rest else {})}
+
+
+#: ``distributed.SSHCluster`` (the ``ssh`` backend; its table sits on ``SSHOptions``).
+SSH_COMPAT = CompatTable(
+    anchor="distributed.SSHCluster",
+    entries=(
+        *(Alias(n, n, "same", where="option") for n in (
+            "hosts", "connect_options", "remote_python", "scheduler_options", "asynchronous",
+            "loop", "silence_logs", "security", "name", "shutdown_on_close", "n_workers")),
+        Alias("worker_options", "worker_options", "same", convert=_ssh_worker_options,
+              where="option"),
+        Alias("worker_class", None, "same", convert=Convert.worker_class, where="option",
+              reason="Nanny and Worker both mean a supervised worker process"),
+        Alias("worker_module", None, "warn", convert=_worker_module, where="option",
+              reason="deprecated in distributed; workers are started by dask-deploy's agent"),
+    ),
+)
 
 
 def _per_host(value: Any, n: int, option: str, check: Any, accepted: str) -> tuple[Any, ...]:
@@ -109,6 +150,9 @@ class SSHOptions:
     worker gets to leave cleanly, and the grace the agent gives its workers when the
     connection to this client drops.
     """
+
+    #: distributed.SSHCluster's names, translated by the core.
+    anchor_compat: ClassVar[CompatTable] = SSH_COMPAT
 
     hosts: tuple[str, ...] = ()
     connect_options: Any = field(default_factory=dict,
