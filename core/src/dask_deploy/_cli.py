@@ -120,7 +120,10 @@ def _echo_dashboard(cluster: Any, prefix: str = "Dashboard: ") -> None:
 
 
 _SPEC_KEYS = ("backend", "options", "workers", "adapt", "detach")
-_ADAPT_KEYS = ("minimum", "maximum", "wait_count", "interval", "target_duration")
+_ADAPT_KEYS = ("minimum", "maximum", "wait_count", "interval", "target_duration",
+               # dask-jobqueue's and distributed's bounds (SpecCluster.adapt converts them)
+               "minimum_jobs", "maximum_jobs", "minimum_memory", "maximum_memory",
+               "minimum_cores", "maximum_cores")
 
 
 def _count(value: object, what: str, hint: str, minimum: int = 0) -> int:
@@ -183,6 +186,7 @@ def _load_spec_file(path: str) -> dict[str, Any]:
         if not isinstance(adapt, dict):
             raise click.BadParameter(f"adapt={adapt!r}: expected a mapping such as "
                                      "{minimum: 0, maximum: 10}", param_hint=hint)
+        adapt = {_option_name(k, f"{hint} adapt"): v for k, v in adapt.items()}
         bad = sorted(map(str, set(adapt) - set(_ADAPT_KEYS)))
         if bad:
             raise click.BadParameter(f"adapt has unknown keys {bad}; accepted: "

@@ -383,8 +383,12 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                             "scaling by memory needs a memory_limit in bytes or a size string")
         return w.memory_limit
 
-    def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None) -> Any:
-        """Ask for ``n`` workers (or enough for ``memory`` / ``cores``); returns at once."""
+    def scale(self, n: int | None = None, jobs: int = 0, memory: str | None = None,
+              cores: int | None = None) -> Any:
+        """Ask for ``n`` workers, or ``jobs`` units (dask-jobqueue's jobs: a unit runs
+        ``workers_per_unit`` workers), or enough for ``memory`` / ``cores``; returns at once."""
+        if n is None:
+            n = _count(jobs, "jobs") * self.workers_per_unit
         if memory is not None:
             n = max(n, math.ceil(parse_bytes(memory) / self._per_worker("memory")))
         if cores is not None:
@@ -429,12 +433,45 @@ class SpecCluster(Cluster):  # type: ignore[misc]
     def worker_spec(self) -> dict[str, Unit]:  # what distributed's widget counts
         return dict(self.units)
 
-    def adapt(self, Adaptive: type[Any] = Adaptive, **kwargs: Any) -> Any:
+    def adapt(self, Adaptive: type[Any] = Adaptive, *, minimum_jobs: int | None = None,
+              maximum_jobs: int | None = None, minimum_memory: str | int | None = None,
+              maximum_memory: str | int | None = None, minimum_cores: int | None = None,
+              maximum_cores: int | None = None, **kwargs: Any) -> Any:
         """Scale with the load: ``minimum``, ``maximum``, ``wait_count``, ``interval``, ...
 
-        Uses :class:`dask_deploy._adaptive.Adaptive`, which never closes a worker that is
-        still starting (see its docstring); pass ``Adaptive=`` to use another policy.
+        Bounds may also be given as dask-jobqueue's units and distributed's totals:
+        ``minimum_jobs``/``maximum_jobs`` (units, each running ``workers_per_unit``
+        workers), ``minimum_memory``/``maximum_memory`` and ``minimum_cores``/
+        ``maximum_cores`` (converted with one worker's ``memory_limit`` / threads). The
+        tightest of the bounds given wins. Uses :class:`dask_deploy._adaptive.Adaptive`,
+        which never closes a worker that is still starting (see its docstring); pass
+        ``Adaptive=`` to use another policy.
         """
+        low, high = kwargs.pop("minimum", None), kwargs.pop("maximum", None)
+        lows = [] if low is None else [low]
+        highs = [] if high is None else [high]
+        per_unit = self.workers_per_unit
+        if minimum_jobs is not None:
+            lows.append(_count(minimum_jobs, "minimum_jobs") * per_unit)
+        if maximum_jobs is not None:
+            highs.append(_count(maximum_jobs, "maximum_jobs") * per_unit)
+        for option, value, what, up in (("minimum_memory", minimum_memory, "memory", True),
+                                        ("maximum_memory", maximum_memory, "memory", False),
+                                        ("minimum_cores", minimum_cores, "cores", True),
+                                        ("maximum_cores", maximum_cores, "cores", False)):
+            if value is None:
+                continue
+            amount = _amount(value, option, what)
+            workers = amount / self._per_worker(what)
+            (lows if up else highs).append(math.ceil(workers) if up else math.floor(workers))
+        if lows:
+            kwargs["minimum"] = max(lows)
+        if highs:
+            kwargs["maximum"] = min(highs)
+        if lows and highs and kwargs["minimum"] > kwargs["maximum"]:
+            raise SpecError("minimum", kwargs["minimum"],
+                            f"the bounds given ask for at least {kwargs['minimum']} and at most "
+                            f"{kwargs['maximum']} workers: widen them")
         return super().adapt(Adaptive=Adaptive, **kwargs)
 
     def job_script(self) -> str:
@@ -824,3 +861,21 @@ def _close_clusters() -> None:
         if cluster.status != ClusterStatus.closed:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=10)
+
+
+def _count(value: object, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SpecError(option, value, "expected a whole number >= 0")
+    return value
+
+
+def _amount(value: object, option: str, what: str) -> float:
+    """A memory size ("16GB", bytes) or a number of cores, for adapt's bounds."""
+    try:
+        amount = parse_bytes(value) if what == "memory" and isinstance(value, str) else value
+    except (ValueError, TypeError):
+        amount = None
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+        raise SpecError(option, value, 'expected a size such as "64GB"' if what == "memory"
+                        else "expected a number of cores >= 0")
+    return float(amount)

@@ -36,7 +36,27 @@ from ._specs import (
 )
 from .toolkit import is_loopback
 
-__all__ = ["GENERIC_OPTIONS", "ClientOptions", "build_spec", "needs_tls"]
+__all__ = ["GENERIC_OPTIONS", "ClientOptions", "build_spec", "needs_tls", "register_defaults"]
+
+_registered = False
+
+
+def register_defaults() -> None:
+    """Register ``deploy.yaml`` (shipped next to this module) with ``dask.config``.
+
+    Done on first use rather than at import (no import-time I/O); every default there equals
+    the fallback its reader uses, so a value read before this runs is the same. A user's
+    own settings keep priority (``update_defaults`` only fills in).
+    """
+    global _registered
+    if _registered:
+        return
+    import yaml
+
+    path = os.path.join(os.path.dirname(__file__), "deploy.yaml")
+    with open(path, encoding="utf-8") as f:
+        dask.config.update_defaults(yaml.safe_load(f))
+    _registered = True
 
 #: Options every backend accepts (LocalCluster's names where it has one).
 GENERIC_OPTIONS = (
@@ -89,6 +109,7 @@ def build_spec(backend: str, options: Mapping[str, Any], *, stacklevel: int = 2,
     ``extensions=`` adds some). ``stacklevel`` is that of the ``security=False`` warning,
     counted from the caller of this function.
     """
+    register_defaults()
     info = backend_info(backend)
     backend_fields = {f.name for f in dataclasses.fields(info.options)} if info.options else set()
     known = {*GENERIC_OPTIONS, *backend_fields}
