@@ -101,6 +101,12 @@ class Alias:
                 return self.convert(value)
             except SpecError as e:
                 raise SpecError(shown, e.value, e.accepted) from None
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+                # A converter met a value of a shape it does not read: still one line.
+                what = f" as {self.ours}" if self.ours else ""
+                raise SpecError(shown, value, f"cannot be read{what} "
+                                f"({type(e).__name__}); {self.reason or 'see docs/migrating.md'}"
+                                ) from None
         return {self.ours: value} if self.ours else {}
 
 
@@ -232,9 +238,18 @@ def anchor_config(table: CompatTable | None, backend: str, section: str | None,
     return out
 
 
+#: Names from distributed's Worker/CLI that are spelled differently here; only for hints.
+_SYNONYMS = {"nthreads": "threads_per_worker", "nworkers": "n_workers",
+             "workers": "n_workers", "threads": "threads_per_worker", "memory": "memory_limit",
+             "dashboard": "dashboard_address", "port": "scheduler_port"}
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """`` (did you mean 'x' or 'y'?)`` for the nearest candidates, or ``""``."""
-    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=3, cutoff=0.6)
+    candidates = sorted(set(candidates))
+    if _SYNONYMS.get(name) in candidates:
+        return f" (did you mean {_SYNONYMS[name]!r}?)"
+    matches = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
     if not matches:
         return ""
     return " (did you mean " + " or ".join(repr(m) for m in matches) + "?)"
@@ -317,9 +332,9 @@ def _seconds(value: Any) -> float:
 
     try:
         seconds = parse_timedelta(value, default="seconds")
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         seconds = None
-    if not isinstance(seconds, (int, float)) or seconds <= 0:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
         raise SpecError("timeout", value, 'expected a duration such as "5 minutes" or seconds')
     return float(seconds)
 

@@ -277,13 +277,18 @@ def test_per_worker_defaults_follow_cores_and_memory() -> None:
 
 
 def test_jobqueue_yaml_supplies_defaults() -> None:
-    d = defaults("slurm", SLURMOptions)
-    with dask.config.set({"jobqueue.slurm.cores": 6, "jobqueue.slurm.queue": "batch",
+    # Read by the core through the compatibility table when deploy.slurm is absent.
+    from dask_deploy._options import build_spec
+
+    with dask.config.set({"deploy.slurm": {}, "jobqueue.slurm.cores": 6,
+                          "jobqueue.slurm.queue": "batch",
                           "jobqueue.slurm.job-extra-directives": ["--exclusive"]}):
-        assert d["cores"]({}) == 6 and d["queue"]({}) == "batch"
-        assert d["job_extra_directives"]({}) == ["--exclusive"]
-        assert d["threads_per_worker"]({}) == 2  # 6 cores -> 3 processes of 2 threads
-    assert d["cores"]({}) is None and d["walltime"]({}) == "00:30:00"
+        spec, _ = build_spec("slurm", {})
+        o = spec.backend_options
+        assert o.cores == 6 and o.queue == "batch" and o.job_extra_directives == ("--exclusive",)
+        assert spec.worker.nthreads == 2  # 6 cores -> 3 processes of 2 threads
+    spec, _ = build_spec("slurm", {})
+    assert spec.backend_options.cores is None and spec.backend_options.walltime == "00:30:00"
 
 
 def test_expansion_names_processes_by_suffix(tmp_path: Path) -> None:

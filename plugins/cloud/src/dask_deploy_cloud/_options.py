@@ -72,7 +72,7 @@ _CREDENTIALS = ("credentials come from the AWS configuration chain (environment,
 
 def _drop_if(option: str, fine: Sequence[Any], why: str) -> Any:
     def convert(value: object) -> dict[str, Any]:
-        if value in fine:
+        if value in fine or (isinstance(value, str) and value.upper() in fine):
             return {}
         raise SpecError(option, value, why)
     return convert

@@ -228,8 +228,10 @@ JOBQUEUE_COMPAT = CompatTable(
 
 SLURM_COMPAT = JOBQUEUE_COMPAT.extended(
     *(Alias(n, n, "same") for n in ("job_cpu", "job_mem")), anchor="dask-jobqueue SLURMCluster")
-PBS_COMPAT = JOBQUEUE_COMPAT.extended(Alias("resource_spec", "resource_spec", "same"),
-                                      anchor="dask-jobqueue PBSCluster")
+PBS_COMPAT = JOBQUEUE_COMPAT.extended(
+    Alias("resource_spec", "resource_spec", "same"),
+    Alias("project", "account", "warn", reason="renamed to account (-A) in dask-jobqueue too"),
+    anchor="dask-jobqueue PBSCluster")
 SGE_COMPAT = JOBQUEUE_COMPAT.extended(
     *(Alias(n, n, "same") for n in ("resource_spec", "project")), anchor="dask-jobqueue SGECluster")
 
