@@ -35,7 +35,8 @@ EXAMPLES = [
     # docs/source/examples.rst, "SLURM Deployments"
     ("examples.rst SLURM", 'SLURMCluster(cores=8, processes=4, memory="16GB", '
                            'account="woodshole", walltime="01:00:00", queue="normal")'),
-    # docs/source/examples.rst, "SGE Deployments"
+    # docs/source/examples.rst, "SGE Deployments" (its walltime "1500000" is SGE seconds; the
+    # same request is written as HH:MM:SS here, see "noticed" in docs/migrating.md)
     ("examples.rst SGE", 'SGECluster(queue="default.q", cores=10, processes=10, memory="20GB", '
                          'walltime="01:00:00")'),
     # docs/source/examples.rst, "LSF Deployments"

@@ -95,7 +95,7 @@ def _tags(value: object) -> dict[str, Any]:
 
 
 _ECS_SAME = (
-    "image", "scheduler_cpu", "scheduler_mem", "worker_cpu", "worker_mem", "n_workers",
+    "scheduler_cpu", "scheduler_mem", "worker_cpu", "worker_mem", "n_workers",
     "cluster_arn", "execution_role_arn", "task_role_arn", "cloudwatch_logs_group",
     "cloudwatch_logs_default_retention", "vpc", "subnets", "security_groups", "tags",
     "region_name", "platform_version", "fargate_spot", "scheduler_port",
@@ -122,6 +122,7 @@ ECS_COMPAT = CompatTable(
     config=("cloudprovider.ecs",),
     entries=(
         *(Alias(n, n, "same") for n in _ECS_SAME),
+        Alias("image", "image", "same", anchor_default="daskdev/dask:latest"),
         *(Alias(n, n, "same", where="option") for n in ("asynchronous", "loop", "security",
                                                           "name", "shutdown_on_close")),
         Alias("fargate_scheduler", None, "same", anchor_default=False,
