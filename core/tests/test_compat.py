@@ -203,10 +203,10 @@ def test_anchor_config_is_read_only_when_ours_is_absent() -> None:
 
 
 def test_config_name_selects_the_anchor_section() -> None:
-    with dask.config.set({"deploy.slurm": {}, "jobqueue.gpu-nodes": {"cores": 12,
-                                                                      "job-extra": ["--gres=gpu:1"]}}):
-        with pytest.warns(FutureWarning, match="deploy.slurm.job-extra-directives"):
-            spec, _ = build_spec("slurm", {"config_name": "gpu-nodes"})
+    section = {"cores": 12, "job-extra": ["--gres=gpu:1"]}
+    with dask.config.set({"deploy.slurm": {}, "jobqueue.gpu-nodes": section}), \
+            pytest.warns(FutureWarning, match="deploy.slurm.job-extra-directives"):
+        spec, _ = build_spec("slurm", {"config_name": "gpu-nodes"})
     assert spec.backend_options.cores == 12
     assert spec.backend_options.job_extra_directives == ("--gres=gpu:1",)
 
@@ -218,10 +218,10 @@ def test_our_spelling_wins_over_the_anchor_spelling() -> None:
 
 
 def test_deploy_config_takes_anchor_names_and_hyphens() -> None:
-    with dask.config.set({"deploy.slurm": {"threads-per-worker": 2, "cores": 4,
-                                           "env-extra": ["module load x"]}}):
-        with pytest.warns(FutureWarning, match="deploy.slurm.env-extra"):
-            spec, _ = build_spec("slurm", {})
+    ours = {"threads-per-worker": 2, "cores": 4, "env-extra": ["module load x"]}
+    with dask.config.set({"deploy.slurm": ours}), \
+            pytest.warns(FutureWarning, match="deploy.slurm.env-extra"):
+        spec, _ = build_spec("slurm", {})
     assert spec.worker.nthreads == 2
     assert spec.backend_options.job_script_prologue == ("module load x",)
 
@@ -362,3 +362,19 @@ def test_every_config_key_is_documented() -> None:
         read |= set(re.findall(r'"deploy\.([a-z][a-z-]*)"', path.read_text())) - {"yaml"}
     assert read, "no deploy.* key found: the scan is broken"
     assert read <= set(props), sorted(read - set(props))
+
+
+# --------------------------------------------------------------------------------------
+# docs/migrating.md: its tables are generated from the data
+# --------------------------------------------------------------------------------------
+
+
+def test_migration_guide_tables_are_current() -> None:
+    from dask_deploy._compat import render_doc
+
+    doc = ROOT / "docs" / "migrating.md"
+    text = doc.read_text()
+    blocks = set(re.findall(r"<!-- compat:([a-z0-9_-]+) -->", text))
+    assert {b for b, _ in TABLES} <= blocks, "a backend's table is missing from the guide"
+    assert render_doc(text) == text, (
+        "docs/migrating.md is stale: run `uv run python -m dask_deploy._compat docs/migrating.md`")

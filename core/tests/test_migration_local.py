@@ -56,7 +56,7 @@ def _build(code: str) -> Any:
             warnings.simplefilter("ignore", FutureWarning)
             return build_spec("local", options)[0]
 
-    return eval(code.replace("LocalCluster(", "build(", 1),  # noqa: S307
+    return eval(code.replace("LocalCluster(", "build(", 1),
                 {"build": build, "logging": logging})
 
 
@@ -80,7 +80,7 @@ def test_localcluster_example(origin: str, code: str, expected: dict[str, Any] |
 def test_localcluster_example_runs_through_from_name() -> None:
     """One example for real: the workers have the threads and memory it asked for."""
     code = 'LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="1GiB")'
-    with eval(code.replace("LocalCluster(", 'Cluster.from_name("local", '),  # noqa: S307
+    with eval(code.replace("LocalCluster(", 'Cluster.from_name("local", '),
               {"Cluster": Cluster}) as cluster:
         cluster.wait_for_workers(2, timeout=60)
         workers = cluster.scheduler_info["workers"].values()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import shlex
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +41,7 @@ __all__ = [
     "compat_table",
     "did_you_mean",
     "markdown_table",
+    "render_doc",
     "translate",
 ]
 
@@ -483,3 +485,73 @@ LOCAL = CompatTable(
                      "the backend is polled"),
     ),
 )
+
+
+# --------------------------------------------------------------------------------------
+# The tables as documentation (docs/migrating.md is generated from these)
+# --------------------------------------------------------------------------------------
+
+_KIND_WORDS = {"same": "accepted", "warn": "warned", "refuse": "refused"}
+_WHERE_WORDS = {"option": "argument", "config": "config key", "both": "argument, config key"}
+
+
+def markdown_table(table: CompatTable, backend: str = "<backend>") -> str:
+    """One Markdown table: the anchor's name, ours, accepted/warned/refused, and why."""
+
+    def cell(text: str) -> str:
+        return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                .replace("|", "\\|").replace("\n", " "))
+
+    rows = ["| anchor name | here | kind | as | notes |", "| --- | --- | --- | --- | --- |"]
+    for e in sorted(table.entries, key=lambda e: ({"same": 0, "warn": 1, "refuse": 2}[e.kind],
+                                                  e.anchor, e.where)):
+        ours = f"`{e.ours}`" if e.ours else "-"
+        if e.convert is not None and e.ours is None and e.kind == "same":
+            ours = "(by value)"
+        rows.append(f"| `{e.anchor}` | {ours} | {_KIND_WORDS[e.kind]} | {_WHERE_WORDS[e.where]} "
+                    f"| {cell(e.reason)} |")
+    sections = ", ".join(f"`{c.format(section=backend)}`" for c in table.config) or "none"
+    counts = {k: sum(1 for e in table.entries if e.kind == k) for k in _KIND_WORDS}
+    return "\n".join([
+        f"*{table.anchor}*: {counts['same']} accepted, {counts['warn']} warned, "
+        f"{counts['refuse']} refused; config sections read when `deploy.<backend>` is "
+        f"absent: {sections}.", "", *rows])
+
+
+_BLOCK = re.compile(r"(<!-- compat:([a-z0-9_-]+) -->\n).*?(\n<!-- /compat -->)", re.S)
+
+
+def render_doc(text: str) -> str:
+    """``text`` with every ``<!-- compat:<backend> -->`` block regenerated from the tables."""
+    from ._plugins import installed_backends
+
+    infos = installed_backends()
+
+    def block(m: re.Match[str]) -> str:
+        backend = m.group(2)
+        info = infos.get(backend)
+        table = compat_table(backend, info.options if info else None)
+        body = markdown_table(table, backend) if table else f"(backend {backend!r} is not installed)"
+        return m.group(1) + body + m.group(3)
+
+    return _BLOCK.sub(block, text)
+
+
+def _main(paths: Sequence[str]) -> None:
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            old = f.read()
+        new = render_doc(old)
+        if new != old:  # pragma: no branch
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(new)
+            print(f"updated {path}")
+
+
+if __name__ == "__main__":  # python -m dask_deploy._compat docs/migrating.md
+    import sys
+
+    # The tables' classes are those of the imported module, not of this __main__ copy.
+    from dask_deploy._compat import _main as main
+
+    main(sys.argv[1:])

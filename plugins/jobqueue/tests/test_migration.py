@@ -124,7 +124,7 @@ def _ours(code: str) -> Any:
             warnings.simplefilter("ignore", FutureWarning)
             return build_spec(backend, options)[0]
 
-    return eval(code.replace(f"{cls}(", "build(", 1), {"build": build}), backend  # noqa: S307
+    return eval(code.replace(f"{cls}(", "build(", 1), {"build": build}), backend
 
 
 def _theirs(code: str) -> str:
@@ -139,7 +139,7 @@ def _theirs(code: str) -> str:
             warnings.simplefilter("ignore", FutureWarning)
             return job_cls(scheduler="tcp://127.0.0.1:8786", name="x", **options)
 
-    return str(eval(code.replace(f"{cls}(", "build(", 1), {"build": build}).job_script())  # noqa: S307
+    return str(eval(code.replace(f"{cls}(", "build(", 1), {"build": build}).job_script())
 
 
 def _minutes(text: str, colon_means: str = "h:m:s") -> float:

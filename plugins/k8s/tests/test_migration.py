@@ -69,7 +69,7 @@ def _build(code: str) -> Any:
             warnings.simplefilter("ignore", FutureWarning)
             return build_spec("k8s", options)[0]
 
-    return eval(code.replace("KubeCluster(", "build(", 1), {"build": build})  # noqa: S307
+    return eval(code.replace("KubeCluster(", "build(", 1), {"build": build})
 
 
 @pytest.mark.parametrize("origin,code,expected", EXAMPLES, ids=[o for o, _, _ in EXAMPLES])

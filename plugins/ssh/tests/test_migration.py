@@ -49,7 +49,7 @@ def _build(code: str) -> Any:
             warnings.simplefilter("ignore", FutureWarning)
             return build_spec("ssh", options)[0]
 
-    return eval(code.replace("SSHCluster(", "build(", 1), {"build": build})  # noqa: S307
+    return eval(code.replace("SSHCluster(", "build(", 1), {"build": build})
 
 
 @pytest.mark.parametrize("origin,code,expected", EXAMPLES, ids=[o for o, _, _ in EXAMPLES])
