@@ -4,6 +4,7 @@ as a key of the anchor's config section; arbitrary names never escape as a trace
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import warnings
@@ -183,7 +184,7 @@ def test_table_targets_are_options_of_the_backend(backend: str, table: CompatTab
     from dask_deploy._options import GENERIC_OPTIONS
 
     info = installed_backends()[backend]
-    fields = set(info.options.__dataclass_fields__) if info.options else set()
+    fields = {f.name for f in dataclasses.fields(info.options)} if info.options else set()
     for entry in table.entries:
         if entry.ours is not None:
             assert entry.ours in {*GENERIC_OPTIONS, *fields}, entry
@@ -237,7 +238,8 @@ def test_unknown_option_suggests_the_nearest_names_on_one_line() -> None:
 
 
 def test_value_dependent_refusals() -> None:
-    cases = [("local", {"processes": False}, "processes", "cannot run workers in this process"),
+    cases: list[tuple[str, dict[str, Any], str, str]] = [
+             ("local", {"processes": False}, "processes", "cannot run workers in this process"),
              ("local", {"worker_class": "dask_cuda.CUDAWorker"}, "worker_class", "gpus="),
              ("local", {"protocol": "inproc://"}, "protocol", "tcp://"),
              ("local", {"interface": "no-such-if0"}, "interface", "network interface"),

@@ -11,6 +11,7 @@ worker processes per job and threads per worker.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import textwrap
 import warnings
@@ -277,7 +278,8 @@ def test_every_jobqueue_yaml_key_has_a_translation() -> None:
         info = installed_backends()[system]
         table = compat_table(system, info.options)
         assert table is not None
-        ours = set(info.options.__dataclass_fields__) | set(GENERIC_OPTIONS)
+        assert info.options is not None
+        ours = {f.name for f in dataclasses.fields(info.options)} | set(GENERIC_OPTIONS)
         for key in shipped["jobqueue"][system]:
             name = key.replace("-", "_")
             assert table.lookup(name, "config") or name in ours, (system, key)
