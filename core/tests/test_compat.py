@@ -380,3 +380,29 @@ def test_migration_guide_tables_are_current() -> None:
     assert {b for b, _ in TABLES} <= blocks, "a backend's table is missing from the guide"
     assert render_doc(text) == text, (
         "docs/migrating.md is stale: run `uv run python -m dask_deploy._compat docs/migrating.md`")
+
+
+def test_spec_files_take_hyphenated_and_anchor_names(tmp_path: Path) -> None:
+    """``up -f``: hyphens as in -o and dask.config; anchors' names go through the table;
+    dask-jobqueue's adapt bounds are accepted."""
+    from dask_deploy._cli import _load_spec_file
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("backend: slurm\noptions:\n  threads-per-worker: 2\n  env-extra: [echo]\n"
+                    "  job-extra-directives: ['--exclusive']\n"
+                    "adapt:\n  minimum-jobs: 1\n  maximum_jobs: 4\n")
+    spec = _load_spec_file(str(path))
+    assert spec["adapt"] == {"minimum_jobs": 1, "maximum_jobs": 4}
+    with pytest.warns(FutureWarning, match="env_extra"):
+        built, _ = build_spec("slurm", spec["options"])
+    assert built.worker.nthreads == 2
+    assert built.backend_options.job_script_prologue == ("echo",)
+
+
+def test_render_doc_fills_each_block_and_keeps_the_prose_between() -> None:
+    from dask_deploy._compat import render_doc
+
+    text = "a\n<!-- compat:local -->\n<!-- /compat -->\nprose\n<!-- compat:nope -->\n<!-- /compat -->\n"
+    once = render_doc(text)
+    assert "prose" in once and "distributed.LocalCluster" in once and "not installed" in once
+    assert render_doc(once) == once

@@ -518,7 +518,9 @@ def markdown_table(table: CompatTable, backend: str = "<backend>") -> str:
         f"absent: {sections}.", "", *rows])
 
 
-_BLOCK = re.compile(r"(<!-- compat:([a-z0-9_-]+) -->\n).*?(\n<!-- /compat -->)", re.S)
+#: A generated block: its opening marker, whatever it holds (nothing at first), its end.
+_BLOCK = re.compile(r"(<!-- compat:([a-z0-9_-]+) -->)\n(?:(?:(?!<!-- ).)*?\n)?(<!-- /compat -->)",
+                    re.S)
 
 
 def render_doc(text: str) -> str:
@@ -532,7 +534,7 @@ def render_doc(text: str) -> str:
         info = infos.get(backend)
         table = compat_table(backend, info.options if info else None)
         body = markdown_table(table, backend) if table else f"(backend {backend!r} is not installed)"
-        return m.group(1) + body + m.group(3)
+        return f"{m.group(1)}\n{body}\n{m.group(3)}"
 
     return _BLOCK.sub(block, text)
 
