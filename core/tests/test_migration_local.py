@@ -96,18 +96,19 @@ class TwoPerUnit:
 
 
 def test_scale_jobs_and_adapt_bounds_as_in_dask_jobqueue() -> None:
+    # Units stay queued (start_delay): this is about the plan, and nothing needs to run.
     with Cluster.from_name("fake", n_workers=0, memory_limit="1GiB", threads_per_worker=2,
-                           extensions={"two": TwoPerUnit()}) as cluster:
+                           start_delay=3600.0, extensions={"two": TwoPerUnit()}) as cluster:
         assert cluster.workers_per_unit == 2
         cluster.scale(jobs=2)
         assert len(cluster.units) == 2 and len(cluster.plan) == 4
-        cluster.wait_for_workers(4, timeout=60)
         cluster.scale(3)  # workers, rounded up to whole jobs
         assert len(cluster.units) == 2
         cluster.scale(jobs=1)
         assert len(cluster.units) == 1
 
-        adaptive = cluster.adapt(minimum_jobs=1, maximum_jobs=3)
+        # interval: the bounds are what is checked, not what Adaptive then does
+        adaptive = cluster.adapt(minimum_jobs=1, maximum_jobs=3, interval="1h")
         assert (adaptive.minimum, adaptive.maximum) == (2, 6)
         adaptive = cluster.adapt(minimum_memory="3GiB", maximum_memory="10GiB")
         assert (adaptive.minimum, adaptive.maximum) == (3, 10)  # 1 GiB per worker
@@ -120,3 +121,4 @@ def test_scale_jobs_and_adapt_bounds_as_in_dask_jobqueue() -> None:
             cluster.adapt(maximum_memory="lots")
         with pytest.raises(SpecError, match="jobs"):
             cluster.scale(jobs=-1)
+        cluster.scale(0)

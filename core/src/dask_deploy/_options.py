@@ -145,7 +145,8 @@ def build_spec(backend: str, options: Mapping[str, Any], *, stacklevel: int = 2,
         hint = did_you_mean(name, candidates) or (
             f" ({table.anchor}'s names and ours: docs/migrating.md)" if table
             else " (its options: help(dask_deploy.from_name) and the backend's docs)")
-        raise SpecError(name, merged[name], f"not an option of backend {backend!r}{hint}")
+        shown = name if name.isidentifier() else repr(name)  # a name with a newline: one line
+        raise SpecError(shown, merged[name], f"not an option of backend {backend!r}{hint}")
     backend_options = (info.options(**{k: merged.pop(k) for k in backend_fields if k in merged})
                        if info.options else None)
     g = {k: merged[k] for k in GENERIC_OPTIONS if k in merged}
