@@ -238,14 +238,27 @@ def test_sigint_of_a_detached_creator_does_not_kill_the_cluster(wait_until: Any,
 
 def test_a_forgotten_detached_cluster_closes_itself_after_its_idle_timeout(
         wait_until: Any, agents_of: Any) -> None:
+    # distributed's idle clock starts with the scheduler, not with the first worker, so a short
+    # idle_timeout could end the scheduler before a slow worker connects. The option is given
+    # long, checked on the scheduler, and shortened once the cluster is left alone.
     cluster = Cluster.from_name("local", n_workers=1, scheduler="remote", shutdown_on_close=False,
-                                idle_timeout=2, name="t-idle", quiet=True)
+                                idle_timeout=600, name="t-idle", quiet=True)
     cluster.wait_for_workers(1, timeout=60)
+    address, security = cluster.scheduler_address, cluster.security
     cluster.close()  # detached, and nobody uses it any more
     assert len(agents_of("t-idle")) == 1
+    with Client(address, security=security) as client:
+        assert client.run_on_scheduler(_idle_timeout) == 600
+        client.run_on_scheduler(_idle_timeout, 1.0)
     wait_until(lambda: not agents_of("t-idle"), 90, "the idle cluster to stop itself")
     [line] = [x for x in run_list().splitlines() if x.startswith("t-idle")]
     assert " dead " in line  # listed as dead until `dask-deploy gc` prunes the record
+
+
+def _idle_timeout(seconds: float | None = None, dask_scheduler: Any = None) -> float:
+    if seconds is not None:
+        dask_scheduler.idle_timeout = seconds
+    return float(dask_scheduler.idle_timeout)
 
 
 def run_list() -> str:
