@@ -46,6 +46,8 @@ from ._options import (
     HTCondorOptions,
     JobqueueOptions,
     LSFOptions,
+    MoabOptions,
+    OAROptions,
     PBSOptions,
     SGEOptions,
     SLURMOptions,
@@ -57,7 +59,7 @@ __all__ = ["OPTIONS", "JobqueueBackend"]
 
 OPTIONS: dict[str, type[JobqueueOptions]] = {
     "slurm": SLURMOptions, "pbs": PBSOptions, "sge": SGEOptions, "lsf": LSFOptions,
-    "htcondor": HTCondorOptions,
+    "htcondor": HTCondorOptions, "moab": MoabOptions, "oar": OAROptions,
 }
 #: Seconds a submitted job may be invisible to the status command before it counts as gone.
 _SUBMIT_GRACE = 60.0
@@ -82,7 +84,7 @@ def lifetime(walltime: float, margin: float | None) -> tuple[float, float]:
 
 
 class JobqueueBackend:
-    """One cluster on one batch system (SLURM, PBS, SGE, LSF or HTCondor)."""
+    """One cluster on one batch system (SLURM, PBS, SGE, LSF, HTCondor, Moab or OAR)."""
 
     def __init__(self, spec: ClusterSpec) -> None:
         import dask.config
