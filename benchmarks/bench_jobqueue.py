@@ -77,7 +77,8 @@ def make(kind: str, name: str, logs: str, n: int) -> tuple[Any, str]:
 
         return (Cluster.from_name(SYSTEM, name=name, n_workers=n, log_directory=logs, quiet=True,
                                   **common), f"dask-deploy.{name}.worker")
-    from dask_jobqueue import SGECluster, SLURMCluster
+    from dask_jobqueue.sge import SGECluster
+    from dask_jobqueue.slurm import SLURMCluster
 
     cls = SGECluster if SYSTEM == "sge" else SLURMCluster
     cluster = cls(job_name=name, n_workers=n, log_directory=logs, processes=1,
@@ -165,12 +166,13 @@ def main() -> None:
 
     global SYSTEM
     SYSTEM = os.environ["DASK_DEPLOY_BENCH_SYSTEM"] = args.system
+    from dask_deploy_testing.sge import local_sge
+    from dask_deploy_testing.slurm import local_slurm
+
+    server: Any = local_sge if args.system == "sge" else local_slurm
+    anchor = "SGECluster" if args.system == "sge" else "SLURMCluster"
     if args.system == "sge":
-        from dask_deploy_testing.sge import local_sge as server
-        anchor, args.submit_rounds = "SGECluster", 0
-    else:
-        from dask_deploy_testing.slurm import local_slurm as server
-        anchor = "SLURMCluster"
+        args.submit_rounds = 0  # the submit50 trial reads SLURM's sdiag
     results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     with server() as srv:
         os.environ.update(srv.env)
