@@ -128,6 +128,7 @@ def test_sge_script(tmp_path: Path) -> None:
         "#$ -j y",
         f"#$ -o {tmp_path}/golden/$JOB_ID.$TASK_ID.out",
         "#$ -cwd",
+        "#$ -notify",
         "#$ -t 1-2",
         "#$ -q all.q",
         "#$ -P p1",
@@ -135,6 +136,7 @@ def test_sge_script(tmp_path: Path) -> None:
         "#$ -l h_rt=01:00:00",
     ]
     assert 'case "${SGE_TASK_ID}" in' in s
+    assert "\ntrap stop TERM INT USR2\n" in s  # qdel's notice to a -notify job
     # a plain job's $TASK_ID differs between Grid Engines ("undefined" or "0"): not used
     assert f"#$ -o {tmp_path}/golden/$JOB_ID.out" in job_script(spec("sge", str(tmp_path)))
 

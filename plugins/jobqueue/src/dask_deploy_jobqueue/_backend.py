@@ -212,7 +212,8 @@ class JobqueueBackend:
         lines += _script.body(cluster=self.spec.name, index_var=self.system.index_var,
                               first_index=self.system.first_index, units=units,
                               prologue=self.options.job_script_prologue, env=env,
-                              grace=self.options.stop_grace, commands=commands)
+                              grace=self.options.stop_grace, commands=commands,
+                              stop_signals=self.system.stop_signals)
         return "\n".join(lines) + "\n"
 
     def _worker_script(self, address: str, units: Sequence[Unit]) -> tuple[JobRequest, str]:

@@ -113,6 +113,8 @@ class System:
     job_id_regexp = ""
     #: The forceful stop; element ids follow (``cancel_command``).
     cancel_argv: tuple[str, ...] = ()
+    #: Signals the job script takes as "stop gracefully" (forwarded once to the workers).
+    stop_signals: tuple[str, ...] = ("TERM", "INT")
     #: The id of array element ``index`` of job ``job`` (a plain job's id is the job's).
     element_format = ""
 
@@ -381,6 +383,8 @@ class SGE(System):
     job_id_regexp = r"^(\d+)(?:\.\S+)?$"
     cancel_argv = ("qdel", "-f")
     element_format = "{job}.{index}"
+    # qdel of a -notify job sends SIGUSR2, then SIGKILL after the queue's notify time.
+    stop_signals = ("TERM", "INT", "USR2")
 
     def directives(self, req: JobRequest) -> list[str]:
         o = req.options
@@ -388,8 +392,12 @@ class SGE(System):
         # $TASK_ID only in arrays: a plain job's is "undefined" in some Grid Engines and
         # "0" in others (Son of Grid Engine 8.1.9, found on the live server).
         output = self.log_dir(req) + ("/$JOB_ID.$TASK_ID.out" if req.count > 1 else "/$JOB_ID.out")
+        # -notify: qdel sends SIGUSR2 first and SIGKILL only after the queue's notify time,
+        # so the script can stop its workers. Without it the SIGKILL reaches the job's
+        # process group only, and the workers (each in a session of its own) would be
+        # left running: found on the live Grid Engine.
         lines = [f"{d} -N {self.word(req, req.name, 'name')}", f"{d} -S /bin/bash", f"{d} -j y",
-                 f"{d} -o {self.word(req, output, 'log_directory')}", f"{d} -cwd"]
+                 f"{d} -o {self.word(req, output, 'log_directory')}", f"{d} -cwd", f"{d} -notify"]
         if req.count > 1:
             lines.append(f"{d} -t {self.first_index}-{self.first_index + req.count - 1}")
         if o.queue:
@@ -414,8 +422,8 @@ class SGE(System):
         return ["qstat", "-xml"]  # this user's jobs; finished ones are read from their files
 
     def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
-        # Grid Engine's qdel sends SIGKILL unless the queue's terminate_method says
-        # otherwise; a site that wants SIGTERM first configures it there.
+        # Running jobs were submitted with -notify: SIGUSR2 (the script stops its workers
+        # and exits 0), SIGKILL after the queue's notify time (default 60 s).
         return [["qdel", *ids]]
 
     def list_command(self, user: str) -> list[str]:
