@@ -203,13 +203,6 @@ def test_oar_script(tmp_path: Path) -> None:
     assert "--lifetime 6900s" in job_script(spec("oar", str(tmp_path), walltime="02:00"))
 
 
-def test_moab_and_oar_take_jobqueue_yaml() -> None:
-    with dask.config.set({"jobqueue.oar.memory-per-core-property-name": "mem_core",
-                          "jobqueue.moab.queue": "q1"}):
-        assert defaults("oar", OAROptions)["memory_per_core_property_name"]({}) == "mem_core"
-        assert defaults("moab", MoabOptions)["queue"]({}) == "q1"
-
-
 def test_htcondor_submit_description(tmp_path: Path) -> None:
     s = job_script(spec("htcondor", str(tmp_path), disk="2GiB",
                         job_extra_directives=['requirements = (OpSys == "LINUX")']), count=3)

@@ -395,7 +395,6 @@ _JOBQUEUE_KEYS = {
     "worker-command": "worker_command", "nanny": "nanny", "shebang": "shebang",
     "resource-spec": "resource_spec", "job-cpu": "job_cpu", "job-mem": "job_mem",
     "ncpus": "ncpus", "mem": "mem", "lsf-units": "lsf_units", "disk": "disk",
-    "memory-per-core-property-name": "memory_per_core_property_name",
 }
 
 
