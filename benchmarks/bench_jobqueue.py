@@ -1,4 +1,5 @@
-"""slurm backend vs ``dask_jobqueue.SLURMCluster`` on the same real (private) SLURM.
+"""slurm (sge) backend vs ``dask_jobqueue.SLURMCluster`` (``SGECluster``) on the same real
+server: a private SLURM, or the one-host Grid Engine of the tests (``--system sge``).
 
 Measures, for each contender in its default configuration (ours: TLS, no nanny, job
 arrays; dask-jobqueue: plain TCP, a nanny per worker, one sbatch per job):
@@ -9,12 +10,16 @@ arrays; dask-jobqueue: plain TCP, a nanny per worker, one sbatch per job):
   number of ``sbatch`` calls that took, and then closing those 50 (to an empty queue);
 * the final SLURM state of a stopped job (COMPLETED vs CANCELLED).
 
-A private single-node SLURM is started once (root only; see dask_deploy_testing.slurm).
+A private single-node SLURM is started once (root only; see dask_deploy_testing.slurm);
+with ``--system sge`` the one-host Grid Engine (dask_deploy_testing.sge; only ``ready`` and
+``close`` are measured there, and the final state is not read: Grid Engine forgets a job
+when it ends, ``qacct`` would need accounting).
 Each trial runs in a fresh interpreter (imports paid before the clock starts); the
 contenders alternate within every round, so both see the same machine state. Prints a
 markdown table of min/median/max and the ratio ours/anchor of the medians.
 
     sudo uv run python benchmarks/bench_jobqueue.py [--sizes 1 4 8] [--rounds 5] [--submit-rounds 3]
+    sudo uv run python benchmarks/bench_jobqueue.py --system sge --sizes 4 --rounds 5
 """
 
 from __future__ import annotations
@@ -28,10 +33,19 @@ import sys
 import tempfile
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from typing import Any
+
+#: "slurm" or "sge": the batch system of this run (trials read it from the environment).
+SYSTEM = os.environ.get("DASK_DEPLOY_BENCH_SYSTEM", "slurm")
 
 
 def queue(name: str) -> list[str]:
+    if SYSTEM == "sge":
+        out = subprocess.run(["qstat", "-xml", "-u", "*"], capture_output=True, text=True,
+                             check=True).stdout
+        return [f"{j.findtext('JB_job_number')}.{j.findtext('tasks') or ''}"
+                for j in ET.fromstring(out).iter("job_list") if j.findtext("JB_name") == name]
     out = subprocess.run(["squeue", "--noheader", "--array", f"--name={name}", "--format=%i"],
                          capture_output=True, text=True, check=True).stdout
     return out.split()
@@ -46,6 +60,8 @@ def wait(cond: Any, timeout: float = 300.0) -> None:
 
 
 def state(job: str) -> str:
+    if SYSTEM == "sge":
+        return "?"
     out = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True,
                          check=False).stdout
     return next((w.split("=", 1)[1] for w in out.split() if w.startswith("JobState=")), "?")
@@ -53,15 +69,19 @@ def state(job: str) -> str:
 
 def make(kind: str, name: str, logs: str, n: int) -> tuple[Any, str]:
     """A cluster of ``n`` workers and the SLURM job name its jobs carry."""
-    common = {"cores": 1, "memory": "512MiB", "walltime": "00:30:00"}
+    common: dict[str, Any] = {"cores": 1, "memory": "512MiB", "walltime": "00:30:00"}
+    if SYSTEM == "sge":
+        common["queue"] = "all.q"
     if kind == "ours":
         from dask_deploy import Cluster
 
-        return (Cluster.from_name("slurm", name=name, n_workers=n, log_directory=logs, quiet=True,
+        return (Cluster.from_name(SYSTEM, name=name, n_workers=n, log_directory=logs, quiet=True,
                                   **common), f"dask-deploy.{name}.worker")
-    from dask_jobqueue import SLURMCluster
+    from dask_jobqueue.sge import SGECluster
+    from dask_jobqueue.slurm import SLURMCluster
 
-    cluster = SLURMCluster(job_name=name, n_workers=n, log_directory=logs, processes=1,
+    cls = SGECluster if SYSTEM == "sge" else SLURMCluster
+    cluster = cls(job_name=name, n_workers=n, log_directory=logs, processes=1,
                            scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
                            worker_extra_args=["--host", "127.0.0.1"], **common)
     return cluster, name
@@ -131,6 +151,7 @@ def table(results: dict[tuple[str, str, int], list[dict[str, Any]]], rows: list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--system", choices=["slurm", "sge"], default="slurm")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--submit-n", type=int, default=50)
@@ -143,12 +164,18 @@ def main() -> None:
         print(json.dumps(fn(kind, int(n))))
         return
 
+    global SYSTEM
+    SYSTEM = os.environ["DASK_DEPLOY_BENCH_SYSTEM"] = args.system
+    from dask_deploy_testing.sge import local_sge
     from dask_deploy_testing.slurm import local_slurm
 
-    anchor = "SLURMCluster"
+    server: Any = local_sge if args.system == "sge" else local_slurm
+    anchor = "SGECluster" if args.system == "sge" else "SLURMCluster"
+    if args.system == "sge":
+        args.submit_rounds = 0  # the submit50 trial reads SLURM's sdiag
     results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
-    with local_slurm() as slurm:
-        os.environ.update(slurm.env)
+    with server() as srv:
+        os.environ.update(srv.env)
         os.environ["DASK_DEPLOY_STATE_DIR"] = tempfile.mkdtemp()
         for r in range(args.rounds):
             for n in args.sizes:
@@ -162,7 +189,8 @@ def main() -> None:
                 results.setdefault((kind, "submit", args.submit_n), []).append(res)
                 print(f"round {r} submit n={args.submit_n} {kind}: {res}", file=sys.stderr)
     rows = [("ready", n, m) for n in args.sizes for m in ("ready", "close")]
-    rows += [("submit", args.submit_n, m) for m in ("submit", "close", "sbatch_calls")]
+    if args.submit_rounds:
+        rows += [("submit", args.submit_n, m) for m in ("submit", "close", "sbatch_calls")]
     table(results, rows, anchor)
     for kind in ("ours", anchor):
         states = sorted({r["final_state"] for n in args.sizes for r in results[(kind, "ready", n)]})

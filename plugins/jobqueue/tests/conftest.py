@@ -1,4 +1,5 @@
-"""Fixtures: one real single-node SLURM for the whole session (see dask_deploy_testing.slurm)."""
+"""Fixtures: one real single-node SLURM and one one-host Grid Engine for the whole session
+(see dask_deploy_testing.slurm and .sge), and SLURM's Torque wrappers for the pbs backend."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from dask_deploy_testing.sge import LocalSGE, local_sge
 from dask_deploy_testing.slurm import LocalSlurm, local_slurm
+from dask_deploy_testing.torque import torque_bin
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +46,48 @@ def slurm(slurm_session: LocalSlurm) -> Iterator[LocalSlurm]:
     left = slurm_session.job_ids()
     slurm_session.cancel_all()
     assert not left, f"jobs left in the queue after the test: {left}"
+
+
+@pytest.fixture(scope="session")
+def sge_session() -> Iterator[LocalSGE]:
+    """sge_qmaster + sge_execd (started unless already running; stopped by PID if started
+    here). Under CI=true a Grid Engine that cannot be started fails the tests."""
+    try:
+        cm = local_sge()
+        sge = cm.__enter__()
+    except Exception as e:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"a real Grid Engine is required under CI=true: {e}")
+        pytest.skip(f"no Grid Engine here: {e}")
+    try:
+        yield sge
+    finally:
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def sge(sge_session: LocalSGE) -> Iterator[LocalSGE]:
+    """The session's Grid Engine, checked for leaks as ``slurm`` is."""
+    sge_session.delete_all()
+    yield sge_session
+    left = sge_session.job_ids()
+    sge_session.delete_all()
+    assert not left, f"jobs left in the queue after the test: {left}"
+
+
+@pytest.fixture
+def torque(slurm: LocalSlurm, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalSlurm]:
+    """The session's SLURM, with SLURM's Torque wrappers (qsub/qstat/qdel) first on PATH
+    for this test only: the pbs backend runs them by name, and Grid Engine's qsub stays
+    where the sge tests find it. Under CI=true missing wrappers fail the test."""
+    try:
+        path = torque_bin()
+    except Exception as e:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"SLURM's Torque wrappers are required under CI=true: {e}")
+        pytest.skip(f"no Torque wrappers here: {e}")
+    monkeypatch.setenv("PATH", f"{path}{os.pathsep}{os.environ.get('PATH', '')}")
+    yield slurm
 
 
 @pytest.fixture

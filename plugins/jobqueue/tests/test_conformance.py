@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from dask_deploy_conformance import ConformanceSuite
+from dask_deploy_testing.sge import LocalSGE
 from dask_deploy_testing.slurm import LocalSlurm
 
 pytestmark = pytest.mark.timeout(600)
@@ -37,3 +38,26 @@ class TestSlurmConformance(ConformanceSuite):
     @pytest.fixture
     def deploy_max_workers(self) -> int:
         return 2  # each worker is a job and an interpreter: keep the run within minutes
+
+
+class TestSgeConformance(ConformanceSuite):
+    """Every check of the suite on the one-host Grid Engine: workers are elements of task
+    arrays (``qsub -t``), the remote scheduler a job of its own, gc reads ``qstat -xml``."""
+
+    @pytest.fixture
+    def deploy_backend(self) -> str:
+        return "sge"
+
+    @pytest.fixture
+    def deploy_options(self, deploy_options: dict[str, Any], sge: LocalSGE,
+                       tmp_path: Path) -> dict[str, Any]:
+        return {**deploy_options, "cores": 1, "memory": "512MiB", "log_directory": str(tmp_path),
+                "queue": sge.queue, "poll_interval": 0.5, "stop_grace": 5.0}
+
+    @pytest.fixture
+    def deploy_timeout(self) -> float:
+        return 120.0
+
+    @pytest.fixture
+    def deploy_max_workers(self) -> int:
+        return 2

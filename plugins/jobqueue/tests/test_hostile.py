@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from dask_deploy import TLS, ClusterSpec, SpecError, Unit, WorkerSpec
 from dask_deploy_jobqueue._backend import OPTIONS, JobqueueBackend
-from dask_deploy_jobqueue._options import field_names
+from dask_deploy_jobqueue._options import OAROptions, field_names
 from dask_deploy_jobqueue._script import NAME
 from dask_deploy_jobqueue._systems import SYSTEMS, HTCondor
 from hypothesis import HealthCheck, given, settings
@@ -156,7 +156,8 @@ def check_header(system: str, option: str, value: str, spec: ClusterSpec, script
 def run(system: str, script: str, sandbox: Path) -> subprocess.CompletedProcess[str]:
     path = sandbox / "job.sh"
     path.write_text(script)
-    index = SYSTEMS[system].index_var.strip("${}")
+    # the first variable the index expression reads (Moab's falls back to Torque's)
+    index = re.match(r"\$\{?(\w+)", SYSTEMS[system].index_var).group(1)  # type: ignore[union-attr]
     env = {"PATH": os.environ["PATH"], "SANDBOX": str(sandbox), "HOME": str(sandbox)}
     args = ["bash", str(path)]
     if index.isdigit():
@@ -249,13 +250,35 @@ def test_env_keys_must_be_plain_names() -> None:
     assert WorkerSpec(env={"_A1": "$(touch x)\n`y`"}).env["_A1"] == "$(touch x)\n`y`"
 
 
-@pytest.mark.parametrize("system", ["pbs", "sge", "lsf"])
+@pytest.mark.parametrize("system", ["pbs", "sge", "lsf", "moab", "oar"])
 def test_systems_without_escapes_refuse_what_they_cannot_quote(system: str) -> None:
     with pytest.raises(SpecError, match="queue"):
         OPTIONS[system](queue='a"b')
-    special = {"pbs": "/a:b", "sge": "/a/$USER", "lsf": "/a/%J"}[system]
+    special = {"pbs": "/a:b", "sge": "/a/$USER", "lsf": "/a/%J", "moab": "/a:b",
+               "oar": "/a/%jobid%"}[system]
     with pytest.raises(SpecError, match="log_directory"):
         OPTIONS[system](log_directory=special)
+
+
+@pytest.mark.parametrize("value", ["memcore>=1", "mem core", "memcore;touch x", "m\nx", "", "1a"])
+def test_oar_memory_property_must_be_a_name(value: str) -> None:
+    with pytest.raises(SpecError) as e:
+        OAROptions(memory_per_core_property_name=value)
+    assert e.value.option == "memory_per_core_property_name" and "\n" not in str(e.value)
+
+
+@given(value=hostile)
+@settings(max_examples=50, deadline=None)
+def test_oar_memory_property_is_refused_or_a_plain_name(value: str) -> None:
+    """The property name lands inside a ``-p`` SQL clause: only a plain name gets there."""
+    try:
+        options = OAROptions(memory_per_core_property_name=value, memory="1GiB", cores=1)
+    except SpecError as e:
+        assert e.option == "memory_per_core_property_name"
+        return
+    assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value)
+    spec = ClusterSpec(backend="oar", name="hostile", backend_options=options)
+    assert f'#OAR -p "{value}>=1024"' in JobqueueBackend(spec).job_script().splitlines()
 
 
 def script_lines(system: str, **options: Any) -> list[str]:
@@ -268,6 +291,9 @@ def test_directive_values_are_quoted(tmp_path: Path) -> None:
     assert f'#SBATCH --output="{logs}/hostile/%j.out"' in script_lines("slurm", log_directory=str(logs))
     assert f'#PBS -o "{logs}/hostile/"' in script_lines("pbs", log_directory=str(logs))
     assert "#BSUB -q \"a b's\"" in script_lines("lsf", queue="a b's")
+    assert f'#PBS -o "{logs}/hostile/"' in script_lines("moab", log_directory=str(logs))
+    assert f'#OAR -O "{logs}/hostile/%jobid%.out"' in script_lines("oar", log_directory=str(logs))
+    assert "#OAR -q \"a b's\"" in script_lines("oar", queue="a b's")
     spec = ClusterSpec(backend="slurm", name="hostile",
                        backend_options=OPTIONS["slurm"](account='a "b" \\c', log_directory="/l/50%"))
     lines = JobqueueBackend(spec).job_script().splitlines()

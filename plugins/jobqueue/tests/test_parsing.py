@@ -1,9 +1,10 @@
 """Reading what the systems' commands print: submit, status and listing output.
 
-SLURM's samples were recorded from the real slurmctld 22.05 these tests start. PBS Pro,
-Grid Engine, LSF and HTCondor are not packaged for Debian, so their samples follow the
-formats their documentation shows (``qstat -f -F json``, ``qstat -xml``, ``bjobs -o``,
-``condor_q -af:j``); the SLURM tests check the same code paths for real.
+SLURM's samples were recorded from the real slurmctld 22.05 these tests start; the sge
+backend runs against a real Grid Engine in test_conformance.py. PBS Pro, LSF, HTCondor,
+Moab and OAR are not packaged for Debian, so their samples follow the formats their
+documentation shows (``qstat -f -F json``, ``bjobs -o``, ``condor_q -af:j``, ``showq
+--xml``, ``oarstat -f -J``); the SLURM and SGE runs check the same code paths for real.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def test_sge() -> None:
     assert sge.parse_submit("12.1-6:1\n") == "12"
     assert sge.parse_submit("14\n") == "14"
     assert sge.element_ids("12", 3) == ["12.1", "12.2", "12.3"]
-    assert sge.log_paths(req("sge", 1), "14") == ["/logs/c1/14.undefined.out"]
+    assert sge.log_paths(req("sge", 1), "14") == ["/logs/c1/14.out"]
     listed = {j.element: j for j in sge.parse_listing(QSTAT_XML)}
     assert listed["12.1"].phase is Phase.RUNNING
     assert [e for e in listed if e.startswith("12.")] == ["12.1", "12.2", "12.4", "12.6"]
@@ -237,6 +238,121 @@ def test_htcondor() -> None:
     assert st["77.3"] == (Phase.FAILED, "exit code 1")
     assert st["78.0"] == (Phase.GONE, "")
     assert {j.name for j in condor.parse_listing(CONDOR_Q)} == {"dask-deploy.c1.worker"}
+
+
+# -- Moab (documented: showq --xml, one <queue> per class of jobs) ---------------------
+
+SHOWQ_XML = """\
+<Data><Object>queue</Object><cluster LocalActiveNodes="1" LocalIdleNodes="3" LocalUpProcs="16" \
+time="1700000100"></cluster>
+<queue count="2" option="active">
+<job AWDuration="100" Class="batch" DRMJID="4001[1].head" GJID="4001[1]" Group="users" \
+JobID="4001[1]" JobName="dask-deploy.c1.worker" MasterHost="node01" PAL="torque" ReqProcs="1" \
+StartTime="1700000000" State="Running" SubmissionTime="1699999990" User="alice"></job>
+<job JobID="4003" JobName="dask-deploy.c1.scheduler" State="Starting" User="alice"></job>
+</queue>
+<queue count="1" option="eligible">
+<job JobID="4001[2]" JobName="dask-deploy.c1.worker" State="Idle" StartPriority="1" \
+User="alice"></job>
+</queue>
+<queue count="2" option="blocked">
+<job BlockReason="IdlePolicy" EState="Deferred" JobID="4001[3]" JobName="dask-deploy.c1.worker" \
+State="Deferred" User="alice"></job>
+<job EState="BatchHold" JobID="4002" JobName="other" State="BatchHold" User="alice"></job>
+</queue>
+<queue count="2" option="completed">
+<job CompletionCode="0" JobID="3999" JobName="dask-deploy.c1.worker" State="Completed"></job>
+<job CompletionCode="271" JobID="3998" JobName="dask-deploy.c1.worker" State="Removed"></job>
+</queue>
+</Data>
+"""
+
+
+def test_moab() -> None:
+    moab = S["moab"]
+    assert moab.parse_submit("\nMoab.12\n") == "Moab.12"
+    assert moab.parse_submit("4001\n") == "4001"
+    with pytest.raises(BackendError, match="msub"):
+        moab.parse_submit("ERROR:  cannot submit job - no queue\nmsub: job rejected\n")
+    assert moab.submit_command("/x/job.sh") == ["msub", "/x/job.sh"]
+    assert moab.element_ids("4001", 2) == ["4001[1]", "4001[2]"]
+    assert moab.element_ids("Moab.12", 1) == ["Moab.12"]
+    assert moab.log_paths(req("moab", 2), "4001") == ["/logs/c1/dask-deploy.c1.worker.o4001-1",
+                                                      "/logs/c1/dask-deploy.c1.worker.o4001-2"]
+    assert moab.log_paths(req("moab", 1), "Moab.12") == ["/logs/c1/dask-deploy.c1.worker.o12"]
+    st = moab.parse_status(SHOWQ_XML)
+    assert st["4001[1]"] == (Phase.RUNNING, "")
+    assert st["4003"] == (Phase.RUNNING, "")
+    assert st["4001[2]"] == (Phase.PENDING, "Idle")
+    assert st["4001[3]"] == (Phase.PENDING, "Deferred (IdlePolicy)")
+    assert st["4002"] == (Phase.PENDING, "BatchHold")
+    assert st["3999"] == (Phase.GONE, "")
+    assert st["3998"] == (Phase.FAILED, "Removed (completion code 271)")
+    assert moab.stop_commands(["4001[1]"], 5) == [["canceljob", "4001[1]"]]
+    assert moab.list_command("alice") == ["showq", "--xml", "-w", "user=alice"]
+    names = {j.element: j.name for j in moab.parse_listing(SHOWQ_XML)}
+    assert parse_job_name(names["4003"]) == ("c1", "scheduler")
+    with pytest.raises(BackendError, match="not XML"):
+        moab.parse_listing("ERROR: cannot connect to Moab server")
+
+
+# -- OAR (documented: oarsub prints OAR_JOB_ID= lines, oarstat -J a JSON object) ---------
+
+OARSUB_ARRAY = """\
+[ADMISSION RULE] Modify resource description with type constraints
+OAR_JOB_ID=5001
+OAR_JOB_ID=5002
+OAR_JOB_ID=5003
+OAR_ARRAY_ID=5001
+"""
+
+OARSTAT_J = """\
+{
+   "5001" : {"Job_Id" : 5001, "array_id" : 5001, "array_index" : 1, "exit_code" : null,
+             "message" : "R=4,W=1:0:0,J=B (Karma=0.000,quota_ok)",
+             "name" : "dask-deploy.c1.worker", "owner" : "alice", "queue" : "default",
+             "state" : "Running"},
+   "5002" : {"Job_Id" : 5002, "array_index" : 2, "exit_code" : null,
+             "message" : "Karma=0.000,quota_ok", "name" : "dask-deploy.c1.worker",
+             "state" : "Waiting"},
+   "5003" : {"Job_Id" : 5003, "array_index" : 3, "exit_code" : 256, "message" : "",
+             "name" : "dask-deploy.c1.worker", "state" : "Terminated"},
+   "5004" : {"Job_Id" : 5004, "exit_code" : 0, "name" : "dask-deploy.c1.scheduler",
+             "state" : "Terminated"},
+   "5005" : {"Job_Id" : 5005, "exit_code" : null, "message" : "Cannot launch the job",
+             "name" : "dask-deploy.c1.worker", "state" : "Error"},
+   "5006" : {"Job_Id" : 5006, "name" : null, "state" : "Finishing"}
+}
+"""
+
+
+def test_oar() -> None:
+    oar = S["oar"]
+    assert oar.parse_submit("OAR_JOB_ID=5004\n") == "5004"
+    assert oar.parse_submit(OARSUB_ARRAY) == "5001,5002,5003"
+    assert oar.element_ids("5001,5002,5003", 3) == ["5001", "5002", "5003"]
+    with pytest.raises(BackendError, match="3 job ids for an array of 2"):
+        oar.element_ids("5001,5002,5003", 2)
+    with pytest.raises(BackendError, match="oarsub"):
+        oar.parse_submit("[ADMISSION RULE] Error: walltime too long\n")
+    assert oar.submit_command("/x/job.sh") == ["oarsub", "-S", "/x/job.sh"]
+    assert oar.log_paths(req("oar", 2), "5001,5002") == ["/logs/c1/5001.out", "/logs/c1/5002.out"]
+    assert oar.status_command("n", ["5001", "5002"]) == ["oarstat", "-f", "-J", "-j", "5001",
+                                                         "-j", "5002"]
+    st = oar.parse_status(OARSTAT_J)
+    assert st["5001"] == (Phase.RUNNING, "")
+    assert st["5002"] == (Phase.PENDING, "Waiting: Karma=0.000,quota_ok")
+    assert st["5003"] == (Phase.FAILED, "exit code 256")
+    assert st["5004"] == (Phase.GONE, "")
+    assert st["5005"] == (Phase.FAILED, "Error: Cannot launch the job")
+    assert st["5006"] == (Phase.RUNNING, "")
+    assert oar.parse_status("{}") == {}
+    assert oar.list_command("alice") == ["oarstat", "-f", "-J", "-u", "alice"]
+    assert {j.name for j in oar.parse_listing(OARSTAT_J)} == {
+        "dask-deploy.c1.worker", "dask-deploy.c1.scheduler", ""}
+    for bad in ("oarstat: cannot connect to the database", "[1, 2]"):
+        with pytest.raises(BackendError, match="oarstat"):
+            oar.parse_listing(bad)
 
 
 # -- how an ended job's output file is read ---------------------------------------------

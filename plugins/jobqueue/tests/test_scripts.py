@@ -22,6 +22,8 @@ from dask_deploy_conformance import wait_for as wait_until
 from dask_deploy_jobqueue import (
     HTCondorOptions,
     LSFOptions,
+    MoabOptions,
+    OAROptions,
     PBSOptions,
     SGEOptions,
     SLURMOptions,
@@ -31,7 +33,7 @@ from dask_deploy_jobqueue._backend import JobqueueBackend, lifetime
 from dask_deploy_jobqueue._options import default_processes, defaults, parse_walltime
 
 OPTS = {"slurm": SLURMOptions, "pbs": PBSOptions, "sge": SGEOptions, "lsf": LSFOptions,
-        "htcondor": HTCondorOptions}
+        "htcondor": HTCondorOptions, "moab": MoabOptions, "oar": OAROptions}
 
 
 def spec(system: str, tmp: str, tls: TLS | None = None, nthreads: int = 2,
@@ -126,6 +128,7 @@ def test_sge_script(tmp_path: Path) -> None:
         "#$ -j y",
         f"#$ -o {tmp_path}/golden/$JOB_ID.$TASK_ID.out",
         "#$ -cwd",
+        "#$ -notify",
         "#$ -t 1-2",
         "#$ -q all.q",
         "#$ -P p1",
@@ -133,6 +136,9 @@ def test_sge_script(tmp_path: Path) -> None:
         "#$ -l h_rt=01:00:00",
     ]
     assert 'case "${SGE_TASK_ID}" in' in s
+    assert "\ntrap stop TERM INT USR2\n" in s  # qdel's notice to a -notify job
+    # a plain job's $TASK_ID differs between Grid Engines ("undefined" or "0"): not used
+    assert f"#$ -o {tmp_path}/golden/$JOB_ID.out" in job_script(spec("sge", str(tmp_path)))
 
 
 def test_lsf_script(tmp_path: Path) -> None:
@@ -152,6 +158,49 @@ def test_lsf_script(tmp_path: Path) -> None:
     assert 'case "${LSB_JOBINDEX}" in' in s
     # LSF reads HH:MM: one hour of walltime, so workers retire after 55 minutes
     assert "--lifetime 3300s" in s
+
+
+def test_moab_script(tmp_path: Path) -> None:
+    """dask-jobqueue's MoabJob is a PBSJob submitted with msub: the same directives, with
+    Moab's array syntax (msub -t name[range])."""
+    s = job_script(spec("moab", str(tmp_path), queue="batch", account="acct"), count=3)
+    assert header(s, "#PBS") == [
+        "#PBS -N dask-deploy.golden.worker",
+        "#PBS -j oe",
+        f"#PBS -o {tmp_path}/golden/",
+        "#PBS -t dask-deploy.golden.worker[1-3]",
+        "#PBS -q batch",
+        "#PBS -A acct",
+        "#PBS -l select=1:ncpus=4:mem=8192MB",
+        "#PBS -l walltime=01:00:00",
+    ]
+    assert 'case "${MOAB_JOBARRAYINDEX:-${PBS_ARRAYID}}" in' in s
+    single = job_script(spec("moab", str(tmp_path), resource_spec="nodes=1:ppn=4"))
+    assert "#PBS -l nodes=1:ppn=4" in single and " -t " not in single and "-J" not in single
+
+
+def test_oar_script(tmp_path: Path) -> None:
+    """dask-jobqueue's OARJob: resources and walltime on one -l line (two would make a
+    moldable job), --project, and memory as a per-core property when one is named."""
+    s = job_script(spec("oar", str(tmp_path), queue="default", project="p3",
+                        memory_per_core_property_name="memcore"), count=3)
+    assert header(s, "#OAR") == [
+        "#OAR -n dask-deploy.golden.worker",
+        f"#OAR -O {tmp_path}/golden/%jobid%.out",
+        f"#OAR -E {tmp_path}/golden/%jobid%.out",
+        "#OAR --array 3",
+        "#OAR -q default",
+        "#OAR --project p3",
+        "#OAR -l /nodes=1/core=4,walltime=01:00:00",
+        '#OAR -p "memcore>=2048"',  # 8 GiB over 4 cores, in MiB
+    ]
+    assert 'case "${OAR_ARRAY_INDEX}" in' in s
+    custom = job_script(spec("oar", str(tmp_path), resource_spec="/host=1/core=8",
+                             memory_per_core_property_name="not_applicable"))
+    assert header(custom, "#OAR")[-1] == "#OAR -l /host=1/core=8,walltime=01:00:00"
+    assert "--array" not in custom and "-p " not in custom
+    # OAR reads one colon as hours:minutes: "02:00" is two hours, workers retire 5 min early
+    assert "--lifetime 6900s" in job_script(spec("oar", str(tmp_path), walltime="02:00"))
 
 
 def test_htcondor_submit_description(tmp_path: Path) -> None:

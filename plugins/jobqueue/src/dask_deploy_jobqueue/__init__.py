@@ -1,4 +1,4 @@
-"""dask-deploy batch-system backends: SLURM, PBS, SGE, LSF and HTCondor, with job arrays.
+"""dask-deploy batch-system backends: SLURM, PBS, SGE, LSF, HTCondor, Moab and OAR, with job arrays.
 
 >>> from dask_deploy import Cluster
 >>> cluster = Cluster.from_name("slurm", cores=8, memory="16GB", queue="regular")  # doctest: +SKIP
@@ -13,12 +13,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._options import HTCondorOptions, JobqueueOptions, LSFOptions, PBSOptions, SGEOptions, SLURMOptions
+from ._options import (
+    HTCondorOptions,
+    JobqueueOptions,
+    LSFOptions,
+    MoabOptions,
+    OAROptions,
+    PBSOptions,
+    SGEOptions,
+    SLURMOptions,
+)
 
 __all__ = [
     "HTCondorOptions",
     "JobqueueOptions",
     "LSFOptions",
+    "MoabOptions",
+    "OAROptions",
     "PBSOptions",
     "SGEOptions",
     "SLURMOptions",

@@ -46,6 +46,8 @@ from ._options import (
     HTCondorOptions,
     JobqueueOptions,
     LSFOptions,
+    MoabOptions,
+    OAROptions,
     PBSOptions,
     SGEOptions,
     SLURMOptions,
@@ -57,7 +59,7 @@ __all__ = ["OPTIONS", "JobqueueBackend"]
 
 OPTIONS: dict[str, type[JobqueueOptions]] = {
     "slurm": SLURMOptions, "pbs": PBSOptions, "sge": SGEOptions, "lsf": LSFOptions,
-    "htcondor": HTCondorOptions,
+    "htcondor": HTCondorOptions, "moab": MoabOptions, "oar": OAROptions,
 }
 #: Seconds a submitted job may be invisible to the status command before it counts as gone.
 _SUBMIT_GRACE = 60.0
@@ -82,7 +84,7 @@ def lifetime(walltime: float, margin: float | None) -> tuple[float, float]:
 
 
 class JobqueueBackend:
-    """One cluster on one batch system (SLURM, PBS, SGE, LSF or HTCondor)."""
+    """One cluster on one batch system (SLURM, PBS, SGE, LSF, HTCondor, Moab or OAR)."""
 
     def __init__(self, spec: ClusterSpec) -> None:
         import dask.config
@@ -210,7 +212,8 @@ class JobqueueBackend:
         lines += _script.body(cluster=self.spec.name, index_var=self.system.index_var,
                               first_index=self.system.first_index, units=units,
                               prologue=self.options.job_script_prologue, env=env,
-                              grace=self.options.stop_grace, commands=commands)
+                              grace=self.options.stop_grace, commands=commands,
+                              stop_signals=self.system.stop_signals)
         return "\n".join(lines) + "\n"
 
     def _worker_script(self, address: str, units: Sequence[Unit]) -> tuple[JobRequest, str]:

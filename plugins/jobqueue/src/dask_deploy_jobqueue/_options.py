@@ -34,6 +34,8 @@ __all__ = [
     "HTCondorOptions",
     "JobqueueOptions",
     "LSFOptions",
+    "MoabOptions",
+    "OAROptions",
     "PBSOptions",
     "SGEOptions",
     "SLURMOptions",
@@ -475,6 +477,34 @@ class HTCondorOptions(JobqueueOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         _opt_bytes(self.disk, "disk")
+
+
+@dataclass(frozen=True)
+class MoabOptions(PBSOptions):
+    """Moab (over Torque): PBS-style scripts submitted with ``msub``; dask-jobqueue's
+    ``MoabCluster`` takes ``PBSCluster``'s options, and so does this."""
+
+
+@dataclass(frozen=True)
+class OAROptions(JobqueueOptions):
+    """OAR: ``resource_spec`` replaces ``/nodes=1/core=<cores>`` in ``-l``; ``project`` is
+    ``--project``; ``memory_per_core_property_name`` (e.g. ``memcore``) turns ``memory`` into
+    a ``-p`` property on the cores, as in dask-jobqueue (``"not_applicable"``: none)."""
+
+    # oarsub reads "#OAR" lines as shell words; "%" in -O/-E names %jobid% and the like.
+    log_dir_special: ClassVar[str] = "%"
+
+    resource_spec: str | None = None
+    project: str | None = None
+    memory_per_core_property_name: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        value = self.memory_per_core_property_name
+        if value is not None and (not isinstance(value, str)
+                                  or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\Z", value)):
+            raise SpecError("memory_per_core_property_name", value,
+                            'expected a property name such as "memcore" (letters, digits, _)')
 
 
 # --------------------------------------------------------------------------------------

@@ -71,13 +71,16 @@ def command_word(program: str) -> str:
 
 def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequence[str],
          prologue: Sequence[str], env: Mapping[str, str], grace: float,
-         commands: Sequence[tuple[str, Mapping[str, str], list[str]]]) -> list[str]:
+         commands: Sequence[tuple[str, Mapping[str, str], list[str]]],
+         stop_signals: Sequence[str] = ("TERM", "INT")) -> list[str]:
     """The script lines after the header.
 
     ``commands`` holds one ``(name suffix, extra env, argv)`` per worker process; the
     argument :data:`NAME` in ``argv`` becomes ``"${UNIT}<suffix>"``. ``units`` are the unit
     names by array element (one name: a plain job). Workers that have not left ``grace``
     seconds after SIGTERM are killed by the script itself, which still exits 0.
+    ``stop_signals`` are the signals that mean "stop gracefully" (Grid Engine adds USR2,
+    which ``qdel`` sends to a ``-notify`` job before its SIGKILL).
     """
     check_directive(cluster, "name")  # it is in a comment line
     lines = [f"# dask-deploy: cluster {cluster}, {len(units)} job(s) of {len(commands)} "
@@ -106,7 +109,7 @@ def body(*, cluster: str, index_var: str | None, first_index: int, units: Sequen
               f"  (for _ in $(seq {ticks}); do sleep 0.1; done; signal KILL \"$all\") &",
               "  reaper=$!",
               "}",
-              "trap stop TERM INT"]
+              f"trap stop {' '.join(stop_signals)}"]
     for suffix, extra_env, argv in commands:
         name = '"${UNIT}"' + (shlex.quote(suffix) if suffix else "")
         # Assignments before the command, not `env K=V cmd`: env would take a program

@@ -8,7 +8,7 @@ every system's behaviour is tested against recorded command output.
 
 Element ids are the system's own names for one job or one array element, so that a user
 can paste them into its commands: SLURM ``123_4``, PBS ``123[4].server``, SGE ``123.4``,
-LSF ``123[4]``, HTCondor ``123.3``.
+LSF ``123[4]``, HTCondor ``123.3``, Moab ``123[4]``, OAR the element's own job id.
 """
 
 from __future__ import annotations
@@ -113,6 +113,8 @@ class System:
     job_id_regexp = ""
     #: The forceful stop; element ids follow (``cancel_command``).
     cancel_argv: tuple[str, ...] = ()
+    #: Signals the job script takes as "stop gracefully" (forwarded once to the workers).
+    stop_signals: tuple[str, ...] = ("TERM", "INT")
     #: The id of array element ``index`` of job ``job`` (a plain job's id is the job's).
     element_format = ""
 
@@ -294,10 +296,10 @@ class PBS(System):
     directive = "#PBS"
     index_var = "${PBS_ARRAY_INDEX}"
     submit_binary = "qsub"
-    submit_argv = ("qsub",)
+    submit_argv: tuple[str, ...] = ("qsub",)
     job_id_regexp = r"^(\d+(?:\[\])?(?:\.\S+)?)$"
-    cancel_argv = ("qdel", "-W", "force")
-    unknown_job_markers = ("Unknown Job Id", "Job has finished")
+    cancel_argv: tuple[str, ...] = ("qdel", "-W", "force")
+    unknown_job_markers: tuple[str, ...] = ("Unknown Job Id", "Job has finished")
 
     def directives(self, req: JobRequest) -> list[str]:
         o = req.options
@@ -381,13 +383,21 @@ class SGE(System):
     job_id_regexp = r"^(\d+)(?:\.\S+)?$"
     cancel_argv = ("qdel", "-f")
     element_format = "{job}.{index}"
+    # qdel of a -notify job sends SIGUSR2, then SIGKILL after the queue's notify time.
+    stop_signals = ("TERM", "INT", "USR2")
 
     def directives(self, req: JobRequest) -> list[str]:
         o = req.options
         d = self.directive
-        output = self.log_dir(req) + "/$JOB_ID.$TASK_ID.out"
+        # $TASK_ID only in arrays: a plain job's is "undefined" in some Grid Engines and
+        # "0" in others (Son of Grid Engine 8.1.9, found on the live server).
+        output = self.log_dir(req) + ("/$JOB_ID.$TASK_ID.out" if req.count > 1 else "/$JOB_ID.out")
+        # -notify: qdel sends SIGUSR2 first and SIGKILL only after the queue's notify time,
+        # so the script can stop its workers. Without it the SIGKILL reaches the job's
+        # process group only, and the workers (each in a session of its own) would be
+        # left running: found on the live Grid Engine.
         lines = [f"{d} -N {self.word(req, req.name, 'name')}", f"{d} -S /bin/bash", f"{d} -j y",
-                 f"{d} -o {self.word(req, output, 'log_directory')}", f"{d} -cwd"]
+                 f"{d} -o {self.word(req, output, 'log_directory')}", f"{d} -cwd", f"{d} -notify"]
         if req.count > 1:
             lines.append(f"{d} -t {self.first_index}-{self.first_index + req.count - 1}")
         if o.queue:
@@ -405,15 +415,15 @@ class SGE(System):
 
     def log_paths(self, req: JobRequest, job_id: str) -> list[str]:
         if req.count == 1:
-            return [f"{req.log_dir}/{job_id}.undefined.out"]  # $TASK_ID of a plain job
+            return [f"{req.log_dir}/{job_id}.out"]
         return [f"{req.log_dir}/{e}.out" for e in self.element_ids(job_id, req.count)]
 
     def status_command(self, name: str, job_ids: Sequence[str]) -> list[str]:
         return ["qstat", "-xml"]  # this user's jobs; finished ones are read from their files
 
     def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
-        # Grid Engine's qdel sends SIGKILL unless the queue's terminate_method says
-        # otherwise; a site that wants SIGTERM first configures it there.
+        # Running jobs were submitted with -notify: SIGUSR2 (the script stops its workers
+        # and exits 0), SIGKILL after the queue's notify time (default 60 s).
         return [["qdel", *ids]]
 
     def list_command(self, user: str) -> list[str]:
@@ -614,4 +624,198 @@ class HTCondor(System):
         return listed
 
 
-SYSTEMS: dict[str, System] = {s.name: s for s in (Slurm(), PBS(), SGE(), LSF(), HTCondor())}
+# --------------------------------------------------------------------------------------
+# Moab (documented output): PBS-style scripts, msub / showq / canceljob
+# --------------------------------------------------------------------------------------
+
+#: ``showq --xml`` job states (``State``) that mean the job holds resources.
+_MOAB_RUNNING = {"Running", "Starting", "Suspended"}
+_MOAB_ENDED = {"Completed", "Removed", "Vacated"}
+
+
+class Moab(PBS):
+    """Moab over Torque: the job script is PBS's (dask-jobqueue's ``MoabJob`` is a
+    ``PBSJob`` submitted with ``msub``), arrays are ``msub -t name[1-N]``, status comes
+    from ``showq --xml`` (active, eligible and blocked jobs; an ended job is read from
+    its output file), and jobs are stopped with ``canceljob`` (Torque sends SIGTERM, then
+    SIGKILL after its ``kill_delay``)."""
+
+    name = "moab"
+    # Moab sets MOAB_JOBARRAYINDEX; a Torque resource manager sets PBS_ARRAYID as well.
+    index_var = "${MOAB_JOBARRAYINDEX:-${PBS_ARRAYID}}"
+    submit_binary = "msub"
+    submit_argv = ("msub",)
+    #: msub prints the new job's id on a line of its own (``Moab.12`` or ``12``).
+    job_id_regexp = r"^\s*(\S+)\s*\Z"
+    cancel_argv: tuple[str, ...] = ("canceljob",)
+    unknown_job_markers: tuple[str, ...] = ()
+
+    def directives(self, req: JobRequest) -> list[str]:
+        lines = [line for line in super().directives(req) if not line.startswith(f"{self.directive} -J ")]
+        if req.count > 1:
+            # msub names an array in its -t value: <name>[<first>-<last>]
+            last = self.first_index + req.count - 1
+            array = self.word(req, f"{req.name}[{self.first_index}-{last}]", "name")
+            lines.insert(3, f"{self.directive} -t {array}")
+        return lines
+
+    def parse_submit(self, out: str) -> str:
+        lines = [line.strip() for line in out.strip().splitlines() if line.strip()]
+        if not lines or not re.match(r"^[A-Za-z0-9_.-]+(?:\[\])?$", lines[-1]):
+            raise BackendError(f"could not read a job id from msub's output: {out!r}")
+        return lines[-1]
+
+    def element_ids(self, job_id: str, count: int) -> list[str]:
+        if count == 1:
+            return [job_id]
+        base = job_id.removesuffix("[]")
+        return [f"{base}[{i}]" for i in range(self.first_index, self.first_index + count)]
+
+    def log_paths(self, req: JobRequest, job_id: str) -> list[str]:
+        # Torque writes <job name>.o<sequence number> into the -o directory; an array
+        # element's file is <job name>.o<sequence>-<index>.
+        seq = re.search(r"\d+", job_id)
+        if seq is None:
+            raise BackendError(f"msub returned a job id without a number: {job_id!r}")
+        if req.count == 1:
+            return [f"{req.log_dir}/{req.name}.o{seq.group()}"]
+        return [f"{req.log_dir}/{req.name}.o{seq.group()}-{i}"
+                for i in range(self.first_index, self.first_index + req.count)]
+
+    def status_command(self, name: str, job_ids: Sequence[str]) -> list[str]:
+        return ["showq", "--xml"]  # every job we may see; ended ones are read from their files
+
+    def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
+        return [["canceljob", *ids]]
+
+    def list_command(self, user: str) -> list[str]:
+        return ["showq", "--xml", "-w", f"user={user}"]
+
+    def parse_listing(self, out: str) -> list[Listed]:
+        try:
+            root = ET.fromstring(out)
+        except ET.ParseError as e:
+            raise BackendError(f"showq --xml printed something that is not XML: {out[:200]!r}") from e
+        listed = []
+        for job in root.iter("job"):
+            element = job.get("JobID", "")
+            if not element:
+                continue
+            state = job.get("State", "")
+            if state in _MOAB_RUNNING:
+                phase, reason = Phase.RUNNING, ""
+            elif state in _MOAB_ENDED:
+                code = job.get("CompletionCode", "0")
+                phase = Phase.GONE if code in ("", "0") else Phase.FAILED
+                reason = "" if phase is Phase.GONE else f"{state} (completion code {code})"
+            else:  # Idle, Hold, UserHold, SystemHold, BatchHold, Deferred, Blocked, Staged...
+                why = job.get("BlockReason") or job.get("EState") or ""
+                phase, reason = Phase.PENDING, f"{state} ({why})" if why and why != state else state
+                if state == "Deferred" and job.get("BlockReason") == "BadCredentials":
+                    phase = Phase.FAILED
+            listed.append(Listed(element, job.get("JobName", ""), phase, reason))
+        return listed
+
+
+# --------------------------------------------------------------------------------------
+# OAR (documented output): oarsub -S / oarstat -J / oardel
+# --------------------------------------------------------------------------------------
+
+_OAR_PENDING = {"Waiting", "Hold", "toLaunch", "toAckReservation", "Launching", "Suspended",
+                "Resuming"}
+_OAR_RUNNING = {"Running", "Finishing"}
+
+
+class OAR(System):
+    """OAR: ``#OAR`` lines read by ``oarsub -S`` (scan the script), resources as
+    ``-l /nodes=1/core=N,walltime=...`` on one line (several ``-l`` lines would make a
+    moldable job), arrays as ``--array N`` (each element gets a job id of its own: all of
+    them are kept, comma-separated, as the submission's id), status from ``oarstat -J``."""
+
+    name = "oar"
+    directive = "#OAR"
+    index_var = "${OAR_ARRAY_INDEX}"
+    # OAR reads one colon as hours:minutes ([hour:mn:sec|hour:mn|hour]).
+    walltime_colon = "hours:minutes"
+    submit_binary = "oarsub"
+    submit_argv = ("oarsub", "-S")
+    job_id_regexp = r"OAR_JOB_ID=(\d+)"
+    cancel_argv = ("oardel",)
+
+    def directives(self, req: JobRequest) -> list[str]:
+        o = req.options
+        d = self.directive
+        log = self.word(req, self.log_dir(req) + "/%jobid%.out", "log_directory")
+        lines = [f"{d} -n {self.word(req, req.name, 'name')}", f"{d} -O {log}", f"{d} -E {log}"]
+        if req.count > 1:
+            lines.append(f"{d} --array {req.count}")
+        if o.queue:
+            lines.append(f"{d} -q {self.word(req, o.queue, 'queue')}")
+        project = getattr(o, "project", None) or o.account
+        if project:
+            lines.append(f"{d} --project {self.word(req, project, 'project')}")
+        spec = getattr(o, "resource_spec", None) or f"/nodes=1/core={req.cores}"
+        if req.walltime:
+            spec += f",walltime={req.walltime}"
+        lines.append(f"{d} -l {self.word(req, spec, 'resource_spec')}")
+        prop = getattr(o, "memory_per_core_property_name", None)
+        if req.memory and prop and prop != "not_applicable":
+            mib = math.ceil(req.memory / (max(1, req.cores) * 2**20))
+            lines.append(f"{d} -p {self.word(req, f'{prop}>={mib}', 'memory_per_core_property_name')}")
+        return lines
+
+    def parse_submit(self, out: str) -> str:
+        ids = re.findall(self.job_id_regexp, out)
+        if not ids:
+            raise BackendError(f"could not read a job id from oarsub's output: {out!r}")
+        return ",".join(ids)
+
+    def element_ids(self, job_id: str, count: int) -> list[str]:
+        ids = job_id.split(",")
+        if len(ids) != count:
+            raise BackendError(f"oarsub returned {len(ids)} job ids for an array of {count}: {job_id}")
+        return ids
+
+    def log_paths(self, req: JobRequest, job_id: str) -> list[str]:
+        return [f"{req.log_dir}/{e}.out" for e in self.element_ids(job_id, req.count)]
+
+    def status_command(self, name: str, job_ids: Sequence[str]) -> list[str]:
+        # oarstat answers for ended jobs too when asked by id.
+        return ["oarstat", "-f", "-J", *(a for j in job_ids for a in ("-j", j))]
+
+    def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
+        return [["oardel", *ids]]
+
+    def list_command(self, user: str) -> list[str]:
+        return ["oarstat", "-f", "-J", "-u", user]
+
+    def parse_listing(self, out: str) -> list[Listed]:
+        try:
+            jobs = json.loads(out or "{}")
+        except ValueError as e:
+            raise BackendError(f"oarstat -J printed something that is not JSON: {out[:200]!r}") from e
+        if not isinstance(jobs, dict):
+            raise BackendError(f"oarstat -J printed {type(jobs).__name__}, not an object: {out[:200]!r}")
+        listed = []
+        for element, attrs in jobs.items():
+            if not isinstance(attrs, dict):
+                continue
+            state = str(attrs.get("state", ""))
+            code = attrs.get("exit_code")
+            if state in _OAR_RUNNING:
+                phase, reason = Phase.RUNNING, ""
+            elif state == "Terminated":
+                failed = code not in (None, 0, "0")
+                phase, reason = (Phase.FAILED, f"exit code {code}") if failed else (Phase.GONE, "")
+            elif state in ("Error", "toError"):
+                phase, reason = Phase.FAILED, f"{state}: {attrs.get('message', '')}".rstrip(": ")
+            else:
+                phase = Phase.PENDING
+                reason = f"{state}: {attrs.get('message', '')}".rstrip(": ") if state else "unknown"
+            listed.append(Listed(str(attrs.get("Job_Id", element)), str(attrs.get("name") or ""),
+                                 phase, reason))
+        return listed
+
+
+SYSTEMS: dict[str, System] = {s.name: s for s in (Slurm(), PBS(), SGE(), LSF(), HTCondor(),
+                                                   Moab(), OAR())}

@@ -1,4 +1,5 @@
-"""The ``slurm``, ``pbs``, ``sge``, ``lsf`` and ``htcondor`` backends (one module for all five).
+"""The ``slurm``, ``pbs``, ``sge``, ``lsf``, ``htcondor``, ``moab`` and ``oar`` backends (one
+module for all seven).
 
 Importing this module is cheap: the backend itself (:mod:`._backend`) is imported by the
 factory when a cluster is made.
@@ -14,6 +15,8 @@ from ._options import (
     HTCondorOptions,
     JobqueueOptions,
     LSFOptions,
+    MoabOptions,
+    OAROptions,
     PBSOptions,
     SGEOptions,
     SLURMOptions,
@@ -29,6 +32,8 @@ _SYSTEMS: tuple[tuple[str, str, type[JobqueueOptions]], ...] = (
     ("lsf", "Workers as LSF jobs (job arrays, bsub/bjobs/bkill)", LSFOptions),
     ("htcondor", "Workers as HTCondor jobs (one cluster of procs, condor_submit/condor_q)",
      HTCondorOptions),
+    ("moab", "Workers as Moab jobs (PBS-style scripts, msub/showq/canceljob)", MoabOptions),
+    ("oar", "Workers as OAR jobs (array jobs, oarsub/oarstat/oardel)", OAROptions),
 )
 
 
