@@ -47,7 +47,8 @@ SAMPLES: dict[str, Any] = {
     "env_extra": ["echo"], "job_extra": ["--x"], "header_skip": ["--mem"], "job_name": "x",
     "shared_temp_directory": "/tmp", "scheduler_cls": "distributed.Scheduler",
     "job_cls": "x", "job_cpu": 2, "job_mem": "4GB", "resource_spec": "select=1",
-    "project": "p", "ncpus": 2, "mem": "4GB", "lsf_units": "MB", "use_stdin": False,
+    "project": "p", "memory_per_core_property_name": "memcore",
+    "ncpus": 2, "mem": "4GB", "lsf_units": "MB", "use_stdin": False,
     "disk": "1GB", "submit_command_extra": [], "cancel_command_extra": [],
     # dask-kubernetes
     "namespace": "ns", "image": "example/dask:1", "port_forward_cluster_ip": True,

@@ -31,7 +31,8 @@ DISABLE_ENV = "DASK_DEPLOY_DISABLE_PLUGINS"
 # Which pip extra of the meta-package installs which backend, for the "not found" error.
 _EXTRAS = {
     "ssh": "ssh", "slurm": "jobqueue", "pbs": "jobqueue", "sge": "jobqueue", "lsf": "jobqueue",
-    "htcondor": "jobqueue", "k8s": "k8s", "ecs": "cloud", "fargate": "cloud", "ec2": "cloud",
+    "htcondor": "jobqueue", "moab": "jobqueue", "oar": "jobqueue", "k8s": "k8s", "ecs": "cloud",
+    "fargate": "cloud", "ec2": "cloud",
     "cuda": "gpu", "fake": "conformance",
 }
 

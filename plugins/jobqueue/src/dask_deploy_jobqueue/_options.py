@@ -28,6 +28,8 @@ __all__ = [
     "HTCONDOR_COMPAT",
     "JOBQUEUE_COMPAT",
     "LSF_COMPAT",
+    "MOAB_COMPAT",
+    "OAR_COMPAT",
     "PBS_COMPAT",
     "SGE_COMPAT",
     "SLURM_COMPAT",
@@ -224,7 +226,7 @@ JOBQUEUE_COMPAT = CompatTable(
               reason="distributed.Scheduler only"),
         Alias("job_cls", None, "refuse", where="option",
               reason="jobs are written by the backend for each system: choose the backend "
-                     "(slurm, pbs, sge, lsf, htcondor) instead of a Job class"),
+                     "(slurm, pbs, sge, lsf, htcondor, moab, oar) instead of a Job class"),
     ),
 )
 
@@ -236,6 +238,11 @@ PBS_COMPAT = JOBQUEUE_COMPAT.extended(
     anchor="dask-jobqueue PBSCluster")
 SGE_COMPAT = JOBQUEUE_COMPAT.extended(
     *(Alias(n, n, "same") for n in ("resource_spec", "project")), anchor="dask-jobqueue SGECluster")
+
+MOAB_COMPAT = PBS_COMPAT.extended(anchor="dask-jobqueue MoabCluster")
+OAR_COMPAT = JOBQUEUE_COMPAT.extended(
+    *(Alias(n, n, "same") for n in ("resource_spec", "project", "memory_per_core_property_name")),
+    anchor="dask-jobqueue OARCluster")
 
 #: LSFCluster adds ``use_stdin`` (``bsub < script``, which is what we always do).
 LSF_COMPAT = JOBQUEUE_COMPAT.extended(
@@ -484,6 +491,8 @@ class MoabOptions(PBSOptions):
     """Moab (over Torque): PBS-style scripts submitted with ``msub``; dask-jobqueue's
     ``MoabCluster`` takes ``PBSCluster``'s options, and so does this."""
 
+    anchor_compat: ClassVar[CompatTable] = MOAB_COMPAT
+
 
 @dataclass(frozen=True)
 class OAROptions(JobqueueOptions):
@@ -497,6 +506,8 @@ class OAROptions(JobqueueOptions):
     resource_spec: str | None = None
     project: str | None = None
     memory_per_core_property_name: str | None = None
+
+    anchor_compat: ClassVar[CompatTable] = OAR_COMPAT
 
     def __post_init__(self) -> None:
         super().__post_init__()
