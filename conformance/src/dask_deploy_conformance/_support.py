@@ -335,6 +335,39 @@ def _tagged(name: str) -> list[Any]:
     return found
 
 
+#: Names of every cluster this interpreter's checks started (``ClusterFactory.merged``): the
+#: session-end check looks, machine-wide, for processes of these clusters and only these
+#: (other test runs share the machine). Names are random (``conf-<hex>``), so a name found
+#: in a command line or an environment is this session's.
+SESSION_CLUSTERS: set[str] = set()
+
+
+def processes_of(names: set[str] | frozenset[str]) -> dict[int, tuple[Any, str]]:
+    """Live processes anywhere on this machine tagged with one of the cluster ``names``:
+    the name in their command line (worker names, agents' ``--cluster``) or in an
+    environment variable (``DASK_DEPLOY_CLUSTER``, a batch job's name). pid -> (process,
+    which cluster). This process and its ancestors are left out."""
+    import psutil
+
+    if not names:
+        return {}
+    me = psutil.Process()
+    skip = {me.pid, *(p.pid for p in me.parents())}
+    found: dict[int, tuple[Any, str]] = {}
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if p.pid in skip:
+            continue
+        with contextlib.suppress(psutil.Error, TypeError):
+            text = " ".join(p.info["cmdline"] or [])
+            hit = next((n for n in names if n in text), None)
+            if hit is None:
+                env = p.environ()
+                hit = next((n for n in names for v in env.values() if n in v), None)
+            if hit is not None and _alive(p):
+                found[p.pid] = (p, hit)
+    return found
+
+
 @dataclass
 class ClusterFactory:
     """Starts clusters of the backend under test and guarantees they are closed.
@@ -358,6 +391,7 @@ class ClusterFactory:
     def merged(self, **overrides: Any) -> dict[str, Any]:
         opts = merge_options(SUITE_DEFAULTS, self.options, overrides)
         opts.setdefault("name", f"conf-{uuid.uuid4().hex[:10]}")
+        SESSION_CLUSTERS.add(opts["name"])
         self.baseline.setdefault(opts["name"], set(_processes()))
         return opts
 

@@ -53,6 +53,9 @@ class ShellOptions:
     log_directory: str | None = None
     #: Seconds a worker gets to leave after SIGTERM before it is killed.
     stop_grace: float = 3.0
+    #: Seconds a worker that lost its scheduler keeps trying before it exits (``dask worker
+    #: --death-timeout``): the last line of defence against a worker outliving its cluster.
+    death_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         for field in ("{scheduler}", "{args}"):
@@ -61,6 +64,9 @@ class ShellOptions:
         if isinstance(self.stop_grace, bool) or not isinstance(self.stop_grace, (int, float)) \
                 or self.stop_grace < 0:
             raise SpecError("stop_grace", self.stop_grace, "seconds >= 0")
+        if isinstance(self.death_timeout, bool) or not isinstance(self.death_timeout, (int, float)) \
+                or self.death_timeout <= 0:
+            raise SpecError("death_timeout", self.death_timeout, "seconds > 0")
 
 
 class ShellBackend:
@@ -89,11 +95,18 @@ class ShellBackend:
         os.makedirs(self.logs, mode=0o700, exist_ok=True)
         handles = []
         for unit in units:
-            procs = []
+            # A unit started again under its old name (the core retries a refused start)
+            # replaces whatever still runs under that name.
+            await self._kill(self.procs.pop(unit.name, []))
+            # Recorded as they start, not after: a start cut short (an error, a cancel)
+            # leaves nothing that deploy_teardown cannot find.
+            procs: list[asyncio.subprocess.Process] = []
+            self.procs[unit.name] = procs
             for name, w in zip(unit.worker_names, unit.workers, strict=True):
+                args = [*worker_cli_args(name, w), "--death-timeout", f"{self.options.death_timeout:g}"]
                 command = self.options.command.format(
                     python=shlex.quote(sys.executable), scheduler=shlex.quote(scheduler_address),
-                    args=shlex.join(worker_cli_args(name, w)))
+                    args=shlex.join(args))
                 with open(self._log(name), "ab") as log:
                     try:
                         procs.append(await asyncio.create_subprocess_shell(
@@ -103,7 +116,6 @@ class ShellBackend:
                     except OSError as e:
                         await self._kill(procs)
                         raise BackendError(f"could not run {command!r}: {e}") from e
-            self.procs[unit.name] = procs
             self.stopped.discard(unit.name)
             handles.append(Handle(cluster.backend, cluster.name, unit.name,
                                   ",".join(str(p.pid) for p in procs),
@@ -129,9 +141,14 @@ class ShellBackend:
 
     @hookimpl
     async def deploy_stop_workers(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> None:
-        for h in handles:
-            self.stopped.add(h.name)
-        await asyncio.gather(*(self._kill(self.procs.pop(h.name, [])) for h in handles))
+        stopping = {h.name: self.procs.get(h.name, []) for h in handles}
+        self.stopped.update(stopping)
+        # Forgotten only once they are gone: a stop that fails, or that is cancelled (close()
+        # may interrupt a stop in flight), leaves them for the next stop or deploy_teardown.
+        await asyncio.gather(*(self._kill(procs) for procs in stopping.values()))
+        for name, procs in stopping.items():
+            if self.procs.get(name) is procs:
+                del self.procs[name]
 
     @hookimpl
     async def deploy_poll(self, cluster: ClusterSpec, handles: Sequence[Handle]) -> list[Status]:
@@ -174,6 +191,14 @@ class ShellBackend:
             await self._kill([p for procs in self.procs.values() for p in procs])
         self.procs.clear()
         if cluster.shutdown_on_close:
+            # Ask the system, not our records: whatever still carries the cluster's tag
+            # (lost by any path) is killed, so that nothing outlives the cluster.
+            import psutil
+
+            for p in psutil.process_iter(["pid", "environ"]):
+                if (p.info["environ"] or {}).get(TAG) == cluster.name and p.pid != os.getpid():
+                    with contextlib.suppress(psutil.Error):
+                        p.kill()
             shutil.rmtree(self.logs, ignore_errors=True)
 
 
