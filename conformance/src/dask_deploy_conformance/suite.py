@@ -47,8 +47,10 @@ __all__ = [
     "LeakChecks",
     "LifecycleChecks",
     "LogChecks",
+    "OptionChecks",
     "RemoteSchedulerChecks",
     "ScalingChecks",
+    "SigtermChecks",
     "StateMachineChecks",
     "TaskSubprocessChecks",
 ]
@@ -418,6 +420,59 @@ class ScalingChecks:
         wait_converged(cluster, 3, deploy_timeout)
         limits = [w["memory_limit"] for w in cluster.scheduler_info["workers"].values()]
         assert limits == [300 * 2**20] * 3, f"memory limits {limits}, expected 300MiB each"
+
+
+# --------------------------------------------------------------------------------------
+# Generic options
+# --------------------------------------------------------------------------------------
+
+#: A worker preload (Python text) that leaves a mark on the worker object it ran for.
+_MARK_PRELOAD = ("def dask_setup(worker):\n"
+                 "    worker.dask_deploy_conformance_preload = 'ran'\n")
+
+
+def _observe_worker(test_pid: int, variable: str) -> Callable[..., dict[str, Any]]:
+    """Run in a worker (``client.run``): what the worker itself has of the generic options."""
+
+    def observe(dask_worker: Any) -> dict[str, Any]:
+        import os
+
+        state = getattr(dask_worker, "state", dask_worker)
+        manager = getattr(dask_worker, "memory_manager", None)
+        return {"in_process": os.getpid() == test_pid, "env": os.environ.get(variable),
+                "nthreads": state.nthreads,
+                "memory_limit": getattr(manager, "memory_limit", None),
+                "resources": dict(getattr(state, "total_resources", {}) or {}),
+                "preload": getattr(dask_worker, "dask_deploy_conformance_preload", None)}
+
+    return observe
+
+
+class OptionChecks:
+    """Every generic option reaches the worker process itself, not just the spec."""
+
+    def test_generic_options_reach_the_worker(self, deploy_cluster: ClusterFactory,
+                                              deploy_timeout: float) -> None:
+        import os
+
+        from distributed import Client
+
+        variable, value = "DASK_DEPLOY_CONFORMANCE_ENV", uuid.uuid4().hex[:8]
+        cluster = deploy_cluster(n_workers=1, threads_per_worker=2, memory_limit="300MiB",
+                                 env={variable: value}, resources={"conformance": 2},
+                                 worker_options={"preload": [_MARK_PRELOAD]})
+        wait_converged(cluster, 1, deploy_timeout)
+        with Client(cluster, set_as_default=False) as client:
+            seen = client.run(_observe_worker(os.getpid(), variable))
+        assert seen, describe(cluster)
+        for address, got in seen.items():
+            where = f"on worker {address}: {got}"
+            if not got["in_process"]:  # an in-process worker shares the test's environment
+                assert got["env"] == value, f"env={{{variable!r}: {value!r}}} is not set {where}"
+            assert got["nthreads"] == 2, f"threads_per_worker=2 is not applied {where}"
+            assert got["memory_limit"] == 300 * 2**20, f"memory_limit='300MiB' is not applied {where}"
+            assert got["resources"].get("conformance") == 2, f"resources are not applied {where}"
+            assert got["preload"] == "ran", f"worker_options preload did not run {where}"
 
 
 # --------------------------------------------------------------------------------------
@@ -816,11 +871,13 @@ class StateMachineChecks:
 
 
 # pytest runs inherited tests in reverse MRO order: the last base class's tests first.
-from ._subprocess_checks import TaskSubprocessChecks  # noqa: E402 - it uses the helpers above
+from ._subprocess_checks import SigtermChecks, TaskSubprocessChecks  # noqa: E402 - uses the above
 
 
-class ConformanceSuite(StateMachineChecks, TaskSubprocessChecks, RemoteSchedulerChecks, LeakChecks,
-                       DashboardChecks, LogChecks, FaultChecks, AdaptivityChecks, ScalingChecks,
+class ConformanceSuite(StateMachineChecks, SigtermChecks, TaskSubprocessChecks, RemoteSchedulerChecks,
+                       LeakChecks,
+                       DashboardChecks, LogChecks, FaultChecks, AdaptivityChecks, OptionChecks,
+                       ScalingChecks,
                        LifecycleChecks):
     """Every check. Subclass it as ``TestXxxConformance`` and override the ``deploy_*`` fixtures."""
 
