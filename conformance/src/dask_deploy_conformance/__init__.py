@@ -28,6 +28,7 @@ __all__ = [
     "LifecycleChecks",
     "LogChecks",
     "OptionChecks",
+    "OrphanChecks",
     "RemoteSchedulerChecks",
     "ScalingChecks",
     "SigtermChecks",

@@ -48,6 +48,7 @@ __all__ = [
     "LifecycleChecks",
     "LogChecks",
     "OptionChecks",
+    "OrphanChecks",
     "RemoteSchedulerChecks",
     "ScalingChecks",
     "SigtermChecks",
@@ -871,11 +872,12 @@ class StateMachineChecks:
 
 
 # pytest runs inherited tests in reverse MRO order: the last base class's tests first.
-from ._subprocess_checks import SigtermChecks, TaskSubprocessChecks  # noqa: E402 - uses the above
+from ._orphan_checks import OrphanChecks  # noqa: E402 - it uses the helpers above
+from ._subprocess_checks import SigtermChecks, TaskSubprocessChecks  # noqa: E402
 
 
-class ConformanceSuite(StateMachineChecks, SigtermChecks, TaskSubprocessChecks, RemoteSchedulerChecks,
-                       LeakChecks,
+class ConformanceSuite(StateMachineChecks, OrphanChecks, SigtermChecks, TaskSubprocessChecks,
+                       RemoteSchedulerChecks, LeakChecks,
                        DashboardChecks, LogChecks, FaultChecks, AdaptivityChecks, OptionChecks,
                        ScalingChecks,
                        LifecycleChecks):

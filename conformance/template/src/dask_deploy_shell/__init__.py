@@ -33,12 +33,15 @@ from dask_deploy import (
     Unit,
     hookimpl,
 )
-from dask_deploy.toolkit import stop_then_wait, worker_cli_args
+from dask_deploy.toolkit import created_tag, owner_tag, stop_then_wait, worker_cli_args
 
 __all__ = ["INFO", "ShellBackend", "ShellOptions"]
 
 #: The environment variable that tags every process with its cluster's name.
 TAG = "DASK_DEPLOY_CLUSTER"
+#: Who started it (``user@host``), when, and from which process: what ``dask-deploy gc``
+#: judges an orphan by (its client is gone) after the client died without closing.
+OWNER, CREATED, OWNER_PID = "DASK_DEPLOY_OWNER", "DASK_DEPLOY_CREATED", "DASK_DEPLOY_OWNER_PID"
 DEFAULT_COMMAND = "exec {python} -m distributed.cli.dask_worker {scheduler} {args}"
 
 
@@ -112,7 +115,7 @@ class ShellBackend:
                         procs.append(await asyncio.create_subprocess_shell(
                             command, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
                             start_new_session=True,  # its own process group: we signal them all
-                            env={**os.environ, **w.env, TAG: cluster.name}))
+                            env={**os.environ, **w.env, **self._tags(cluster)}))
                     except OSError as e:
                         await self._kill(procs)
                         raise BackendError(f"could not run {command!r}: {e}") from e
@@ -121,6 +124,38 @@ class ShellBackend:
                                   ",".join(str(p.pid) for p in procs),
                                   {"workers": list(unit.worker_names)}))
         return handles
+
+    @staticmethod
+    def _tags(cluster: ClusterSpec) -> dict[str, str]:
+        return {TAG: cluster.name, OWNER: owner_tag(), CREATED: str(created_tag()),
+                OWNER_PID: str(os.getpid())}
+
+    async def _kill_tagged(self, pids: list[int], cluster_id: str) -> None:
+        """Stop processes another process started (``dask-deploy gc``): by pid, only if
+        the process still carries the cluster's tag (a pid may have been reused)."""
+        import psutil
+
+        def tagged() -> list[psutil.Process]:
+            out = []
+            for pid in pids:
+                with contextlib.suppress(psutil.Error):
+                    p = psutil.Process(pid)
+                    if p.environ().get(TAG) == cluster_id and p.status() != psutil.STATUS_ZOMBIE:
+                        out.append(p)
+            return out
+
+        def signal_all(sig: signal.Signals) -> Callable[[], Awaitable[None]]:
+            async def send() -> None:
+                for p in tagged():
+                    with contextlib.suppress(psutil.Error):
+                        p.send_signal(sig)
+            return send
+
+        async def gone() -> bool:
+            return not tagged()
+
+        await stop_then_wait(signal_all(signal.SIGTERM), gone, self.options.stop_grace,
+                             kill=signal_all(signal.SIGKILL), what=f"processes {pids}")
 
     async def _kill(self, procs: list[asyncio.subprocess.Process]) -> None:
         """SIGTERM each process group, wait ``stop_grace``, then SIGKILL what is left."""
@@ -145,7 +180,11 @@ class ShellBackend:
         self.stopped.update(stopping)
         # Forgotten only once they are gone: a stop that fails, or that is cancelled (close()
         # may interrupt a stop in flight), leaves them for the next stop or deploy_teardown.
-        await asyncio.gather(*(self._kill(procs) for procs in stopping.values()))
+        await asyncio.gather(*(self._kill(procs) for procs in stopping.values()),
+                             # handles this object did not start (found by deploy_discover)
+                             *(self._kill_tagged([int(p) for p in h.backend_id.split(",") if p],
+                                                 h.cluster)
+                               for h in handles if not stopping[h.name]))
         for name, procs in stopping.items():
             if self.procs.get(name) is procs:
                 del self.procs[name]
@@ -180,9 +219,15 @@ class ShellBackend:
 
         found = []
         for p in psutil.process_iter(["pid", "environ"]):
-            tag = (p.info["environ"] or {}).get(TAG)
+            env = p.info["environ"] or {}
+            tag = env.get(TAG)
             if tag and (cluster_id is None or tag == cluster_id) and p.pid != os.getpid():
-                found.append(Handle(cluster.backend, tag, f"{tag}-pid{p.pid}", str(p.pid)))
+                # The ownership tags: gc removes the workers of a client that is gone (the
+                # scheduler ran in it, so a cluster here is never detached).
+                tags: dict[str, object] = {"owner": env.get(OWNER), "detached": False}
+                with contextlib.suppress(KeyError, ValueError):
+                    tags.update(created=int(env[CREATED]), owner_pid=int(env[OWNER_PID]))
+                found.append(Handle(cluster.backend, tag, f"{tag}-pid{p.pid}", str(p.pid), tags))
         return found
 
     @hookimpl
