@@ -32,6 +32,7 @@ from ._support import (
     connected,
     describe,
     discover,
+    expected_workers,
     merge_options,
     plan,
     requested,
@@ -414,13 +415,16 @@ class ScalingChecks:
     def test_scale_by_cores_and_memory(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
         cluster = deploy_cluster(threads_per_worker=2, memory_limit="300MiB")
         cluster.scale(cores=4)
-        wait_converged(cluster, 2, deploy_timeout)
+        wait_converged(cluster, 2, deploy_timeout)  # whole units: 2 workers or more
+        want = expected_workers(cluster, 2)
         workers = cluster.scheduler_info["workers"].values()
-        assert [w["nthreads"] for w in workers] == [2, 2], describe(cluster)
+        assert [w["nthreads"] for w in workers] == [2] * want, describe(cluster)
         cluster.scale(memory="900MiB")
         wait_converged(cluster, 3, deploy_timeout)
+        want = expected_workers(cluster, 3)
         limits = [w["memory_limit"] for w in cluster.scheduler_info["workers"].values()]
-        assert limits == [300 * 2**20] * 3, f"memory limits {limits}, expected 300MiB each"
+        assert limits == [300 * 2**20] * want, (f"memory limits {limits}, expected 300MiB for "
+                                                f"each of {want} workers")
 
 
 # --------------------------------------------------------------------------------------
@@ -556,7 +560,8 @@ class AdaptivityChecks:
             def run(lo: int, span: int, loads: list[tuple[int, float]]) -> None:
                 hi = max(lo, span)
                 _adapt(cluster, lo, hi)
-                wait_for(lambda: lo <= len(plan(cluster)) <= hi, deploy_timeout,
+                top_workers = expected_workers(cluster, hi)  # a plan is whole units
+                wait_for(lambda: lo <= len(plan(cluster)) <= top_workers, deploy_timeout,
                          f"adapt({lo}, {hi}) brought the plan within bounds", cluster)
                 with _Sampler(cluster) as sampler:
                     for n_tasks, duration in loads:
@@ -564,8 +569,9 @@ class AdaptivityChecks:
                         _finish(futures, deploy_timeout, cluster)
                         del futures  # results held in memory keep their workers alive
                     wait_converged(cluster, lo, deploy_timeout)
-                outside = [s for s in sampler.sizes if not lo <= s <= hi]
-                assert not outside, f"the plan left [{lo}, {hi}] under load: sizes {sampler.sizes}"
+                outside = [s for s in sampler.sizes if not lo <= s <= top_workers]
+                assert not outside, (f"the plan left [{lo}, {hi}] (in whole units: up to "
+                                     f"{top_workers}) under load: sizes {sampler.sizes}")
 
             run()
         finally:
@@ -658,9 +664,13 @@ class FaultChecks:
         wait_converged(cluster, 2, deploy_timeout)
         after = connected(cluster)
         assert after[victim] != before[victim], "the killed worker was not replaced"
-        others = {n: a for n, a in before.items() if n != victim}
+        # The victim's unit is replaced as a whole (its siblings restart with it); workers
+        # of other units must run on untouched.
+        unit = next((set(u.worker_names) for u in cluster.units.values()
+                     if victim in u.worker_names), {victim})
+        others = {n: a for n, a in before.items() if n not in unit}
         assert {n: after[n] for n in others} == others, (
-            f"workers that were not killed were restarted too: {others} -> {after}")
+            f"workers of other units than the killed one were restarted too: {others} -> {after}")
 
     def test_never_connecting_start_fails_after_timeout(
             self, deploy_cluster: ClusterFactory, deploy_faults: Faults, deploy_timeout: float) -> None:
@@ -795,8 +805,8 @@ class LeakChecks:
         cluster.scale(1)
         wait_converged(cluster, 1, deploy_timeout)
         cluster.scale(2)  # close while one is starting (requested, maybe not connected)
-        wait_for(lambda: len(requested(cluster)) == 2, deploy_timeout, "the second unit was requested",
-                 cluster, interval=0.001)
+        wait_for(lambda: len(requested(cluster)) == expected_workers(cluster, 2), deploy_timeout,
+                 "the second unit was requested", cluster, interval=0.001)
         cluster.close()
         leaks = deploy_cluster.leaks(cluster.name, cluster.spec)
         assert not leaks, "still running after close:\n  " + "\n  ".join(leaks)

@@ -31,6 +31,7 @@ from dask_deploy import (
     SpecError,
     Status,
     Unit,
+    WorkerSpec,
     hookimpl,
 )
 from dask_deploy.toolkit import created_tag, owner_tag, stop_then_wait, worker_cli_args
@@ -59,6 +60,9 @@ class ShellOptions:
     #: Seconds a worker that lost its scheduler keeps trying before it exits (``dask worker
     #: --death-timeout``): the last line of defence against a worker outliving its cluster.
     death_timeout: float = 60.0
+    #: Workers per unit (``<unit>-0``, ``<unit>-1``, ...), started and stopped together,
+    #: the way one batch job with ``processes=2`` or one node with two GPUs runs them.
+    workers_per_unit: int = 1
 
     def __post_init__(self) -> None:
         for field in ("{scheduler}", "{args}"):
@@ -70,6 +74,9 @@ class ShellOptions:
         if isinstance(self.death_timeout, bool) or not isinstance(self.death_timeout, (int, float)) \
                 or self.death_timeout <= 0:
             raise SpecError("death_timeout", self.death_timeout, "seconds > 0")
+        if isinstance(self.workers_per_unit, bool) or not isinstance(self.workers_per_unit, int) \
+                or self.workers_per_unit < 1:
+            raise SpecError("workers_per_unit", self.workers_per_unit, "an integer >= 1")
 
 
 class ShellBackend:
@@ -85,6 +92,13 @@ class ShellBackend:
 
     def _log(self, worker: str) -> str:
         return os.path.join(self.logs, f"{worker}.log")
+
+    @hookimpl
+    def deploy_expand_resources(self, cluster: ClusterSpec, workers: list[WorkerSpec]) -> None:
+        """Each unit runs ``workers_per_unit`` workers, with distinct name suffixes."""
+        n = self.options.workers_per_unit
+        if n > 1:
+            workers[:] = [w.replace(suffix=f"{w.suffix}-{i}") for w in workers for i in range(n)]
 
     @hookimpl
     async def deploy_prepare(self, cluster: ClusterSpec) -> None:
