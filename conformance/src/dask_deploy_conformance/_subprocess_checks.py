@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -206,20 +206,37 @@ def _sigterm_ignorer(test_pid: int) -> Callable[[], dict[str, Any]]:
     return ignore_sigterm
 
 
-def _ignore_sigterm(cluster: Any, timeout: float) -> dict[str, dict[str, Any]]:
-    """Make every connected worker ignore SIGTERM; worker name -> its process (skip if it
-    cannot be done or seen from here)."""
+@contextlib.contextmanager
+def _stubborn_workers(cluster: Any) -> Iterator[dict[str, dict[str, Any]]]:
+    """Make every connected worker ignore SIGTERM and busy with a long task (so that it
+    cannot leave when its scheduler closes either); worker name -> its process. Skips if
+    that cannot be done or seen from here; kills what is left at the end."""
+    import time
+
     from distributed import Client
 
     names = {a: n for n, a in connected(cluster).items()}
-    with Client(cluster, set_as_default=False) as client:
+    infos: dict[str, dict[str, Any]] = {}
+    client = Client(cluster, set_as_default=False)
+    try:
         answers = client.run(_sigterm_ignorer(os.getpid()), workers=list(names))
-    infos = {names[a]: info for a, info in answers.items()}
-    for info in infos.values():
-        _check_visible(info)
-        if info["not_ignored"]:
-            pytest.skip(f"could not make the worker ignore SIGTERM: {info['not_ignored']}")
-    return infos
+        infos = {names[a]: info for a, info in answers.items()}
+        for info in infos.values():
+            _check_visible(info)
+            if info["not_ignored"]:
+                pytest.skip(f"could not make the worker ignore SIGTERM: {info['not_ignored']}")
+        busy = [client.submit(time.sleep, 600, workers=[a], allow_other_workers=False, pure=False)
+                for a in names]
+        wait_for(lambda: all(client.processing().get(a) for a in names), GONE_WITHIN,
+                 "each worker runs its long task")
+        try:
+            yield infos
+        finally:
+            del busy  # referenced until here: the tasks run on until the cluster is gone
+    finally:
+        with contextlib.suppress(Exception):
+            client.close(timeout=5)
+        _cleanup(infos)
 
 
 class SigtermChecks:
@@ -230,13 +247,10 @@ class SigtermChecks:
                                                       deploy_timeout: float) -> None:
         cluster = deploy_cluster(n_workers=1)
         wait_converged(cluster, 1, deploy_timeout)
-        infos = _ignore_sigterm(cluster, deploy_timeout)
-        try:
+        with _stubborn_workers(cluster) as infos:
             cluster.close(timeout=deploy_timeout)
-            _wait_gone(infos, "after close() (the workers ignore SIGTERM: does the stop wait, "
-                       "then force?)")
-        finally:
-            _cleanup(infos)
+            _wait_gone(infos, "after close() (the workers ignore SIGTERM and run a long task: "
+                       "does the stop wait, then force?)")
 
     @requires("scale")
     def test_worker_ignoring_sigterm_gone_after_scale_down(self, deploy_cluster: ClusterFactory,
@@ -244,19 +258,16 @@ class SigtermChecks:
         cluster = deploy_cluster(n_workers=2)
         wait_converged(cluster, 2, deploy_timeout)
         before = connected(cluster)
-        infos = _ignore_sigterm(cluster, deploy_timeout)
-        try:
+        with _stubborn_workers(cluster) as infos:
             victim = sorted(before)[0]
             unit = next(set(u.worker_names) for u in cluster.units.values()
                         if victim in u.worker_names)
             cluster.sync(cluster.scale_down, [victim])
             _wait_gone({n: i for n, i in infos.items() if n in unit},
-                       f"after scaling down {victim}'s unit (its workers ignore SIGTERM: does "
-                       "the stop wait, then force?)", cluster)
+                       f"after scaling down {victim}'s unit (its workers ignore SIGTERM and run "
+                       "a long task: does the stop wait, then force?)", cluster)
             cluster.close(timeout=deploy_timeout)
             _wait_gone(infos, "after close()")
-        finally:
-            _cleanup(infos)
 
 
 def _cleanup(infos: dict[str, dict[str, Any]]) -> None:
