@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "ClusterFactory",
     "Faults",
+    "StopFailure",
     "backend_info",
     "default_faults",
     "describe",
@@ -120,6 +121,31 @@ def inject_start_failure(cluster: Any) -> None:
     cluster.backend.inject(fail_starts=1)
 
 
+class StopFailure:
+    """An extension (``from_name(..., extensions={...})``) that makes ``deploy_stop_workers``
+    fail on any backend: the backend's own stop runs to its end, then the call raises
+    :class:`~dask_deploy.BackendError`, as a stop that could not confirm the workers are
+    gone would. The default ``Faults.stop_failure`` for real backends; nothing leaks."""
+
+    def __init__(self) -> None:
+        from dask_deploy import hookimpl
+
+        def deploy_stop_workers() -> Any:
+            result = yield
+
+            async def fail() -> None:
+                from dask_deploy import BackendError
+
+                if result is not None:
+                    await result
+                raise BackendError("dask-deploy conformance: injected stop failure (the "
+                                   "workers were stopped, the stop reports that it failed)")
+
+            return fail()
+
+        self.deploy_stop_workers = hookimpl(wrapper=True)(deploy_stop_workers)
+
+
 _FAIL_PRELOAD = "raise RuntimeError('dask-deploy conformance: injected start failure')"
 _HANG_PRELOAD = "import time; time.sleep(600)"
 _SLOW_PRELOAD = "import time; time.sleep(1.5)"
@@ -157,7 +183,8 @@ def default_faults(info: Any) -> Faults:
     """The fake's switches where the backend has them (``fail_start``, ...), else generic ones.
 
     Generic: a worker preload that raises (start failure), one that sleeps (never connects),
-    and an invalid scheduler option (cluster start failure).
+    an invalid scheduler option (cluster start failure), and the :class:`StopFailure`
+    extension (stop failure: the backend stops, then the hook call raises).
     """
     fields = {f.name for f in dataclasses.fields(info.options)} if info.options else set()
     if {"fail_start", "never_connect", "fail_prepare"} <= fields:
@@ -170,6 +197,7 @@ def default_faults(info: Any) -> Faults:
         never_connects={"worker_options": {"preload": [_HANG_PRELOAD]}},
         cluster_start_failure={"scheduler_options": {"dask_deploy_conformance_invalid": True}},
         slow_start={"worker_options": {"preload": [_SLOW_PRELOAD]}},
+        stop_failure={"extensions": {"dask-deploy-conformance-stop-failure": StopFailure()}},
     )
 
 
