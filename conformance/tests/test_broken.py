@@ -18,6 +18,9 @@ import pytest
 from dask_deploy_conformance._cli import pytest_args
 from dask_deploy_conformance.broken import CATALOGUE, install
 
+#: The whole suite against each broken backend, six at a time, on 2 shared cores.
+pytestmark = pytest.mark.timeout(1500)
+
 
 @dataclass(frozen=True)
 class Outcome:

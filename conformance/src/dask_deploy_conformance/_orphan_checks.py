@@ -54,7 +54,8 @@ cluster = from_name(job["backend"], **job["options"])
 cluster.wait_for_workers(job["n"], timeout=job["timeout"])
 with Client(cluster, set_as_default=False) as client:
     pids = client.run(os.getpid)
-print(json.dumps({"pid": os.getpid(), "workers": sorted(set(pids.values()))}), flush=True)
+print("DASK-DEPLOY-HARNESS", json.dumps({"pid": os.getpid(), "workers": sorted(set(pids.values()))}),
+      flush=True)
 time.sleep(3600)
 """
 
@@ -73,14 +74,24 @@ def _job(factory: ClusterFactory, options: dict[str, Any], n: int, timeout: floa
         pytest.skip(f"the backend's options cannot be given to another interpreter as JSON: {e}")
 
 
+MARK = "DASK-DEPLOY-HARNESS "
+
+
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str | None:
-    """The harness's first line of output, or None if none came within ``timeout``."""
+    """The harness's report (the backend may print lines of its own before it), or None if
+    none came within ``timeout``."""
     out: list[str] = []
-    reader = threading.Thread(target=lambda: out.append(proc.stdout.readline() if proc.stdout else ""),
-                              daemon=True)
+
+    def read() -> None:
+        for line in proc.stdout or ():
+            if line.startswith(MARK):
+                out.append(line[len(MARK):])
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     reader.join(timeout)
-    return out[0] if out and out[0] else None
+    return out[0] if out else None
 
 
 class OrphanChecks:
