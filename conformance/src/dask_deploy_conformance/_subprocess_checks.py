@@ -275,6 +275,6 @@ def _cleanup(infos: dict[str, dict[str, Any]]) -> None:
     import signal
 
     for info in infos.values():
-        if _running(info):
+        if info["pid"] != os.getpid() and _running(info):  # never the test process itself
             with contextlib.suppress(OSError):
                 os.kill(info["pid"], signal.SIGKILL)
