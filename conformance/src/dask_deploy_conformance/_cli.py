@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="a backend option (repeatable); VALUE is JSON if it parses, else a string")
     p.add_argument("--profile", choices=sorted(SIZES), default=None,
                    help="hypothesis profile: ci (small), dev, thorough (default: ci if CI=true, else dev)")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--timeout", "--deploy-timeout", type=float, default=None, metavar="SECONDS",
                    help="how long a check waits for the cluster to converge (default 60)")
     p.add_argument("-q", "--quiet", action="store_true", help="less output")
     return p

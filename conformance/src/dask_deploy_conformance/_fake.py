@@ -23,6 +23,8 @@ fail_stop      ``deploy_stop_workers`` raises and leaves the workers running
                (``deploy_teardown`` still removes them, like a host agent would)
 lose_logs      the logs of units that ended are lost (``deploy_get_logs`` raises)
 fail_prepare   ``deploy_prepare`` raises: the backend is "unreachable"
+workers_per_unit  each unit runs this many workers (``<unit>-0``, ``<unit>-1``, ...), as a
+               job with ``processes=2`` or a node with two GPUs does
 ============== ===============================================================
 """
 
@@ -46,6 +48,7 @@ from dask_deploy import (
     SpecError,
     Status,
     Unit,
+    WorkerSpec,
     hookimpl,
 )
 from dask_deploy.toolkit import worker_kwargs
@@ -90,6 +93,8 @@ class FakeOptions:
     lose_logs: bool = False
     #: ``deploy_prepare`` raises ``BackendError`` (the backend is unreachable).
     fail_prepare: bool = False
+    #: Workers per unit (resource expansion, like jobqueue's ``processes``).
+    workers_per_unit: int = 1
 
     def __post_init__(self) -> None:
         _seconds(self.start_delay, "start_delay")
@@ -97,6 +102,9 @@ class FakeOptions:
         for name in ("fail_start", "refuse_start", "never_connect", "fail_stop", "lose_logs",
                      "fail_prepare"):
             _flag(getattr(self, name), name)
+        if isinstance(self.workers_per_unit, bool) or not isinstance(self.workers_per_unit, int) \
+                or self.workers_per_unit < 1:
+            raise SpecError("workers_per_unit", self.workers_per_unit, "an integer >= 1")
 
 
 @dataclass
@@ -202,6 +210,12 @@ class FakeBackend:
             task.add_done_callback(self._tasks.discard)
 
     # -- hooks ---------------------------------------------------------------------------
+
+    @hookimpl
+    def deploy_expand_resources(self, cluster: ClusterSpec, workers: list[WorkerSpec]) -> None:
+        n = self.options.workers_per_unit
+        if n > 1:
+            workers[:] = [w.replace(suffix=f"{w.suffix}-{i}") for w in workers for i in range(n)]
 
     @hookimpl
     async def deploy_prepare(self, cluster: ClusterSpec) -> None:

@@ -16,7 +16,16 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from ._support import ClusterFactory, Faults, connected, converged, describe, plan, wait_for
+from ._support import (
+    ClusterFactory,
+    Faults,
+    connected,
+    converged,
+    describe,
+    expected_workers,
+    plan,
+    wait_for,
+)
 from .strategies import DURATIONS, adapt_bounds
 
 __all__ = ["machine_for"]
@@ -115,10 +124,10 @@ def machine_for(factory: ClusterFactory, faults: Faults, max_workers: int, timeo
                 if cluster.error is not None:
                     raise AssertionError(f"crash loop: {cluster.error}\n{describe(cluster)}")
                 size = len(plan(cluster))
-                if self.bounds is None:
-                    return converged(cluster, self.target)
+                if self.bounds is None:  # scale(n) asks for whole units: n rounded up
+                    return converged(cluster, expected_workers(cluster, self.target))
                 lo, hi = self.bounds
-                return lo <= size <= hi and converged(cluster, size)
+                return lo <= size <= expected_workers(cluster, hi) and converged(cluster, size)
 
             model = f"target {self.target}" if self.bounds is None else f"bounds {self.bounds}"
             wait_for(ok, timeout, f"the cluster converged to the model ({model})", cluster)

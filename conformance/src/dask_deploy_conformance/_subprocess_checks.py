@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from ._support import ClusterFactory, connected, plan, wait_converged, wait_for
 
-__all__ = ["TaskSubprocessChecks"]
+__all__ = ["SigtermChecks", "TaskSubprocessChecks"]
 
 requires = pytest.mark.deploy_requires
 
@@ -170,11 +170,111 @@ class TaskSubprocessChecks:
             _cleanup(infos)
 
 
+def _sigterm_ignorer(test_pid: int) -> Callable[[], dict[str, Any]]:
+    """Run in a worker (``client.run``): make its process ignore SIGTERM, as a worker stuck
+    in a C extension or a task that installed its own handler would; report the process."""
+
+    def ignore_sigterm() -> dict[str, Any]:
+        import os
+        import signal
+        import socket
+        import threading
+
+        def read(path: str) -> str:
+            try:
+                with open(path) as f:
+                    return f.read().strip()
+            except OSError:
+                return ""
+
+        fields = read(f"/proc/{os.getpid()}/stat").rpartition(")")[2].split()
+        try:
+            pidns = str(os.stat("/proc/self/ns/pid").st_ino)
+        except OSError:
+            pidns = ""
+        ignored = ""
+        if os.getpid() == test_pid:
+            ignored = "in-process"  # never in the test process itself
+        elif threading.current_thread() is not threading.main_thread():
+            ignored = "the worker's event loop is not in its main thread"
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return {"pid": os.getpid(), "start": fields[19] if len(fields) > 19 else "",
+                "worker_pid": os.getpid(), "host": socket.gethostname(), "pidns": pidns,
+                "boot_id": read("/proc/sys/kernel/random/boot_id"), "not_ignored": ignored}
+
+    return ignore_sigterm
+
+
+@contextlib.contextmanager
+def _stubborn_workers(cluster: Any) -> Iterator[dict[str, dict[str, Any]]]:
+    """Make every connected worker ignore SIGTERM and busy with a long task (so that it
+    cannot leave when its scheduler closes either); worker name -> its process. Skips if
+    that cannot be done or seen from here; kills what is left at the end."""
+    import time
+
+    from distributed import Client
+
+    names = {a: n for n, a in connected(cluster).items()}
+    infos: dict[str, dict[str, Any]] = {}
+    client = Client(cluster, set_as_default=False)
+    try:
+        answers = client.run(_sigterm_ignorer(os.getpid()), workers=list(names))
+        infos = {names[a]: info for a, info in answers.items()}
+        for info in infos.values():
+            _check_visible(info)
+            if info["not_ignored"]:
+                pytest.skip(f"could not make the worker ignore SIGTERM: {info['not_ignored']}")
+        busy = [client.submit(time.sleep, 600, workers=[a], allow_other_workers=False, pure=False)
+                for a in names]
+        wait_for(lambda: all(client.processing().get(a) for a in names), GONE_WITHIN,
+                 "each worker runs its long task")
+        try:
+            yield infos
+        finally:
+            del busy  # referenced until here: the tasks run on until the cluster is gone
+    finally:
+        with contextlib.suppress(Exception):
+            client.close(timeout=5)
+        _cleanup(infos)
+
+
+class SigtermChecks:
+    """A worker that ignores SIGTERM is still gone after close and after a scale-down: the
+    backend's stop waits, then forces (SIGKILL, a forced job cancel, a pod delete)."""
+
+    def test_worker_ignoring_sigterm_gone_after_close(self, deploy_cluster: ClusterFactory,
+                                                      deploy_timeout: float) -> None:
+        cluster = deploy_cluster(n_workers=1)
+        wait_converged(cluster, 1, deploy_timeout)
+        with _stubborn_workers(cluster) as infos:
+            cluster.close(timeout=deploy_timeout)
+            _wait_gone(infos, "after close() (the workers ignore SIGTERM and run a long task: "
+                       "does the stop wait, then force?)")
+
+    @requires("scale")
+    def test_worker_ignoring_sigterm_gone_after_scale_down(self, deploy_cluster: ClusterFactory,
+                                                           deploy_timeout: float) -> None:
+        cluster = deploy_cluster(n_workers=2)
+        wait_converged(cluster, 2, deploy_timeout)
+        before = connected(cluster)
+        with _stubborn_workers(cluster) as infos:
+            victim = sorted(before)[0]
+            unit = next(set(u.worker_names) for u in cluster.units.values()
+                        if victim in u.worker_names)
+            cluster.sync(cluster.scale_down, [victim])
+            _wait_gone({n: i for n, i in infos.items() if n in unit},
+                       f"after scaling down {victim}'s unit (its workers ignore SIGTERM and run "
+                       "a long task: does the stop wait, then force?)", cluster)
+            cluster.close(timeout=deploy_timeout)
+            _wait_gone(infos, "after close()")
+
+
 def _cleanup(infos: dict[str, dict[str, Any]]) -> None:
     """A failed check must not leave its ``sleep 1000`` behind."""
     import signal
 
     for info in infos.values():
-        if _running(info):
+        if info["pid"] != os.getpid() and _running(info):  # never the test process itself
             with contextlib.suppress(OSError):
                 os.kill(info["pid"], signal.SIGKILL)

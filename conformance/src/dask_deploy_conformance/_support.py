@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "ClusterFactory",
     "Faults",
+    "StopFailure",
     "backend_info",
     "default_faults",
     "describe",
@@ -120,6 +121,31 @@ def inject_start_failure(cluster: Any) -> None:
     cluster.backend.inject(fail_starts=1)
 
 
+class StopFailure:
+    """An extension (``from_name(..., extensions={...})``) that makes ``deploy_stop_workers``
+    fail on any backend: the backend's own stop runs to its end, then the call raises
+    :class:`~dask_deploy.BackendError`, as a stop that could not confirm the workers are
+    gone would. The default ``Faults.stop_failure`` for real backends; nothing leaks."""
+
+    def __init__(self) -> None:
+        from dask_deploy import hookimpl
+
+        def deploy_stop_workers() -> Any:
+            result = yield
+
+            async def fail() -> None:
+                from dask_deploy import BackendError
+
+                if result is not None:
+                    await result
+                raise BackendError("dask-deploy conformance: injected stop failure (the "
+                                   "workers were stopped, the stop reports that it failed)")
+
+            return fail()
+
+        self.deploy_stop_workers = hookimpl(wrapper=True)(deploy_stop_workers)
+
+
 _FAIL_PRELOAD = "raise RuntimeError('dask-deploy conformance: injected start failure')"
 _HANG_PRELOAD = "import time; time.sleep(600)"
 _SLOW_PRELOAD = "import time; time.sleep(1.5)"
@@ -157,7 +183,8 @@ def default_faults(info: Any) -> Faults:
     """The fake's switches where the backend has them (``fail_start``, ...), else generic ones.
 
     Generic: a worker preload that raises (start failure), one that sleeps (never connects),
-    and an invalid scheduler option (cluster start failure).
+    an invalid scheduler option (cluster start failure), and the :class:`StopFailure`
+    extension (stop failure: the backend stops, then the hook call raises).
     """
     fields = {f.name for f in dataclasses.fields(info.options)} if info.options else set()
     if {"fail_start", "never_connect", "fail_prepare"} <= fields:
@@ -170,6 +197,7 @@ def default_faults(info: Any) -> Faults:
         never_connects={"worker_options": {"preload": [_HANG_PRELOAD]}},
         cluster_start_failure={"scheduler_options": {"dask_deploy_conformance_invalid": True}},
         slow_start={"worker_options": {"preload": [_SLOW_PRELOAD]}},
+        stop_failure={"extensions": {"dask-deploy-conformance-stop-failure": StopFailure()}},
     )
 
 
@@ -335,6 +363,39 @@ def _tagged(name: str) -> list[Any]:
     return found
 
 
+#: Names of every cluster this interpreter's checks started (``ClusterFactory.merged``): the
+#: session-end check looks, machine-wide, for processes of these clusters and only these
+#: (other test runs share the machine). Names are random (``conf-<hex>``), so a name found
+#: in a command line or an environment is this session's.
+SESSION_CLUSTERS: set[str] = set()
+
+
+def processes_of(names: set[str] | frozenset[str]) -> dict[int, tuple[Any, str]]:
+    """Live processes anywhere on this machine tagged with one of the cluster ``names``:
+    the name in their command line (worker names, agents' ``--cluster``) or in an
+    environment variable (``DASK_DEPLOY_CLUSTER``, a batch job's name). pid -> (process,
+    which cluster). This process and its ancestors are left out."""
+    import psutil
+
+    if not names:
+        return {}
+    me = psutil.Process()
+    skip = {me.pid, *(p.pid for p in me.parents())}
+    found: dict[int, tuple[Any, str]] = {}
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if p.pid in skip:
+            continue
+        with contextlib.suppress(psutil.Error, TypeError):
+            text = " ".join(p.info["cmdline"] or [])
+            hit = next((n for n in names if n in text), None)
+            if hit is None:
+                env = p.environ()
+                hit = next((n for n in names for v in env.values() if n in v), None)
+            if hit is not None and _alive(p):
+                found[p.pid] = (p, hit)
+    return found
+
+
 @dataclass
 class ClusterFactory:
     """Starts clusters of the backend under test and guarantees they are closed.
@@ -358,6 +419,7 @@ class ClusterFactory:
     def merged(self, **overrides: Any) -> dict[str, Any]:
         opts = merge_options(SUITE_DEFAULTS, self.options, overrides)
         opts.setdefault("name", f"conf-{uuid.uuid4().hex[:10]}")
+        SESSION_CLUSTERS.add(opts["name"])
         self.baseline.setdefault(opts["name"], set(_processes()))
         return opts
 

@@ -1,8 +1,12 @@
 """A catalogue of deliberately broken backends: proof that the suite can fail.
 
 Each is the ``fake`` backend with exactly one defect, and names the check(s) of the suite
-that must fail because of it (``BrokenBackend.fails``). ``conformance/tests/test_meta.py``
-runs the whole suite against each one and asserts that it fails on those checks.
+that must fail because of it (``BrokenBackend.fails``). ``conformance/tests/test_broken.py``
+runs the suite against each one and asserts that it fails on those checks. Most are the
+in-process ``fake`` with one defect; those whose defect only shows with real processes
+(a stop that does not wait, discovery from memory, an environment dropped) are the
+tutorial's ``shell`` backend (:mod:`dask_deploy_conformance._shell`) with one defect, and
+run only their named checks (``BrokenBackend.only``) to keep the meta-test short.
 
 They are not registered as entry points (``dask-deploy backends`` should not list them).
 :func:`install` writes a throw-away distribution that registers them, so that
@@ -27,6 +31,7 @@ from typing import Any
 
 from dask_deploy import BackendInfo, ClusterSpec, Handle, Phase, SchedulerInfo, Status, Unit, hookimpl
 
+from . import _shell
 from ._fake import _WORLD, FakeBackend, FakeUnit
 from ._fake import INFO as FAKE
 
@@ -205,6 +210,78 @@ class WrongDashboard(FakeBackend):
         return dataclasses.replace(info, dashboard_address="127.0.0.1:9")  # discard port
 
 
+class HandlesInWrongOrder(FakeBackend):
+    """Returns the handles of a batch in reverse order (built from a dict keyed by job id)."""
+
+    @hookimpl
+    async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
+                                   units: Sequence[Unit]) -> list[Handle]:
+        handles = await super().deploy_start_workers(cluster, scheduler_address, units)
+        return handles[::-1]
+
+
+class WorkersNamedAfterUnit(FakeBackend):
+    """Names every worker of a unit after the unit, not ``unit.worker_names`` (invisible
+    while each unit runs one worker; here each runs two)."""
+
+    async def _run(self, cluster: ClusterSpec, address: str, unit: Any, fake: FakeUnit,
+                   fail: bool) -> None:
+        # Only what the workers are called changes: the handle still names the unit.
+        renamed = dataclasses.replace(unit, workers=tuple(w.replace(suffix="") for w in unit.workers))
+        await super()._run(cluster, address, renamed, fake, fail)
+
+
+class StopDoesNotWait(_shell.ShellBackend):
+    """Sends SIGTERM and returns: no wait, no SIGKILL (a worker that ignores SIGTERM runs on)."""
+
+    async def _kill(self, procs: list[Any]) -> None:
+        import signal
+
+        for p in procs:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+
+    @hookimpl
+    async def deploy_teardown(self, cluster: ClusterSpec) -> None:
+        await self._kill([p for procs in self.procs.values() for p in procs])
+        self.procs.clear()
+
+
+#: What StartsFromMemory's processes "know": the Popen objects this interpreter started.
+_STARTED: dict[str, list[Any]] = {}
+
+
+class DiscoversFromMemory(_shell.ShellBackend):
+    """``deploy_discover`` reads a registry of the processes this interpreter started, so
+    that from another process (``dask-deploy gc`` after the client died) it finds nothing."""
+
+    @hookimpl
+    async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
+                                   units: Sequence[Unit]) -> list[Handle]:
+        handles = await super().deploy_start_workers(cluster, scheduler_address, units)
+        for h in handles:
+            _STARTED.setdefault(cluster.name, []).extend(self.procs.get(h.name, []))
+        return handles
+
+    @hookimpl
+    async def deploy_discover(self, cluster: ClusterSpec, cluster_id: str | None) -> list[Handle]:
+        clusters = [cluster_id] if cluster_id is not None else list(_STARTED)
+        return [Handle(cluster.backend, c, f"{c}-pid{p.pid}", str(p.pid))
+                for c in clusters for p in _STARTED.get(c, []) if p.returncode is None]
+
+
+class DropsEnv(_shell.ShellBackend):
+    """Starts workers without ``WorkerSpec.env`` (the generic option is silently dropped)."""
+
+    @hookimpl
+    async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
+                                   units: Sequence[Unit]) -> list[Handle]:
+        units = [dataclasses.replace(u, workers=tuple(w.replace(env={}) for w in u.workers))
+                 for u in units]
+        return await super().deploy_start_workers(cluster, scheduler_address, units)
+
+
 @dataclass(frozen=True)
 class BrokenBackend:
     """One broken backend: its ``BackendInfo``, its defect, and the checks that must fail."""
@@ -213,13 +290,16 @@ class BrokenBackend:
     defect: str
     #: Names of the suite's checks (test functions) that this defect must make fail.
     fails: tuple[str, ...]
+    #: Run only the ``fails`` checks (a slow, process-based backend), not the whole suite.
+    only: bool = False
 
 
-def _broken(name: str, cls: type[FakeBackend], fails: tuple[str, ...],
+def _broken(name: str, cls: type[Any], fails: tuple[str, ...],
             defaults: dict[str, Any] | None = None) -> BrokenBackend:
-    info = dataclasses.replace(FAKE, name=name, summary=f"BROKEN on purpose: {cls.__doc__}",
-                               factory=cls, extra="", defaults={**FAKE.defaults, **(defaults or {})})
-    return BrokenBackend(info, str(cls.__doc__), fails)
+    base = _shell.INFO if issubclass(cls, _shell.ShellBackend) else FAKE
+    info = dataclasses.replace(base, name=name, summary=f"BROKEN on purpose: {cls.__doc__}",
+                               factory=cls, extra="", defaults={**base.defaults, **(defaults or {})})
+    return BrokenBackend(info, str(cls.__doc__), fails, only=base is _shell.INFO)
 
 
 #: name -> BrokenBackend
@@ -241,6 +321,15 @@ CATALOGUE: dict[str, BrokenBackend] = {b.info.name: b for b in [
     _broken("broken-leaks-on-failed-start", LeaksOnFailedStart, ("test_no_leak_after_failed_start",)),
     _broken("broken-leaks-scheduler", LeaksScheduler, ("test_remote_scheduler",)),
     _broken("broken-wrong-dashboard", WrongDashboard, ("test_dashboard_served",)),
+    _broken("broken-handles-in-wrong-order", HandlesInWrongOrder, ("test_dead_worker_is_replaced",)),
+    _broken("broken-workers-named-after-unit", WorkersNamedAfterUnit,
+            ("test_sync_start_compute_close",), {"workers_per_unit": 2}),
+    _broken("broken-stop-does-not-wait", StopDoesNotWait,
+            ("test_worker_ignoring_sigterm_gone_after_close",), {"stop_grace": 1.0}),
+    _broken("broken-discovers-from-memory", DiscoversFromMemory,
+            ("test_orphans_of_a_killed_client_are_found_and_collected",), {"stop_grace": 1.0}),
+    _broken("broken-drops-env", DropsEnv, ("test_generic_options_reach_the_worker",),
+            {"stop_grace": 1.0}),
 ]}
 
 

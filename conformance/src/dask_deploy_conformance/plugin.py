@@ -10,6 +10,7 @@ Light to import: nothing here imports ``distributed`` or a backend until a test 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,54 @@ def pytest_configure(config: pytest.Config) -> None:
     # shipped suite (and only it), from any directory.
     if config.getoption("--deploy-backend") and config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args[:] = [str(SUITE_ENTRY)]
+
+
+#: Seconds the session-end check waits for processes of the session's clusters to go.
+SESSION_END_GRACE = 15.0
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No process of any cluster this session started may outlive the session.
+
+    Per-check leak checks look at one cluster object, right after its close; a worker that
+    a check never looked at (a hypothesis example's teardown, a test without a leak check)
+    or that comes back later would run on, orphaned, after pytest ended. So at the end the
+    whole machine is searched for the session's cluster names (see ``processes_of``);
+    whatever is found is reported, killed, and fails the session.
+    """
+    import sys
+
+    support = sys.modules.get("dask_deploy_conformance._support")
+    if support is None or not support.SESSION_CLUSTERS:
+        return
+    import time
+
+    names = frozenset(support.SESSION_CLUSTERS)
+    deadline = time.monotonic() + SESSION_END_GRACE
+    while (left := support.processes_of(names)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not left:
+        return
+    lines = []
+    for pid, (proc, cluster) in sorted(left.items()):
+        try:
+            what = " ".join(proc.cmdline())[:160]
+            test = proc.environ().get("PYTEST_CURRENT_TEST", "?")
+        except Exception:
+            what, test = "?", "?"
+        lines.append(f"  pid {pid} (cluster {cluster}, started during {test}): {what}")
+        with contextlib.suppress(Exception):
+            proc.kill()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = (f"dask-deploy conformance: {len(left)} process(es) of clusters this session "
+               f"started outlived it (killed now):\n" + "\n".join(lines))
+    if reporter is not None:
+        reporter.write_sep("=", "processes outlived the session", red=True)
+        reporter.write_line(message)
+    else:
+        print(message, file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # --------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from ._support import (
     connected,
     describe,
     discover,
+    expected_workers,
     merge_options,
     plan,
     requested,
@@ -47,8 +48,11 @@ __all__ = [
     "LeakChecks",
     "LifecycleChecks",
     "LogChecks",
+    "OptionChecks",
+    "OrphanChecks",
     "RemoteSchedulerChecks",
     "ScalingChecks",
+    "SigtermChecks",
     "StateMachineChecks",
     "TaskSubprocessChecks",
 ]
@@ -411,13 +415,69 @@ class ScalingChecks:
     def test_scale_by_cores_and_memory(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
         cluster = deploy_cluster(threads_per_worker=2, memory_limit="300MiB")
         cluster.scale(cores=4)
-        wait_converged(cluster, 2, deploy_timeout)
+        wait_converged(cluster, 2, deploy_timeout)  # whole units: 2 workers or more
+        want = expected_workers(cluster, 2)
         workers = cluster.scheduler_info["workers"].values()
-        assert [w["nthreads"] for w in workers] == [2, 2], describe(cluster)
+        assert [w["nthreads"] for w in workers] == [2] * want, describe(cluster)
         cluster.scale(memory="900MiB")
         wait_converged(cluster, 3, deploy_timeout)
+        want = expected_workers(cluster, 3)
         limits = [w["memory_limit"] for w in cluster.scheduler_info["workers"].values()]
-        assert limits == [300 * 2**20] * 3, f"memory limits {limits}, expected 300MiB each"
+        assert limits == [300 * 2**20] * want, (f"memory limits {limits}, expected 300MiB for "
+                                                f"each of {want} workers")
+
+
+# --------------------------------------------------------------------------------------
+# Generic options
+# --------------------------------------------------------------------------------------
+
+#: A worker preload (Python text) that leaves a mark on the worker object it ran for.
+_MARK_PRELOAD = ("def dask_setup(worker):\n"
+                 "    worker.dask_deploy_conformance_preload = 'ran'\n")
+
+
+def _observe_worker(test_pid: int, variable: str) -> Callable[..., dict[str, Any]]:
+    """Run in a worker (``client.run``): what the worker itself has of the generic options."""
+
+    def observe(dask_worker: Any) -> dict[str, Any]:
+        import os
+
+        state = getattr(dask_worker, "state", dask_worker)
+        manager = getattr(dask_worker, "memory_manager", None)
+        return {"in_process": os.getpid() == test_pid, "env": os.environ.get(variable),
+                "nthreads": state.nthreads,
+                "memory_limit": getattr(manager, "memory_limit", None),
+                "resources": dict(getattr(state, "total_resources", {}) or {}),
+                "preload": getattr(dask_worker, "dask_deploy_conformance_preload", None)}
+
+    return observe
+
+
+class OptionChecks:
+    """Every generic option reaches the worker process itself, not just the spec."""
+
+    def test_generic_options_reach_the_worker(self, deploy_cluster: ClusterFactory,
+                                              deploy_timeout: float) -> None:
+        import os
+
+        from distributed import Client
+
+        variable, value = "DASK_DEPLOY_CONFORMANCE_ENV", uuid.uuid4().hex[:8]
+        cluster = deploy_cluster(n_workers=1, threads_per_worker=2, memory_limit="300MiB",
+                                 env={variable: value}, resources={"conformance": 2},
+                                 worker_options={"preload": [_MARK_PRELOAD]})
+        wait_converged(cluster, 1, deploy_timeout)
+        with Client(cluster, set_as_default=False) as client:
+            seen = client.run(_observe_worker(os.getpid(), variable))
+        assert seen, describe(cluster)
+        for address, got in seen.items():
+            where = f"on worker {address}: {got}"
+            if not got["in_process"]:  # an in-process worker shares the test's environment
+                assert got["env"] == value, f"env={{{variable!r}: {value!r}}} is not set {where}"
+            assert got["nthreads"] == 2, f"threads_per_worker=2 is not applied {where}"
+            assert got["memory_limit"] == 300 * 2**20, f"memory_limit='300MiB' is not applied {where}"
+            assert got["resources"].get("conformance") == 2, f"resources are not applied {where}"
+            assert got["preload"] == "ran", f"worker_options preload did not run {where}"
 
 
 # --------------------------------------------------------------------------------------
@@ -500,7 +560,8 @@ class AdaptivityChecks:
             def run(lo: int, span: int, loads: list[tuple[int, float]]) -> None:
                 hi = max(lo, span)
                 _adapt(cluster, lo, hi)
-                wait_for(lambda: lo <= len(plan(cluster)) <= hi, deploy_timeout,
+                top_workers = expected_workers(cluster, hi)  # a plan is whole units
+                wait_for(lambda: lo <= len(plan(cluster)) <= top_workers, deploy_timeout,
                          f"adapt({lo}, {hi}) brought the plan within bounds", cluster)
                 with _Sampler(cluster) as sampler:
                     for n_tasks, duration in loads:
@@ -508,8 +569,9 @@ class AdaptivityChecks:
                         _finish(futures, deploy_timeout, cluster)
                         del futures  # results held in memory keep their workers alive
                     wait_converged(cluster, lo, deploy_timeout)
-                outside = [s for s in sampler.sizes if not lo <= s <= hi]
-                assert not outside, f"the plan left [{lo}, {hi}] under load: sizes {sampler.sizes}"
+                outside = [s for s in sampler.sizes if not lo <= s <= top_workers]
+                assert not outside, (f"the plan left [{lo}, {hi}] (in whole units: up to "
+                                     f"{top_workers}) under load: sizes {sampler.sizes}")
 
             run()
         finally:
@@ -602,9 +664,13 @@ class FaultChecks:
         wait_converged(cluster, 2, deploy_timeout)
         after = connected(cluster)
         assert after[victim] != before[victim], "the killed worker was not replaced"
-        others = {n: a for n, a in before.items() if n != victim}
+        # The victim's unit is replaced as a whole (its siblings restart with it); workers
+        # of other units must run on untouched.
+        unit = next((set(u.worker_names) for u in cluster.units.values()
+                     if victim in u.worker_names), {victim})
+        others = {n: a for n, a in before.items() if n not in unit}
         assert {n: after[n] for n in others} == others, (
-            f"workers that were not killed were restarted too: {others} -> {after}")
+            f"workers of other units than the killed one were restarted too: {others} -> {after}")
 
     def test_never_connecting_start_fails_after_timeout(
             self, deploy_cluster: ClusterFactory, deploy_faults: Faults, deploy_timeout: float) -> None:
@@ -739,8 +805,8 @@ class LeakChecks:
         cluster.scale(1)
         wait_converged(cluster, 1, deploy_timeout)
         cluster.scale(2)  # close while one is starting (requested, maybe not connected)
-        wait_for(lambda: len(requested(cluster)) == 2, deploy_timeout, "the second unit was requested",
-                 cluster, interval=0.001)
+        wait_for(lambda: len(requested(cluster)) == expected_workers(cluster, 2), deploy_timeout,
+                 "the second unit was requested", cluster, interval=0.001)
         cluster.close()
         leaks = deploy_cluster.leaks(cluster.name, cluster.spec)
         assert not leaks, "still running after close:\n  " + "\n  ".join(leaks)
@@ -816,11 +882,14 @@ class StateMachineChecks:
 
 
 # pytest runs inherited tests in reverse MRO order: the last base class's tests first.
-from ._subprocess_checks import TaskSubprocessChecks  # noqa: E402 - it uses the helpers above
+from ._orphan_checks import OrphanChecks  # noqa: E402 - it uses the helpers above
+from ._subprocess_checks import SigtermChecks, TaskSubprocessChecks  # noqa: E402
 
 
-class ConformanceSuite(StateMachineChecks, TaskSubprocessChecks, RemoteSchedulerChecks, LeakChecks,
-                       DashboardChecks, LogChecks, FaultChecks, AdaptivityChecks, ScalingChecks,
+class ConformanceSuite(StateMachineChecks, OrphanChecks, SigtermChecks, TaskSubprocessChecks,
+                       RemoteSchedulerChecks, LeakChecks,
+                       DashboardChecks, LogChecks, FaultChecks, AdaptivityChecks, OptionChecks,
+                       ScalingChecks,
                        LifecycleChecks):
     """Every check. Subclass it as ``TestXxxConformance`` and override the ``deploy_*`` fixtures."""
 

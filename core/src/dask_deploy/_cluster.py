@@ -519,18 +519,23 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                                  self._policy)
             for name, reason in decision.failed:
                 self._log(f"Worker unit {name} failed: {reason}")
-            if decision.failures.tripped and self.error is None:
-                self.error = CrashLoopError(
-                    f"{decision.failures.tripped}. No more workers are started; fix the cause, "
-                    "then call cluster.retry(). cluster.get_logs() has each failed unit's log.")
-                self._log(str(self.error))
             self._failures = decision.failures
-            if decision.stop:
-                ended = (Phase.FAILED, Phase.GONE)
-                lost = [n for n in decision.stop if n in self.units and n in self._observed
-                        and self._observed[n].phase in ended]
-                await self._stop_units(decision.stop)
-                self._forget(lost)
+            try:
+                if decision.stop:
+                    ended = (Phase.FAILED, Phase.GONE)
+                    lost = [n for n in decision.stop if n in self.units and n in self._observed
+                            and self._observed[n].phase in ended]
+                    await self._stop_units(decision.stop)
+                    self._forget(lost)
+            finally:
+                # Published only after the failed units were stopped: whoever sees the
+                # error may look for what still runs, and must not find those.
+                if decision.failures.tripped and self.error is None:
+                    self.error = CrashLoopError(
+                        f"{decision.failures.tripped}. No more workers are started; fix the "
+                        "cause, then call cluster.retry(). cluster.get_logs() has each failed "
+                        "unit's log.")
+                    self._log(str(self.error))
             self._retire_unplanned(now)
             # A lost scheduler takes no workers; a unit whose old workers the scheduler
             # still lists waits until they are forgotten (else: "duplicate name").
@@ -631,17 +636,33 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             # Runs as soon as the backend returns, even if close() began meanwhile: every
             # handle is recorded here, so close() (or the next round) stops it.
             handles = list(handles or [])
-            for unit, handle in zip(units, handles, strict=False):
+            names = [getattr(h, "name", None) for h in handles]
+            if names != [u.name for u in units]:
+                # Refused: a handle kept under another unit's name would be polled, stopped
+                # and logged as the wrong unit. Each is kept under the name it carries (so
+                # that a racing close() stops it) and stopped below; every unit of the
+                # batch then counts as a refused start.
+                for handle in handles:
+                    name = getattr(handle, "name", None)
+                    if isinstance(name, str) and name not in self.handles:
+                        self.handles[name] = handle
+                        self._observed[name] = Observed(Phase.PENDING, now)
+                        refused.append(name)
+                raise BackendError(_handle_mismatch(units, names))
+            for unit, handle in zip(units, handles, strict=True):
                 self.handles[unit.name] = handle
                 self._observed[unit.name] = Observed(Phase.PENDING, now)
-            if len(handles) != len(units):
-                raise BackendError(f"deploy_start_workers returned {len(handles)} handles "
-                                   f"for {len(units)} units")
 
+        refused: list[str] = []
         try:
             await self._create("deploy_start_workers", keep=keep,
                                scheduler_address=self.scheduler_address, units=units)
         except (BackendError, OSError) as e:
+            if refused:
+                try:
+                    await self._stop_units(refused)
+                except Exception as stop_error:
+                    self._log(f"could not stop the refused units {refused}: {stop_error}")
             # Counted as one failure per unit on the next round (no handle to stop).
             for unit in units:
                 if unit.name not in self.handles:
@@ -848,6 +869,19 @@ class _Proxy(NamedTuple):
     host: str
     port: int
     token: str | None
+
+
+def _handle_mismatch(units: list[Unit], names: list[Any]) -> str:
+    """The error for a ``deploy_start_workers`` answer whose handles do not name its units."""
+    want = [u.name for u in units]
+    if len(names) != len(want):
+        detail = f"{len(names)} handles for {len(want)} units"
+    elif sorted(map(str, names)) == sorted(want):
+        detail = "the handles are not in the units' order"
+    else:
+        detail = "handles name units it was not asked for"
+    return (f"deploy_start_workers returned handles {names} for units {want} ({detail}): "
+            "return one Handle per unit, in the units' order, with handle.name == unit.name")
 
 
 def _index(name: str) -> int:
