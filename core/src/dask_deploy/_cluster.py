@@ -155,6 +155,9 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         #: Connected workers of this cluster that no planned unit accounts for -> first seen.
         self._unplanned: dict[str, float] = {}
         self._side_tasks: set[asyncio.Future[Any]] = set()
+        #: Whether the "nanny plugins do nothing here" warning was given (once per cluster).
+        self._nanny_warned = False
+        self._nanny_check_at = 0.0  # next check of a remote scheduler's nanny plugins
         #: Why the cluster stopped starting workers (crash loop, scheduler lost); None: fine.
         self.error: DeployError | None = None
         #: What ``Client(cluster)`` uses to connect (TLS with the cluster's own certificate).
@@ -533,6 +536,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                 connected_at=old.connected_at or (now if connected else None),
                 running_at=old.running_at or (now if status.phase is not Phase.PENDING else None))
             self._note(handle.name, old, self._observed[handle.name])
+        if not self._nanny_warned:
+            self._in_background(self._check_nanny_plugins())
 
     def _note(self, name: str, old: Observed, new: Observed) -> None:
         """One log line per change of a unit's phase or reason (not per poll)."""
@@ -542,6 +547,40 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         self._record(line)
         if not self.quiet:
             logger.info("%s: %s", self.name, line)
+
+    async def _check_nanny_plugins(self) -> None:
+        """Warn once when nanny plugins are registered but workers run without a nanny.
+
+        ``client.register_plugin(Environ(...))`` (or any ``NannyPlugin``) goes to the nannies
+        only; workers started without one (the default: ``nanny=False``) never see it.
+        The in-process scheduler is read directly; a remote one is asked at most every 5 s.
+        """
+        workers = self.scheduler_info.get("workers", {}).values()
+        if self._nanny_warned or not any(w.get("nanny") is None for w in workers):
+            return
+        if self.scheduler is not None:
+            names = sorted(self.scheduler.nanny_plugins)
+        else:
+            now = time.monotonic()
+            comm = self.scheduler_comm
+            if comm is None or now < self._nanny_check_at:
+                return
+            self._nanny_check_at = now + 5.0
+            from distributed.protocol.pickle import dumps
+
+            try:  # pickled by value: the remote scheduler need not import dask_deploy
+                reply = await asyncio.wait_for(comm.run_function(
+                    function=dumps(lambda dask_scheduler: sorted(dask_scheduler.nanny_plugins)),
+                    args=dumps(()), kwargs=dumps({})), 5)
+            except Exception:  # e.g. distributed.scheduler.pickle off: nothing to check with
+                return
+            names = reply.get("result") or [] if reply.get("status") == "OK" else []
+        if names and not self._nanny_warned:
+            self._nanny_warned = True
+            line = (f"nanny plugin(s) {names} do nothing on cluster {self.name}: its workers run "
+                    "without a nanny. Start the cluster with nanny=True (slower starts) to use them.")
+            self._record(line)
+            logger.warning(line)
 
     async def _check_scheduler(self, status: Status) -> None:
         """A remote scheduler the backend reports ended, and that does not answer, is lost."""
