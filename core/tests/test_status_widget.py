@@ -103,7 +103,8 @@ def test_status_command_on_a_detached_cluster(agents_of: Any, wait_until: Any) -
 
     up = cli("up", "local", "-n", "2", "--detach", "-o", "name=t-cli-status")
     # The proxy of `up` ends with it: it names the command whose link lasts.
-    assert "dask-deploy dashboard t-cli-status" in up.stdout
+    assert "Dashboard: http://127.0.0.1:" in up.stdout
+    assert "`dask-deploy dashboard t-cli-status` serves a lasting one" in up.stdout
     try:
         out = cli("status", "t-cli-status").stdout
         assert "t-cli-status on local: 2/2 workers connected" in out

@@ -392,11 +392,11 @@ def up(backend: str | None, options: tuple[str, ...], n_workers: int | None, det
             cluster.adapt(**spec["adapt"])
         if n:
             _wait(cluster, n, timeout)
+        _echo_dashboard(cluster)
         if detach and cluster.dashboard_link:
             # This command's proxy ends with it: name the one that lasts.
-            click.echo(f"Dashboard: `dask-deploy dashboard {cluster.name}` serves it")
-        else:
-            _echo_dashboard(cluster)
+            click.echo(f"  (this link ends with this command; `dask-deploy dashboard {cluster.name}` "
+                       "serves a lasting one)")
         if detach:
             click.echo(f"Detached. Attach with dask_deploy.attach({cluster.name!r}); "
                        f"stop with `dask-deploy down {cluster.name}`.")
