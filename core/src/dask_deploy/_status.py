@@ -86,10 +86,11 @@ class StatusReport:
     def text(self) -> str:
         """A plain-text table (for terminals and logs)."""
         header = ("UNIT", "WORKERS", "STATE", "AGE", "REASON")
-        lines = [header] + [(r.unit, str(len(r.workers)), r.state, _age(r.age), r.reason)
-                            for r in self.rows]
+        # One line per unit: a reason with line breaks (a backend's message) is folded.
+        lines = [header] + [(_line(r.unit), str(len(r.workers)), r.state, _age(r.age),
+                             _line(r.reason)) for r in self.rows]
         widths = [max(len(line[i]) for line in lines) for i in range(4)]
-        out = [f"{self.cluster} on {self.backend}: {self.summary()}"]
+        out = [_line(f"{self.cluster} on {self.backend}: {self.summary()}")]
         out += ["  ".join(c.ljust(w) for c, w in zip(line[:4], widths, strict=True)) + "  " + line[4]
                 for line in lines] if self.rows else ["(no units)"]
         return "\n".join(s.rstrip() for s in out)
@@ -113,6 +114,10 @@ class StatusReport:
 
     def __str__(self) -> str:
         return self.text()
+
+
+def _line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _age(age: float | None) -> str:
