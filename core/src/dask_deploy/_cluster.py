@@ -878,13 +878,16 @@ class SpecCluster(Cluster):  # type: ignore[misc]
     def _status_report(self) -> StatusReport:
         """Each unit's phase, reason, age and connection, from what the core last saw."""
         now = time.monotonic()
-        seen = {w.get("name") for w in self.scheduler_info.get("workers", {}).values()}
+        # Copies first (each a single C-level step): status() is also called from the
+        # user's thread while the loop thread changes these.
+        units, handles, observed = dict(self.units), dict(self.handles), dict(self._observed)
+        seen = {w.get("name") for w in list(self.scheduler_info.get("workers", {}).values())}
         rows = []
-        for name in sorted({*self.units, *self.handles, *self._observed}, key=_index):
-            unit = self.units.get(name)
+        for name in sorted({*units, *handles, *observed}, key=_index):
+            unit = units.get(name)
             workers = unit.worker_names if unit is not None else ()
-            obs = self._observed.get(name)
-            if name in self.handles and obs is not None:
+            obs = observed.get(name)
+            if name in handles and obs is not None:
                 phase, reason, age = obs.phase.value, obs.reason, max(0.0, now - obs.started_at)
                 if unit is None:
                     reason = "stopping" + (f" ({reason})" if reason else "")
@@ -901,7 +904,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                     reason = "waiting to be started"
             rows.append(UnitStatus(name, workers, phase, reason, age,
                                    bool(workers) and set(workers) <= seen))
-        plan = self.plan
+        plan = {w for u in units.values() for w in u.worker_names}
         return StatusReport(self.name, self.spec.backend, tuple(rows),
                             connected_workers=len(plan & seen), planned_workers=len(plan),
                             error=str(self.error) if self.error is not None else None)
