@@ -36,6 +36,7 @@ from ._specs import (
     Unit,
     WorkerSpec,
 )
+from ._status import StatusReport, UnitStatus
 from .hookspecs import hookimpl
 
 # The cluster machinery (distributed.deploy, aiohttp) loads on first use, so that light
@@ -86,7 +87,9 @@ __all__ = [
     "SpecError",
     "StartTimeout",
     "Status",
+    "StatusReport",
     "Unit",
+    "UnitStatus",
     "WorkerSpec",
     "attach",
     "created_tag",

@@ -21,7 +21,7 @@ latest scheduler start request: a client that died while starting a cluster leav
 
 The protocol is JSON lines: requests on the agent's stdin, events on its stdout.
 
-Requests: ``start`` {name, role: worker|scheduler, kwargs, env, log, tls}; ``stop`` {names, grace};
+Requests: ``start`` {name, role: worker|nanny|scheduler, kwargs, env, log, tls}; ``stop`` {names, grace};
 ``ps``; ``shutdown``. Events: ``ready`` {pid}; ``started`` {name, pid}; ``exit`` {name, pid, code, reason};
 ``scheduler`` {name, address, dashboard}; ``ps`` {children: {name: pid}}; ``error`` {message}.
 
@@ -118,7 +118,7 @@ def _die_with_parent() -> None:
 
 
 async def _serve(role: str, kwargs: dict[str, Any], tls: dict[str, str] | None) -> None:
-    from distributed import Scheduler, Worker
+    from distributed import Nanny, Scheduler, Worker
 
     if tls:  # PEM text came over our stdin: it never touches a file or a command line
         from ._specs import TLS
@@ -127,7 +127,13 @@ async def _serve(role: str, kwargs: dict[str, Any], tls: dict[str, str] | None) 
         if role == "scheduler":
             kwargs["protocol"] = "tls"
     loop = asyncio.get_running_loop()
-    server = Scheduler(**kwargs) if role == "scheduler" else Worker(**kwargs)
+    server: Scheduler | Worker | Nanny
+    if role == "scheduler":
+        server = Scheduler(**kwargs)
+    elif role == "nanny":  # WorkerSpec.nanny: the nanny spawns and watches the worker
+        server = Nanny(**kwargs)
+    else:
+        server = Worker(**kwargs)
     async with server:
         if isinstance(server, Scheduler) and _TAGS:  # so that anyone can ask it which cluster it is
             server.set_metadata(keys=[METADATA_KEY], value=dict(_TAGS))

@@ -312,6 +312,9 @@ def _wait(cluster: Any, n: int, timeout: float) -> None:
     while True:
         have = len(cluster.scheduler_info["workers"])
         line = f"Waiting for workers: {have}/{n} connected, {len(cluster.handles)} started"
+        waiting = {r.reason for r in cluster.status() if r.reason and not r.connected}
+        if waiting:  # why they wait, as the backend says (`PENDING (Priority)`)
+            line += f" ({'; '.join(sorted(waiting)[:3])})"
         if line != last:
             click.echo(("\r" if tty else "") + line, err=True, nl=not tty)
             last = line
@@ -394,6 +397,10 @@ def up(backend: str | None, options: tuple[str, ...], n_workers: int | None, det
         if n:
             _wait(cluster, n, timeout)
         _echo_dashboard(cluster)
+        if detach and cluster.dashboard_link:
+            # This command's proxy ends with it: name the one that lasts.
+            click.echo(f"  (this link ends with this command; `dask-deploy dashboard {cluster.name}` "
+                       "serves a lasting one)")
         if detach:
             click.echo(f"Detached. Attach with dask_deploy.attach({cluster.name!r}); "
                        f"stop with `dask-deploy down {cluster.name}`.")
@@ -470,6 +477,33 @@ def logs(name: str, worker: str | None) -> None:
             return
         for title, text in cluster.get_logs().items():
             click.echo(f"==> {title} <==\n{text}\n")
+    finally:
+        cluster.close()
+
+
+@main.command()
+@click.argument("name")
+@click.option("--watch", "-w", is_flag=True, help="keep showing it, reprinted on each change, until Ctrl-C")
+@click.option("--interval", default=2.0, show_default=True, help="seconds between polls with --watch")
+def status(name: str, watch: bool, interval: float) -> None:
+    """Show each unit of detached cluster NAME: workers, state, age and the backend's reason
+    (e.g. SLURM's `PENDING (Priority)`)."""
+    if not interval > 0:
+        raise click.BadParameter(f"{interval!r}: give a positive number of seconds", param_hint="--interval")
+    cluster = _attach(name)
+    try:
+        last = None
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                report = cluster.sync(cluster._refresh_status)
+                # Compare without the ages, which change every poll.
+                key = [(r.unit, r.state, r.reason) for r in report] + [report.summary()]
+                if key != last:
+                    click.echo(report.text())
+                    last = key
+                if not watch or cluster.status.name in ("closing", "closed"):
+                    break
+                time.sleep(interval)
     finally:
         cluster.close()
 

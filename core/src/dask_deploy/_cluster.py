@@ -40,8 +40,13 @@ from ._specs import (
     Unit,
     WorkerSpec,
 )
+from ._status import REQUESTED, CallableStatus, StatusReport, UnitStatus
 
 __all__ = ["SpecCluster", "attach", "from_name"]
+
+#: One line per change of a unit's phase or reason goes here (``quiet=True``: none), so that
+#: a user waiting for queued jobs sees why they wait; the logging config decides where it shows.
+logger = logging.getLogger("dask_deploy.cluster")
 
 
 def from_name(backend: str, **options: Any) -> SpecCluster:
@@ -150,6 +155,9 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         #: Connected workers of this cluster that no planned unit accounts for -> first seen.
         self._unplanned: dict[str, float] = {}
         self._side_tasks: set[asyncio.Future[Any]] = set()
+        #: Whether the "nanny plugins do nothing here" warning was given (once per cluster).
+        self._nanny_warned = False
+        self._nanny_check_at = 0.0  # next check of a remote scheduler's nanny plugins
         #: Why the cluster stopped starting workers (crash loop, scheduler lost); None: fine.
         self.error: DeployError | None = None
         #: What ``Client(cluster)`` uses to connect (TLS with the cluster's own certificate).
@@ -430,8 +438,10 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         return {w for n in self.handles if n in self.units for w in self.units[n].worker_names}
 
     @property
-    def worker_spec(self) -> dict[str, Unit]:  # what distributed's widget counts
-        return dict(self.units)
+    def worker_spec(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        # What distributed's widget counts: it does ``"group" in spec`` on each value (as in
+        # its own SpecCluster), so each unit is a dict whose "group" holds its worker names.
+        return {name: {"group": unit.worker_names} for name, unit in self.units.items()}
 
     def adapt(self, Adaptive: type[Any] = Adaptive, *, minimum_jobs: int | None = None,
               maximum_jobs: int | None = None, minimum_memory: str | int | None = None,
@@ -567,6 +577,52 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                 old, phase=status.phase, reason=status.reason, connected=connected,
                 connected_at=old.connected_at or (now if connected else None),
                 running_at=old.running_at or (now if status.phase is not Phase.PENDING else None))
+            self._note(handle.name, old, self._observed[handle.name])
+        if not self._nanny_warned:
+            self._in_background(self._check_nanny_plugins())
+
+    def _note(self, name: str, old: Observed, new: Observed) -> None:
+        """One log line per change of a unit's phase or reason (not per poll)."""
+        if (old.phase, old.reason) == (new.phase, new.reason):
+            return
+        line = f"Unit {name}: {new.phase.value}" + (f" ({new.reason})" if new.reason else "")
+        self._record(line)
+        if not self.quiet:
+            logger.info("%s: %s", self.name, line)
+
+    async def _check_nanny_plugins(self) -> None:
+        """Warn once when nanny plugins are registered but workers run without a nanny.
+
+        ``client.register_plugin(Environ(...))`` (or any ``NannyPlugin``) goes to the nannies
+        only; workers started without one (the default: ``nanny=False``) never see it.
+        The in-process scheduler is read directly; a remote one is asked at most every 5 s.
+        """
+        workers = self.scheduler_info.get("workers", {}).values()
+        if self._nanny_warned or not any(w.get("nanny") is None for w in workers):
+            return
+        if self.scheduler is not None:
+            names = sorted(self.scheduler.nanny_plugins)
+        else:
+            now = time.monotonic()
+            comm = self.scheduler_comm
+            if comm is None or now < self._nanny_check_at:
+                return
+            self._nanny_check_at = now + 5.0
+            from distributed.protocol.pickle import dumps
+
+            try:  # pickled by value: the remote scheduler need not import dask_deploy
+                reply = await asyncio.wait_for(comm.run_function(
+                    function=dumps(lambda dask_scheduler: sorted(dask_scheduler.nanny_plugins)),
+                    args=dumps(()), kwargs=dumps({})), 5)
+            except Exception:  # e.g. distributed.scheduler.pickle off: nothing to check with
+                return
+            names = reply.get("result") or [] if reply.get("status") == "OK" else []
+        if names and not self._nanny_warned:
+            self._nanny_warned = True
+            line = (f"nanny plugin(s) {names} do nothing on cluster {self.name}: its workers run "
+                    "without a nanny. Start the cluster with nanny=True (slower starts) to use them.")
+            self._record(line)
+            logger.warning(line)
 
     async def _check_scheduler(self, status: Status) -> None:
         """A remote scheduler the backend reports ended, and that does not answer, is lost."""
@@ -757,6 +813,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                         workers: bool | Iterable[str] = True) -> Logs:
         logs = Logs()
         if cluster:
+            logs["Status"] = Log(self._status_report().text())
             logs["Cluster"] = Log("\n".join(line for _, line in self._cluster_manager_logs))
         if scheduler:
             if self.scheduler_handle is not None:
@@ -851,8 +908,88 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         opens it once with ``?token=`` + :attr:`dashboard_token` appended, then has a cookie.
         """
         if self._proxy_server is not None:
-            return f"{self._proxy_server.url}/status"
-        return super().dashboard_link  # type: ignore[no-any-return]
+            # The proxy's own address through the user's template, as distributed formats
+            # a local scheduler's (``distributed.dashboard.link``: under JupyterHub,
+            # ``{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status``).
+            return _format_link(self._proxy_server.host, self._proxy_server.port,
+                                f"{self._proxy_server.url}/status")
+        try:
+            port = self.scheduler_info["services"]["dashboard"]
+        except KeyError:
+            return ""
+        host = self.scheduler_address.split("://")[1].split("/")[0].rpartition(":")[0]
+        return _format_link(host.strip("[]"), port, f"http://{host}:{port}/status")
+
+    # -- status -------------------------------------------------------------------------
+
+    @property  # type: ignore[override]
+    def status(self) -> CallableStatus:
+        """The lifecycle state (``== Status.running`` as on every distributed cluster);
+        call it, ``cluster.status()``, for the per-unit :class:`StatusReport`."""
+        return CallableStatus(self.__dict__.get("_lifecycle", ClusterStatus.undefined),
+                              self._status_report)
+
+    @status.setter
+    def status(self, value: Any) -> None:
+        self.__dict__["_lifecycle"] = value.member if isinstance(value, CallableStatus) else value
+
+    def _status_report(self) -> StatusReport:
+        """Each unit's phase, reason, age and connection, from what the core last saw."""
+        now = time.monotonic()
+        # Copies first (each a single C-level step): status() is also called from the
+        # user's thread while the loop thread changes these.
+        units, handles, observed = dict(self.units), dict(self.handles), dict(self._observed)
+        seen = {w.get("name") for w in list(self.scheduler_info.get("workers", {}).values())}
+        rows = []
+        for name in sorted({*units, *handles, *observed}, key=_index):
+            unit = units.get(name)
+            workers = unit.worker_names if unit is not None else ()
+            obs = observed.get(name)
+            if name in handles and obs is not None:
+                phase, reason, age = obs.phase.value, obs.reason, max(0.0, now - obs.started_at)
+                if unit is None:
+                    reason = "stopping" + (f" ({reason})" if reason else "")
+            elif obs is not None:  # a start the backend refused: no handle
+                phase, reason, age = obs.phase.value, obs.reason, None
+            else:
+                phase, age = REQUESTED, None
+                if self.error is not None:
+                    reason = "not started: the cluster stopped starting workers"
+                elif self._failures.retry_at > now:
+                    reason = (f"backing off after {self._failures.count} failure(s), next start "
+                              f"in {self._failures.retry_at - now:.0f}s")
+                else:
+                    reason = "waiting to be started"
+            rows.append(UnitStatus(name, workers, phase, reason, age,
+                                   bool(workers) and set(workers) <= seen))
+        plan = {w for u in units.values() for w in u.worker_names}
+        return StatusReport(self.name, self.spec.backend, tuple(rows),
+                            connected_workers=len(plan & seen), planned_workers=len(plan),
+                            error=str(self.error) if self.error is not None else None)
+
+    async def _refresh_status(self) -> StatusReport:
+        """Poll the backend once now (as a reconcile round does), then report."""
+        async with self._lock:
+            if self.status not in (ClusterStatus.closing, ClusterStatus.closed):
+                await self._observe()
+        return self._status_report()
+
+    def _repr_html_(self, cluster_status: str | None = None) -> str:
+        # Rendered by the widget's Status tab too, refreshed by its periodic callback.
+        try:
+            # The template puts this inside its table: one full-width row.
+            table = f'<tr><td colspan="2">{self._status_report().html()}</td></tr>'
+        except Exception as e:  # a repr must render whatever state the cluster is in
+            table = f"<p>status unavailable: {e}</p>"
+        return str(super()._repr_html_(cluster_status=table + (cluster_status or "")))
+
+    def _scaling_status(self) -> str:
+        mode = "Adaptive" if self._adaptive and self._adaptive.periodic_callback else "Manual"
+        report = self._status_report()
+        return (f'<table><tr><td style="text-align: left;">Scaling mode: {mode}</td></tr>'
+                f'<tr><td style="text-align: left;">Workers: {report.connected_workers} / '
+                f"{report.planned_workers} ({len(report)} unit(s) of {self.workers_per_unit} "
+                f"on {self.spec.backend})</td></tr></table>")
 
     @property
     def dashboard_token(self) -> str | None:
@@ -882,6 +1019,20 @@ def _handle_mismatch(units: list[Unit], names: list[Any]) -> str:
         detail = "handles name units it was not asked for"
     return (f"deploy_start_workers returned handles {names} for units {want} ({detail}): "
             "return one Handle per unit, in the units' order, with handle.name == unit.name")
+
+
+def _format_link(host: str, port: int, fallback: str) -> str:
+    """``distributed.dashboard.link`` filled in as distributed does (``{host}``, ``{port}``,
+    ``{scheme}`` and environment variables); ``fallback`` when it names a variable that is
+    not set, so that a repr never raises."""
+    from distributed.utils import format_dashboard_link
+
+    if ":" in host:  # an IPv6 literal in a URL
+        host = f"[{host}]"
+    try:
+        return str(format_dashboard_link(host, port))
+    except (KeyError, IndexError, ValueError):
+        return fallback
 
 
 def _index(name: str) -> int:

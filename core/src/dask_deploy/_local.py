@@ -220,7 +220,9 @@ class LocalBackend:
         handles = []
         for unit in units:
             for name, w in zip(unit.worker_names, unit.workers, strict=True):
-                agent.start(name, "worker", worker_kwargs(cluster, scheduler_address, name, w),
+                # role "nanny": the agent's child runs a Nanny, which spawns the worker.
+                agent.start(name, "nanny" if w.nanny else "worker",
+                            worker_kwargs(cluster, scheduler_address, name, w),
                             dict(w.env), self._log(name), cluster.tls)
             handles.append(Handle(cluster.backend, cluster.name, unit.name, str(agent.pid),
                                   {"workers": list(unit.worker_names)}))
@@ -447,7 +449,7 @@ INFO = BackendInfo(
     summary="Workers as processes on this machine, forked from a pre-imported agent (the default)",
     factory=LocalBackend,
     options=LocalOptions,
-    capabilities=frozenset({"scale", "logs_after_death", "dashboard", "detach", "loopback"}),
+    capabilities=frozenset({"scale", "logs_after_death", "dashboard", "detach", "loopback", "nanny"}),
     defaults={"n_workers": _default_workers, "threads_per_worker": _default_threads,
               "poll_interval": 0.2},
 )

@@ -63,7 +63,7 @@ GENERIC_OPTIONS = (
     "name", "n_workers", "threads_per_worker", "memory_limit", "resources", "gpus", "env",
     "image", "worker_options", "scheduler", "host", "scheduler_port", "dashboard_address",
     "scheduler_options", "idle_timeout", "start_timeout", "queue_timeout", "max_failures",
-    "shutdown_on_close", "poll_interval",
+    "shutdown_on_close", "poll_interval", "nanny",
     "asynchronous", "loop", "quiet", "silence_logs", "security", "dashboard_proxy_address",
     "dashboard_token", "extensions",
 )
@@ -160,7 +160,11 @@ def build_spec(backend: str, options: Mapping[str, Any], *, stacklevel: int = 2,
         env=g.get("env") or {},
         image=g.get("image"),
         options=g.get("worker_options") or {},
+        nanny=g.get("nanny", False),
     )
+    if worker.nanny and "nanny" not in info.capabilities:
+        raise SpecError("nanny", True, f"backend {backend!r} cannot run workers under a nanny; "
+                        "leave nanny=False (workers without a nanny start faster)")
     scheduler = SchedulerSpec(
         placement=g.get("scheduler", "local"),
         host=g.get("host", sched_opts.pop("host", "127.0.0.1")) or "127.0.0.1",

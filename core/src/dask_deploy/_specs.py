@@ -37,8 +37,10 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 #: ``remote_scheduler`` is read from the hooks (a backend need not claim it); ``loopback``:
 #: with a loopback ``host``, every process of the backend binds loopback only (no TLS needed).
+#: ``nanny``: the backend runs a worker under a ``distributed.Nanny`` when its
+#: ``WorkerSpec.nanny`` is set (generic option ``nanny=True``).
 _CAPABILITIES = frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard", "detach",
-                           "loopback"})
+                           "loopback", "nanny"})
 
 
 def _frozen_map(value: Mapping[str, Any] | None, option: str) -> Mapping[str, Any]:
@@ -146,11 +148,17 @@ class WorkerSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     #: Suffix of this worker's name inside its unit ("" when the unit has one worker).
     suffix: str = ""
+    #: Run the worker under a ``distributed.Nanny`` (a second process per worker: slower to
+    #: start, twice the memory). Needed only for nanny plugins (``Environ``,
+    #: ``UploadDirectory``) and restarts by the nanny; the core already supervises workers.
+    nanny: bool = False
 
     def __post_init__(self) -> None:
         _positive_int(self.nthreads, "threads_per_worker")
         object.__setattr__(self, "memory_limit", parse_memory(self.memory_limit))
         _positive_int(self.gpus, "gpus", minimum=0)
+        if not isinstance(self.nanny, bool):
+            raise SpecError("nanny", self.nanny, "expected True (a Nanny per worker, slower) or False")
         resources = _frozen_map(self.resources, "resources")
         for key, amount in resources.items():
             if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:

@@ -135,16 +135,17 @@ def cli_flags(options: Mapping[str, Any]) -> list[str]:
 
 
 def worker_cli_args(name: str, worker: WorkerSpec, *, host: str | None = "127.0.0.1",
-                    dashboard: bool = False, nanny: bool = False) -> list[str]:
+                    dashboard: bool = False, nanny: bool | None = None) -> list[str]:
     """``dask worker`` arguments for one worker, after the scheduler address: name, threads,
-    memory, resources, no nanny (unless ``nanny``), and ``worker.options`` as flags
-    (:func:`cli_flags`: ``{"lifetime": "1h"}`` -> ``--lifetime 1h``; ``True`` -> a bare
-    flag, ``False`` -> ``--no-<flag>``, a list -> the flag once per item, e.g.
-    ``preload``; ``None`` -> left out). ``host=None`` leaves the bind address to
-    the worker (a compute node binding its own interface); TLS files are the caller's,
-    as they depend on where the process runs.
+    memory, resources, no nanny (unless ``nanny``, by default ``worker.nanny``), and
+    ``worker.options`` as flags (:func:`cli_flags`: ``{"lifetime": "1h"}`` ->
+    ``--lifetime 1h``; ``True`` -> a bare flag, ``False`` -> ``--no-<flag>``, a list ->
+    the flag once per item, e.g. ``preload``; ``None`` -> left out). ``host=None`` leaves
+    the bind address to the worker (a compute node binding its own interface); TLS files
+    are the caller's, as they depend on where the process runs.
     """
     memory = worker.memory_limit if worker.memory_limit is not None else 0
+    nanny = worker.nanny if nanny is None else nanny
     args = ["--name", name, "--nthreads", str(worker.nthreads), "--memory-limit", str(memory),
             "--nanny" if nanny else "--no-nanny"]
     if host is not None:
