@@ -399,11 +399,12 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                                                       -_index(u)))
             for name in order[: len(self.units) - want]:
                 del self.units[name]
-        if self.status not in (ClusterStatus.closing, ClusterStatus.closed):
-            while len(self.units) < want:
-                name = f"{self.spec.name}-{self._counter}"
-                self._counter += 1
-                self.units[name] = Unit(name, self._unit_template)
+        if self.status not in (ClusterStatus.closing, ClusterStatus.closed) and want > len(self.units):
+            first, more = self._counter, want - len(self.units)
+            self._counter += more
+            prefix, template = f"{self.spec.name}-", self._unit_template
+            self.units.update((n, Unit(n, template))
+                              for n in (f"{prefix}{i}" for i in range(first, first + more)))
         self._wake()
         return NoOpAwaitable() if self.asynchronous else None
 
