@@ -49,6 +49,7 @@ def trial(kind: str) -> dict[str, Any]:
             if start == "processing" and finish == "memory":
                 self.last_done = time.monotonic()
 
+    cluster: Any
     if kind == "LocalCluster":
         cluster = LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=None)
         cluster.adapt(minimum=0, maximum=4)

@@ -55,7 +55,7 @@ class _Counter:
         self._check()
 
 
-def _ours(counter: _Counter) -> Callable[[int], Any]:
+def _ours(counter: _Counter) -> Callable[[], Any]:
     from dask_deploy import (
         BackendInfo,
         ClusterSpec,
@@ -98,7 +98,7 @@ def _ours(counter: _Counter) -> Callable[[int], Any]:
     return make
 
 
-def _theirs(counter: _Counter) -> Callable[[int], Any]:
+def _theirs(counter: _Counter) -> Callable[[], Any]:
     from distributed import Scheduler
     from distributed.deploy.spec import ProcessInterface, SpecCluster
 

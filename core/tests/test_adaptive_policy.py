@@ -80,16 +80,35 @@ def test_units_of_several_workers_go_whole_or_not_at_all() -> None:
     assert decide(s, Memory({"u0-a": 0, "u0-b": 0}), P).workers == ("u0-a", "u0-b")
 
 
-def test_auto_cooldown_is_the_start_time_within_bounds() -> None:
+def test_auto_cooldown_is_the_boot_time_within_bounds() -> None:
     auto = AdaptivePolicy(start_prior=0.5, cooldown_min=0.3, cooldown_max=60)
     assert cooldown(snap(), auto) == 0.5  # nothing measured yet: the backend's prior
-    assert cooldown(snap(start_times=(0.1, 0.2, 0.1)), auto) == 0.3  # fast starts: the floor
-    assert cooldown(snap(start_times=(20, 40, 45)), auto) == 40  # a batch queue: the median
-    assert cooldown(snap(start_times=(500, 900)), auto) == 60
+    assert cooldown(snap(boot_times=(0.1, 0.2, 0.1)), auto) == 0.3  # fast boots: the floor
+    assert cooldown(snap(boot_times=(20, 40, 45), start_times=(300,)), auto) == 40  # the median
+    assert cooldown(snap(boot_times=(500, 900)), auto) == 60
+
+
+def test_the_start_estimate_includes_a_slower_queue() -> None:
+    auto = AdaptivePolicy(start_prior=0.5)
+    assert start_estimate(snap(start_times=(1.0, 3.0, 2.0)), auto) == 2.0
     # A unit that has been queued 50 s shows the queue got slower before it connects.
     queued = snap(now=100, plan={"a", "b"}, requested={"a", "b"}, observed={"a"},
                   started_at={"a": 0, "b": 50}, start_times=(1.0,))
-    assert start_estimate(queued, auto) == 50 and cooldown(queued, auto) == 50
+    assert start_estimate(queued, auto) == 50
+
+
+def test_work_that_keeps_arriving_gets_workers_to_keep_up() -> None:
+    slow = AdaptivePolicy(start_prior=60.0)
+    # 10 busy threads, and the work queued stays at 20 s: 10 thread-seconds arrive per second.
+    memory = Memory(work_at=(0.0, 20.0), arrivals=(10.0,) * 5)
+    s = snap(now=1.0, target=15, observed={f"w{i}" for i in range(10)}, work=20.0, busy=10.0)
+    assert decide(s, memory, slow).status == "same"  # 10 threads keep up with 10/s
+    memory = Memory(work_at=(0.0, 20.0), arrivals=(14.0,) * 5)
+    assert decide(s, memory, slow).n == 14  # arrivals of 14/s need 14 threads
+    # One lump of 1000 thread-seconds is not a stream: the lump rule alone sizes it.
+    lump = Memory(work_at=(0.0, 20.0), arrivals=(0.0,) * 5)
+    s = snap(now=1.0, target=50, observed={f"w{i}" for i in range(10)}, work=2020.0, busy=10.0)
+    assert decide(s, lump, slow).n == 10 + 13  # (2020 - 10 * 60) / 60 - 10 = 13.7
 
 
 def test_a_constant_target_never_changes_the_plan() -> None:

@@ -12,14 +12,15 @@ suggestions, ``interval`` apart; starting workers closed first):
 
 * **Scale down fast, without flapping (ski rental).** A surplus worker is retired once it
   has been idle, without interruption, for ``cooldown`` seconds. By default (``"auto"``)
-  the cooldown is what a replacement would cost: the median time this cluster's units took
-  from start to connected (queue wait included), bounded to [``cooldown_min``,
+  the cooldown is what a replacement would be billed: the median boot time of this
+  cluster's units (from leaving the queue to connected), bounded to [``cooldown_min``,
   ``cooldown_max``]; before any unit was measured, a prior per kind of backend (see
-  :func:`backend_defaults`). Keeping an idle worker exactly as long as a new one takes to
-  start is the classic rent-or-buy rule: it never costs more than twice the best choice
-  made with hindsight. On backends that run on this machine (local, cuda, fake) the
-  cooldown is 0.3-0.5 s, so idle workers are gone well within a second; on a batch system
-  whose jobs wait a minute in the queue, a worker is kept a minute idle.
+  :func:`backend_defaults`). Keeping an idle worker as long as a new one takes to boot is
+  the rent-or-buy rule: never more than twice the cost of the best choice made with
+  hindsight. The queue wait is not part of it (a queued job is not billed): it is what
+  the queue-aware scale-up below accounts for. On backends that run on this machine
+  (local, cuda, fake) the cooldown is 0.3-0.5 s, so idle workers are gone well within a
+  second.
 * **No oscillation.** A worker is retired only after ``cooldown`` seconds of uninterrupted
   idleness, and never before its unit has lived ``min_lifetime`` seconds (default: the
   cooldown); no step both starts and retires; a unit that is still starting (queued,
@@ -35,10 +36,13 @@ suggestions, ``interval`` apart; starting workers closed first):
   towards the target, as planned capacity; ones queued past ``queue_timeout`` do not (the
   reconciler replaces them). When the queued work is known (an in-process scheduler), no
   more workers are requested than can still be useful: a new worker arrives after the
-  expected start time ``L`` and should then have at least ``L`` seconds of work (rent or
-  buy again), so with ``W`` thread-seconds of work, ``c`` threads connected or on their
-  way and ``t`` threads per worker, at most ``(max(0, W - c_connected * L) / L - c) / t``
-  workers are added; a cluster with no worker and work to do always gets one.
+  expected start time ``L`` (queue included) and should then have at least ``L`` seconds
+  of work (rent or buy again), so with ``W`` thread-seconds of work, ``c`` threads
+  connected or on their way and ``t`` threads per worker, at most
+  ``(max(0, W - c_connected * L) / L - c) / t`` workers are added for the work queued now,
+  or, if more, enough to keep up with the rate at which work has been arriving (the
+  median over the last 15 steps, so that a lump of work is not taken for a stream); a
+  cluster with no worker and work to do always gets one.
 """
 
 from __future__ import annotations
@@ -98,8 +102,12 @@ class Snapshot:
     started_at: Mapping[str, float] = field(default_factory=dict)
     #: Recent start times of this cluster's units (start to all workers connected).
     start_times: tuple[float, ...] = ()
+    #: Recent boot times: the part of the start after the queue (what a restart is billed).
+    boot_times: tuple[float, ...] = ()
     #: Thread-seconds of work queued and running (None: unknown, no queue-aware cap).
     work: float | None = None
+    #: Threads busy with a task now.
+    busy: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,10 @@ class Memory:
 
     #: Worker -> since when it has been a surplus idle worker without interruption.
     idle_since: Mapping[str, float] = field(default_factory=dict)
+    #: (time, work) at the previous step, to see how fast work arrives.
+    work_at: tuple[float, float] | None = None
+    #: Thread-seconds of work that arrived per second, at each of the last steps.
+    arrivals: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,20 +152,23 @@ def cooldown(s: Snapshot, p: AdaptivePolicy) -> float:
     """Idle seconds before a surplus worker is retired (see the module docstring)."""
     if p.cooldown is not None:
         return p.cooldown
-    return min(max(start_estimate(s, p), p.cooldown_min), p.cooldown_max)
+    boot = statistics.median(s.boot_times) if s.boot_times else p.start_prior
+    return min(max(boot, p.cooldown_min), p.cooldown_max)
 
 
-def _useful_new_workers(s: Snapshot, p: AdaptivePolicy, counted: int) -> int | None:
+def _useful_new_workers(s: Snapshot, p: AdaptivePolicy, counted: int, rate: float) -> int | None:
     """How many more workers can still pay for their start (None: no limit known)."""
     if s.work is None or not p.queue_aware:
         return None
     if s.work <= 0:
         return 0
-    if counted == 0:
-        # Nothing runs or comes: at least one, whatever the estimate says.
-        return max(1, _useful_count(s.work, 0, 0, start_estimate(s, p), p.threads_per_worker))
     t = p.threads_per_worker
-    return _useful_count(s.work, len(s.observed) * t, counted * t, start_estimate(s, p), t)
+    # Work that keeps arriving needs threads to keep up with it, whatever is queued now.
+    keep_up = max(0, math.ceil((rate - counted * t) / t))
+    lump = _useful_count(s.work, len(s.observed) * t, counted * t, start_estimate(s, p), t)
+    if counted == 0:
+        lump = max(1, lump)  # nothing runs or comes: at least one, whatever the estimate
+    return max(lump, keep_up)
 
 
 def _useful_count(work: float, connected: int, coming: int, latency: float, t: int) -> int:
@@ -162,11 +177,22 @@ def _useful_count(work: float, connected: int, coming: int, latency: float, t: i
     return max(0, math.floor((left / latency - coming) / t))
 
 
+_RATE_WINDOW = 15
+
+
 def decide(s: Snapshot, memory: Memory, p: AdaptivePolicy) -> Recommendation:
     """One adaptive step: scale up to a target, retire idle surplus workers, or nothing."""
     now = s.now
     idle_since = {w: memory.idle_since.get(w, now) for w in s.idle if w in s.observed}
-    mem = Memory(idle_since)
+    arrivals = memory.arrivals
+    if s.work is not None and memory.work_at is not None and now > memory.work_at[0]:
+        # Work changes by what arrives minus what the busy threads do.
+        dt = now - memory.work_at[0]
+        arrivals = (*arrivals[-(_RATE_WINDOW - 1):], max(0.0, (s.work - memory.work_at[1]) / dt + s.busy))
+    # The median of the last steps: a stream that keeps coming, not one lump (a burst, or
+    # the scheduler learning how long a task takes), which the lump rule above covers.
+    rate = statistics.median(arrivals) if arrivals else 0.0
+    mem = Memory(idle_since, None if s.work is None else (now, s.work), arrivals)
     planned = len(s.plan)
     if s.target > planned:
         # Starting units count as capacity unless queued past queue_timeout.
@@ -174,7 +200,7 @@ def decide(s: Snapshot, memory: Memory, p: AdaptivePolicy) -> Recommendation:
                    if p.queue_timeout is not None and w in s.started_at
                    and now - s.started_at[w] > p.queue_timeout}
         counted = planned - len(expired & s.plan)
-        useful = _useful_new_workers(s, p, counted)
+        useful = _useful_new_workers(s, p, counted, rate)
         n = s.target if useful is None else min(s.target, counted + useful)
         n = max(n, min(p.minimum, s.target))
         if n > planned:
@@ -301,6 +327,7 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
             threads_per_worker=template[0].nthreads if template else 1, queue_aware=queue_aware)
         self.memory = Memory()
         self._start_times: deque[float] = deque(maxlen=20)
+        self._boot_times: deque[float] = deque(maxlen=20)
         self._measured: set[str] = set()
 
     def _observe_starts(self) -> None:
@@ -310,27 +337,30 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
             if obs.connected_at is not None and name not in self._measured:
                 self._measured.add(name)
                 self._start_times.append(obs.connected_at - obs.started_at)
+                self._boot_times.append(obs.connected_at - (obs.running_at or obs.started_at))
         self._measured &= set(observed)
 
-    def _work(self) -> float | None:
-        """Thread-seconds of queued and running work, from an in-process scheduler."""
+    def _work(self) -> tuple[float | None, float]:
+        """Thread-seconds of queued and running work and the busy threads, from an
+        in-process scheduler ((None, 0): unknown)."""
         sched = getattr(self.cluster, "scheduler", None)
         if sched is None:
-            return None
+            return None, 0.0
         try:
             from itertools import chain, islice
 
             limit = sum(ws.memory_limit for ws in sched.workers.values())
             if limit and sum(ws.nbytes for ws in sched.workers.values()) > 0.6 * limit:
-                return None  # the scheduler asks for workers for memory: no cap by work
+                return None, 0.0  # the scheduler asks for workers for memory: no cap by work
             ready = len(sched.queued) + len(sched.unrunnable)
             sample = list(islice(chain(sched.queued, sched.unrunnable), 100))
             queued = sum(sched._get_prefix_duration(ts.prefix) for ts in sample)
             if ready > 100:
                 queued *= ready / 100
-            return float(sched.total_occupancy + queued)
+            busy = sum(min(len(ws.processing), ws.nthreads) for ws in sched.workers.values())
+            return float(sched.total_occupancy + queued), float(busy)
         except Exception:  # a distributed without these internals: no cap
-            return None
+            return None, 0.0
 
     def snapshot(self, target: int, idle: list[str]) -> Snapshot:
         cluster = self.cluster
@@ -339,6 +369,7 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
         unit_of: dict[str, str] = {}
         started_at: dict[str, float] = {}
         observed_units = getattr(cluster, "_observed", {})
+        work, busy = self._work()
         for name, unit in getattr(cluster, "units", {}).items():
             obs = observed_units.get(name)
             for w in unit.worker_names:
@@ -349,7 +380,8 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
         return Snapshot(now=now, target=target, plan=frozenset(self.plan),
                         requested=frozenset(self.requested), observed=frozenset(self.observed),
                         idle=tuple(idle), unit_of=unit_of, started_at=started_at,
-                        start_times=tuple(self._start_times), work=self._work())
+                        start_times=tuple(self._start_times),
+                        boot_times=tuple(self._boot_times), work=work, busy=busy)
 
     async def recommendations(self, target: int) -> dict[str, Any]:
         observed = self.observed
