@@ -236,10 +236,10 @@ def simulate(tasks: list[Task], backend: Backend, policy: str, *, seed: int = 0,
                 phase = Phase.FAILED
             is_up = u.connect_at <= now
             old = observed.get(n)
-            new = Observed(phase, u.started, "", u.running_at if phase is not Phase.PENDING else None,
-                           u.connect_at if is_up else None, is_up)
-            if old != new:
-                observed[n] = new
+            if old is None or old.phase is not phase or old.connected is not is_up:
+                observed[n] = Observed(
+                    phase, u.started, "", u.running_at if phase is not Phase.PENDING else None,
+                    u.connect_at if is_up else None, is_up)
         decision = reconcile(plan.keys(), observed, failures, now, rec_policy)
         failures = decision.failures
         for n in decision.stop:
