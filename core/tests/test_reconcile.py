@@ -166,12 +166,13 @@ def test_adaptive_never_closes_a_starting_worker() -> None:
     async def main() -> tuple[dict, dict, dict]:
         cluster = _StubCluster(plan={"a", "b", "c", "d"}, requested={"a", "b", "c"},
                                observed={"a"})
+        from dask_deploy._adaptive import AdaptivePolicy, Memory
+
         adaptive = Adaptive.__new__(Adaptive)  # no scheduler, no periodic callback
         adaptive.cluster = cluster
-        adaptive.wait_count = 1
-        from collections import defaultdict
-
-        adaptive.close_counts = defaultdict(int)
+        adaptive.policy = AdaptivePolicy(cooldown=0)  # an idle worker goes at once
+        adaptive.memory = Memory()
+        adaptive._start_times, adaptive._boot_times, adaptive._measured = (), (), set()
         asked = []
 
         async def workers_to_close(target: int) -> list[str]:
@@ -181,16 +182,16 @@ def test_adaptive_never_closes_a_starting_worker() -> None:
         adaptive.workers_to_close = workers_to_close  # type: ignore[method-assign]
         # target 3: "d" was never started, so it goes; "b", "c" (starting) and "a" stay.
         first = await adaptive.recommendations(3)
-        assert asked == []
+        assert asked == [1]  # the starting "b" and "c" fill the target before "a"
         # target 2: the starting "b" and "c" fill it; idle "a" goes too.
         second = await adaptive.recommendations(2)
         # target 0: still never the starting "b" and "c".
         third = await adaptive.recommendations(0)
-        assert asked == [0, 0]
+        assert asked == [1, 0, 0]
         adaptive.state = "stopped"  # as if stop() had run (no periodic callback was made)
         return first, second, third
 
     first, second, third = asyncio.run(main())
     assert first == {"status": "down", "workers": ["d"]}
-    assert second == {"status": "down", "workers": ["a", "d"]}
-    assert third == {"status": "down", "workers": ["a", "d"]}
+    assert second == {"status": "down", "workers": ["d", "a"]}
+    assert third == {"status": "down", "workers": ["d", "a"]}

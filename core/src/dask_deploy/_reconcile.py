@@ -9,7 +9,8 @@ unit-testable without processes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from ._specs import Phase
@@ -88,7 +89,7 @@ def _failure_reason(name: str, obs: Observed, now: float, policy: Policy) -> str
 
 
 def reconcile(
-    desired: frozenset[str] | set[str],
+    desired: Collection[str],
     units: Mapping[str, Observed],
     failures: Failures,
     now: float,
@@ -104,10 +105,18 @@ def reconcile(
       seconds after the n-th consecutive failure) or the crash-loop limit has tripped;
     * a unit that has stayed connected ``stable_after`` seconds since the last failure
       resets the failure count.
+
+    Units are started in the order of ``desired`` when it is ordered (the cluster passes
+    its dict of units, in creation order), in natural name order when it is a set; stops
+    follow the order of ``units``. Linear in the number of units: no sort on the cluster's
+    path (100,000 units are decided in well under a second).
     """
     stop: list[str] = []
     failed: list[tuple[str, str]] = []
-    for name, obs in sorted(units.items()):
+    unordered = isinstance(desired, (set, frozenset))
+    if not isinstance(desired, (AbstractSet, Mapping)):
+        desired = dict.fromkeys(desired)  # O(1) membership, order kept
+    for name, obs in units.items():
         if name not in desired:
             stop.append(name)
             continue
@@ -135,7 +144,8 @@ def reconcile(
 
     start: tuple[str, ...] = ()
     if tripped is None and now >= retry_at:
-        start = tuple(sorted(set(desired) - set(units), key=_natural))
+        missing = (n for n in desired if n not in units)
+        start = tuple(sorted(missing, key=_natural)) if unordered else tuple(missing)
     return Decision(start=start, stop=tuple(stop), failed=tuple(failed),
                     failures=Failures(count, last_at, retry_at, tripped))
 

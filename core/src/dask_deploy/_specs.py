@@ -43,9 +43,14 @@ _CAPABILITIES = frozenset({"scale", "remote_scheduler", "logs_after_death", "das
                            "loopback", "nanny"})
 
 
+#: Shared by every record with an empty mapping (a cluster holds one handle per unit).
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
 def _frozen_map(value: Mapping[str, Any] | None, option: str) -> Mapping[str, Any]:
-    if value is None:
-        return MappingProxyType({})
+    # Fast paths first: a Handle is built per unit, and the Mapping ABC check is slow.
+    if value is None or value is _EMPTY or (type(value) is dict and not value):
+        return _EMPTY
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise SpecError(option, value, "expected a mapping with string keys")
     return MappingProxyType(dict(value))

@@ -1,0 +1,229 @@
+"""The adaptive policy as a pure function: scale-down after a cooldown, never a starting
+worker, whole units only, no oscillation, queue-aware scale-up. No processes, no clock."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from dask_deploy._adaptive import (
+    AdaptivePolicy,
+    Memory,
+    Recommendation,
+    Snapshot,
+    cooldown,
+    decide,
+    start_estimate,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+P = AdaptivePolicy(cooldown=2.0, start_prior=1.0)
+
+
+def snap(now: float = 100.0, target: int = 0, plan: set[str] | None = None,
+         requested: set[str] | None = None, observed: set[str] | None = None,
+         **kw: Any) -> Snapshot:
+    plan = plan if plan is not None else set(observed or ())
+    requested = requested if requested is not None else set(plan)
+    observed = observed if observed is not None else set(requested)
+    return Snapshot(now=now, target=target, plan=frozenset(plan), requested=frozenset(requested),
+                    observed=frozenset(observed), **kw)
+
+
+def run(steps: list[Snapshot], p: AdaptivePolicy = P) -> list[Recommendation]:
+    memory, out = Memory(), []
+    for s in steps:
+        rec = decide(s, memory, p)
+        memory = rec.memory
+        out.append(rec)
+    return out
+
+
+# -- scale-down --------------------------------------------------------------------------
+
+
+def test_never_started_go_at_once_starting_never_idle_after_the_cooldown() -> None:
+    base = {"plan": {"a", "b", "c", "d"}, "requested": {"a", "b", "c"}, "observed": {"a"}}
+    # "d" was never started: dropped at once; "b", "c" are starting: never touched.
+    assert decide(snap(target=3, **base), Memory(), P).workers == ("d",)
+    recs = run([snap(now=t, target=0, idle=("a",), **base) for t in (0, 1, 1.9, 2.0)])
+    assert [r.workers for r in recs] == [("d",), ("d",), ("d",), ("d", "a")]
+
+
+def test_idleness_must_be_uninterrupted() -> None:
+    busy = snap(now=1.5, target=1, observed={"a"}, idle=())  # "a" got work at 1.5
+    recs = run([snap(now=0, target=0, observed={"a"}, idle=("a",)), busy,
+                snap(now=2.5, target=0, observed={"a"}, idle=("a",)),
+                snap(now=4.4, target=0, observed={"a"}, idle=("a",)),
+                snap(now=4.5, target=0, observed={"a"}, idle=("a",))])
+    assert [r.status for r in recs] == ["same", "same", "same", "same", "down"]
+
+
+def test_a_young_unit_is_not_retired() -> None:
+    p = AdaptivePolicy(cooldown=1.0, min_lifetime=10.0)
+    s = dict(target=0, observed={"a"}, idle=("a",), started_at={"a": 95.0})
+    recs = run([snap(now=t, **s) for t in (100, 102, 104, 105)], p)
+    assert [r.status for r in recs] == ["same", "same", "same", "down"]
+
+
+def test_units_of_several_workers_go_whole_or_not_at_all() -> None:
+    unit_of = {"u0-a": "u0", "u0-b": "u0", "u1-a": "u1", "u1-b": "u1"}
+    workers = set(unit_of)
+    # Only one worker of u0 is idle: nothing goes (its busy sibling would die with it).
+    s = snap(now=10, target=2, observed=workers, idle=("u0-a",), unit_of=unit_of)
+    assert decide(s, Memory({"u0-a": 0}), P).status == "same"
+    # Both idle but the target allows only one fewer worker: a whole unit would undershoot.
+    s = snap(now=10, target=3, observed=workers, idle=("u0-a", "u0-b"), unit_of=unit_of)
+    assert decide(s, Memory({"u0-a": 0, "u0-b": 0}), P).status == "same"
+    s = snap(now=10, target=2, observed=workers, idle=("u0-a", "u0-b"), unit_of=unit_of)
+    assert decide(s, Memory({"u0-a": 0, "u0-b": 0}), P).workers == ("u0-a", "u0-b")
+
+
+def test_auto_cooldown_is_the_boot_time_within_bounds() -> None:
+    auto = AdaptivePolicy(start_prior=0.5, cooldown_min=0.3, cooldown_max=60)
+    assert cooldown(snap(), auto) == 0.5  # nothing measured yet: the backend's prior
+    assert cooldown(snap(boot_times=(0.1, 0.2, 0.1)), auto) == 0.3  # fast boots: the floor
+    assert cooldown(snap(boot_times=(20, 40, 45), start_times=(300,)), auto) == 40  # the median
+    assert cooldown(snap(boot_times=(500, 900)), auto) == 60
+
+
+def test_the_start_estimate_includes_a_slower_queue() -> None:
+    auto = AdaptivePolicy(start_prior=0.5)
+    assert start_estimate(snap(start_times=(1.0, 3.0, 2.0)), auto) == 2.0
+    # A unit that has been queued 50 s shows the queue got slower before it connects.
+    queued = snap(now=100, plan={"a", "b"}, requested={"a", "b"}, observed={"a"},
+                  started_at={"a": 0, "b": 50}, start_times=(1.0,))
+    assert start_estimate(queued, auto) == 50
+
+
+def test_work_that_keeps_arriving_gets_workers_to_keep_up() -> None:
+    slow = AdaptivePolicy(start_prior=60.0)
+    # 10 busy threads, and the work queued stays at 20 s: 10 thread-seconds arrive per second.
+    memory = Memory(work_at=(0.0, 20.0), arrivals=(10.0,) * 5)
+    s = snap(now=1.0, target=15, observed={f"w{i}" for i in range(10)}, work=20.0, busy=10.0)
+    assert decide(s, memory, slow).status == "same"  # 10 threads keep up with 10/s
+    memory = Memory(work_at=(0.0, 20.0), arrivals=(14.0,) * 5)
+    assert decide(s, memory, slow).n == 14  # arrivals of 14/s need 14 threads
+    # One lump of 1000 thread-seconds is not a stream: the lump rule alone sizes it.
+    lump = Memory(work_at=(0.0, 20.0), arrivals=(0.0,) * 5)
+    s = snap(now=1.0, target=50, observed={f"w{i}" for i in range(10)}, work=2020.0, busy=10.0)
+    assert decide(s, lump, slow).n == 10 + 13  # (2020 - 10 * 60) / 60 - 10 = 13.7
+
+
+def test_a_constant_target_never_changes_the_plan() -> None:
+    # Whatever the scheduler suggests as idle, a target equal to the plan does nothing.
+    recs = run([snap(now=t, target=2, observed={"a", "b"}, idle=("a",)) for t in range(50)])
+    assert {r.status for r in recs} == {"same"}
+
+
+def test_idle_gaps_shorter_than_the_cooldown_retire_nothing() -> None:
+    # Bursts every 1.5 s with idle gaps of 1.5 s and a cooldown of 2 s: the workers stay.
+    steps = []
+    for i in range(40):
+        t = i * 0.5
+        idle = (t % 3.0) >= 1.5
+        steps.append(snap(now=t, target=0 if idle else 2, observed={"a", "b"},
+                          idle=("a", "b") if idle else ()))
+    assert all(r.status == "same" for r in run(steps))
+
+
+# -- queue-aware scale-up ----------------------------------------------------------------
+
+
+def test_starting_units_count_against_the_target() -> None:
+    s = snap(target=4, plan={"a", "b", "c"}, requested={"a", "b", "c"}, observed={"a"})
+    assert decide(s, Memory(), P) == Recommendation("up", n=4, memory=Memory(), why="target 4")
+    s = snap(target=3, plan={"a", "b", "c"}, requested={"a", "b", "c"}, observed={"a"})
+    assert decide(s, Memory(), P).status == "same"
+
+
+def test_no_more_workers_than_can_start_in_time() -> None:
+    slow = AdaptivePolicy(start_prior=60.0)
+    # 8 s of work, a 60 s queue, nothing running: one worker, not eight.
+    assert decide(snap(target=8, plan=set(), work=8.0), Memory(), slow).n == 1
+    # Already one on its way: no second one for work it will finish alone.
+    one = snap(now=10, target=8, plan={"a"}, requested={"a"}, observed=set(),
+               started_at={"a": 5}, work=8.0)
+    assert decide(one, Memory(), slow).status == "same"
+    # 1000 s of work, 60 s to start, 2 connected: (1000 - 2*60) / 60 - 2 = 12 more, within target.
+    busy = snap(target=30, observed={"a", "b"}, work=1000.0)
+    assert decide(busy, Memory(), slow).n == 2 + 12
+    # Fast starts: the scheduler's target stands.
+    fast = AdaptivePolicy(start_prior=0.3)
+    assert decide(snap(target=8, plan=set(), work=8.0), Memory(), fast).n == 8
+    # Work unknown (a remote scheduler): no cap.
+    assert decide(snap(target=8, plan=set()), Memory(), slow).n == 8
+    # No work but a minimum: the minimum still holds.
+    assert decide(snap(target=2, plan=set(), work=0.0), Memory(),
+                  AdaptivePolicy(minimum=2, start_prior=60)).n == 2
+
+
+def test_units_queued_past_queue_timeout_are_not_capacity() -> None:
+    p = AdaptivePolicy(queue_timeout=30.0, start_prior=1.0)
+    s = snap(now=100, target=2, plan={"a", "b"}, requested={"a", "b"}, observed={"a"},
+             started_at={"a": 0, "b": 50})
+    assert decide(s, Memory(), p).status == "same"  # queued 50 s, beyond 30: but already planned
+    s = snap(now=100, target=3, plan={"a", "b"}, requested={"a", "b"}, observed={"a"},
+             started_at={"a": 0, "b": 50}, work=1000.0)
+    # "b" counts for nothing: the cap is computed as if only "a" were there.
+    rec = decide(s, Memory(), p)
+    assert rec.status == "up" and rec.n == 3
+
+
+# -- properties --------------------------------------------------------------------------
+
+names = st.sets(st.sampled_from([f"w{i}" for i in range(8)]), max_size=8)
+
+
+@st.composite
+def snapshots(draw: st.DrawFn) -> tuple[Snapshot, Memory]:
+    plan = draw(names)
+    requested = plan & draw(names)
+    observed = requested & draw(names)
+    idle = tuple(sorted(observed & draw(names)))
+    now = draw(st.floats(0, 1000))
+    started_at = {w: draw(st.floats(0, now)) for w in requested}
+    idle_since = {w: draw(st.floats(0, now)) for w in idle if draw(st.booleans())}
+    s = Snapshot(now=now, target=draw(st.integers(0, 10)), plan=frozenset(plan),
+                 requested=frozenset(requested), observed=frozenset(observed), idle=idle,
+                 started_at=started_at,
+                 start_times=tuple(draw(st.lists(st.floats(0, 100), max_size=5))),
+                 work=draw(st.one_of(st.none(), st.floats(0, 1e4))))
+    return s, Memory(idle_since)
+
+
+policies = st.builds(AdaptivePolicy, minimum=st.integers(0, 2),
+                     cooldown=st.one_of(st.none(), st.floats(0, 100)),
+                     min_lifetime=st.one_of(st.none(), st.floats(0, 100)),
+                     start_prior=st.floats(0.01, 100),
+                     queue_timeout=st.one_of(st.none(), st.floats(1, 100)))
+
+
+@given(snapshots(), policies)
+def test_decisions_are_safe(sm: tuple[Snapshot, Memory], p: AdaptivePolicy) -> None:
+    s, memory = sm
+    rec = decide(s, memory, p)
+    assert set(rec.memory.idle_since) <= set(s.idle)  # only surplus idle workers are remembered
+    if rec.status == "up":
+        assert len(s.plan) < rec.n <= max(s.target, len(s.plan))
+        assert not rec.workers
+    elif rec.status == "down":
+        retired = set(rec.workers)
+        assert rec.n == 0 and retired <= s.plan
+        assert not retired & (s.requested - s.observed), "a starting worker was retired"
+        assert len(s.plan) - len(retired) >= s.target, "retired below the target"
+        wait = cooldown(s, p)
+        life = wait if p.min_lifetime is None else p.min_lifetime
+        for w in retired & s.observed:
+            assert w in s.idle and s.now - rec.memory.idle_since[w] >= wait
+            assert s.now - s.started_at.get(w, -math.inf) >= life
+    else:
+        assert not rec.workers
+
+
+def test_decide_is_deterministic() -> None:
+    s = snap(now=50, target=1, observed={"a", "b", "c"}, idle=("c", "b"))
+    m = Memory({"b": 0.0, "c": 10.0})
+    assert decide(s, m, P) == decide(s, m, P)
+    assert decide(s, m, P).workers == ("c", "b")
