@@ -156,6 +156,13 @@ class CallableStatus:
     def __hash__(self) -> int:
         return hash(self.member)
 
+    def __getattr__(self, attr: str) -> Any:
+        # The rest of the enum member (``cluster.status.closed`` is Status.closed, as on the
+        # plain enum value distributed keeps).
+        if attr in CallableStatus.__slots__:
+            raise AttributeError(attr)
+        return getattr(self.member, attr)
+
     @property
     def name(self) -> str:
         return str(self.member.name)
