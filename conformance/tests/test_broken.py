@@ -34,7 +34,10 @@ def _run(name: str, site: Path, work: Path) -> Outcome:
     report = work / f"{name}.xml"
     only = ["-k", " or ".join(CATALOGUE[name].fails)] if CATALOGUE[name].only else []
     args = pytest_args([name, "--profile", "ci", "--timeout", "10", "-q",
-                        "--", f"--junitxml={report}", "-p", "no:logging", *only,
+                        # Native tracebacks: pytest's own re-parse source with ast, which
+                        # CPython 3.11.7 can fail ("AST constructor recursion depth
+                        # mismatch", an INTERNALERROR, exit 3) after a deep recursion.
+                        "--", f"--junitxml={report}", "-p", "no:logging", "--tb=native", *only,
                         "--timeout=180"])  # a hang in one check fails it, not the whole run
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
            "DASK_DEPLOY_STATE_DIR": str(work / f"state-{name}"), "CI": "true"}
