@@ -26,6 +26,7 @@ import dask.config
 import pytest
 from aiohttp import web
 from dask_deploy import Cluster
+from dask_deploy._proxy import pipe_websocket
 from distributed import Client
 
 DEADLINE = 120.0  # seconds: a cold chromium on 2 busy cores is slow
@@ -99,29 +100,7 @@ class HubProxy:
         session = self._session
         assert session is not None
         if request.headers.get("upgrade", "").lower() == "websocket":
-            protocols = [x.strip() for x in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
-                         if x.strip()]
-            async with session.ws_connect("ws" + url[4:], headers=headers, protocols=protocols,
-                                          max_msg_size=0) as up:
-                down = web.WebSocketResponse(protocols=[up.protocol] if up.protocol else (),
-                                             max_msg_size=0)
-                await down.prepare(request)
-
-                async def pump(src: Any, dst: Any) -> None:
-                    async for msg in src:
-                        if msg.type == aiohttp.WSMsgType.TEXT:
-                            await dst.send_str(msg.data)
-                        elif msg.type == aiohttp.WSMsgType.BINARY:
-                            await dst.send_bytes(msg.data)
-                        else:
-                            break
-
-                tasks = [asyncio.ensure_future(pump(down, up)), asyncio.ensure_future(pump(up, down))]
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for t in tasks:
-                    t.cancel()
-                await down.close()
-                return down
+            return await pipe_websocket(session, request, url, headers)
         async with session.request(request.method, url, headers=headers, data=await request.read(),
                                    allow_redirects=False) as resp:
             body = await resp.read()

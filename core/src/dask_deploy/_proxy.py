@@ -92,30 +92,36 @@ class DashboardProxy:
     async def _websocket(self, request: web.Request, url: str, headers: dict[str, str]
                          ) -> web.StreamResponse:
         assert self._session is not None
-        protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
-                     if p.strip()]
-        headers = {k: v for k, v in headers.items() if not k.lower().startswith("sec-websocket")}
-        async with self._session.ws_connect("ws" + url[4:], headers=headers, protocols=protocols,
-                                            max_msg_size=0) as upstream:
-            down = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (),
-                                         max_msg_size=0)
-            await down.prepare(request)
+        return await pipe_websocket(self._session, request, url, headers)
 
-            async def pump(src: Any, dst: Any) -> None:
-                async for msg in src:
-                    if msg.type == aiohttp.WSMsgType.TEXT:
-                        await dst.send_str(msg.data)
-                    elif msg.type == aiohttp.WSMsgType.BINARY:
-                        await dst.send_bytes(msg.data)
-                    else:
-                        break
 
-            tasks = [asyncio.ensure_future(pump(down, upstream)),
-                     asyncio.ensure_future(pump(upstream, down))]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in tasks:
-                t.cancel()
-                with contextlib.suppress(BaseException):
-                    await t
-            await down.close()
-            return down
+async def pipe_websocket(session: aiohttp.ClientSession, request: web.Request, url: str,
+                         headers: dict[str, str]) -> web.WebSocketResponse:
+    """Answer the websocket ``request`` by relaying it, both ways, to ``url`` (http form)."""
+    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+                 if p.strip()]
+    headers = {k: v for k, v in headers.items() if not k.lower().startswith("sec-websocket")}
+    async with session.ws_connect("ws" + url[4:], headers=headers, protocols=protocols,
+                                  max_msg_size=0) as upstream:
+        down = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else (),
+                                     max_msg_size=0)
+        await down.prepare(request)
+
+        async def pump(src: Any, dst: Any) -> None:
+            async for msg in src:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    await dst.send_str(msg.data)
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    await dst.send_bytes(msg.data)
+                else:
+                    break
+
+        tasks = [asyncio.ensure_future(pump(down, upstream)),
+                 asyncio.ensure_future(pump(upstream, down))]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in tasks:
+            t.cancel()
+            with contextlib.suppress(BaseException):
+                await t
+        await down.close()
+        return down
