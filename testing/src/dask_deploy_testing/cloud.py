@@ -202,9 +202,11 @@ class TaskRunner:
             self._held.clear()
 
     def running(self) -> list[str]:
-        """Ids of tasks / instances whose process is alive."""
+        """Ids of tasks / instances not yet recorded as ended: alive, or exited but not yet
+        marked STOPPED / stopped in moto. (Process liveness alone would race the reaper: a test
+        that waits for a task to leave this list then reads its state from moto.)"""
         with self._lock:
-            return [i for i, p in self.procs.items() if p.popen.poll() is None]
+            return list(self.procs)
 
     # -- moto: an ECS agent's view of task states ----------------------------------------
 
@@ -410,12 +412,12 @@ class TaskRunner:
                 continue
             self._kill(proc, signal.SIGKILL)  # whatever it left behind in its group
             proc.shipper.join(10)  # the whole log is written before the task reads as STOPPED
-            with self._lock:
-                del self.procs[ident]
             if proc.kind == "task":
                 self._task_exited(ident, code, stopped=proc.kill_at is not None)
             else:
                 self._instance_exited(ident, stopped=proc.kill_at is not None)
+            with self._lock:
+                del self.procs[ident]
 
     def _task_exited(self, tid: str, code: int, stopped: bool) -> None:
         model = self._task_model(self._task_arns.get(tid, ""))
