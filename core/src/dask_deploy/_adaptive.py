@@ -59,7 +59,7 @@ from typing import Any, Literal
 from distributed.deploy.adaptive import Adaptive as _DistributedAdaptive
 
 __all__ = ["Adaptive", "AdaptivePolicy", "BackendDefaults", "Memory", "Recommendation", "Snapshot",
-           "backend_defaults", "decide"]
+           "backend_defaults", "decide", "pool_load"]
 
 @dataclass(frozen=True)
 class AdaptivePolicy:
@@ -302,7 +302,7 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
                  maximum: float | None = None, wait_count: int | None = None,
                  target_duration: Any = None, worker_key: Any = None, *,
                  cooldown: float | str | None = None, min_lifetime: float | None = None,
-                 queue_aware: bool = True, **kwargs: Any) -> None:
+                 queue_aware: bool = True, pool: str | None = None, **kwargs: Any) -> None:
         import dask.config
         from dask.utils import parse_timedelta
 
@@ -318,7 +318,12 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
             cooldown = wait_count * (self.interval or 1.0)
         seconds = None if cooldown == "auto" else parse_timedelta(cooldown, "seconds")
         spec = getattr(cluster, "spec", None)
-        template = getattr(cluster, "_unit_template", None)
+        #: The pool this instance scales (None: the cluster's only pool).
+        self.pool = pool
+        #: The last :func:`pool_load` of the pool: (idle workers, work, busy threads).
+        self._pool_load: tuple[list[str], float, float] | None = None
+        templates = getattr(cluster, "_templates", {})
+        template = templates.get(pool) if pool else getattr(cluster, "_unit_template", None)
         self.policy = AdaptivePolicy(
             minimum=self.minimum, maximum=self.maximum, cooldown=seconds,
             min_lifetime=min_lifetime, start_prior=defaults.start_prior,
@@ -340,9 +345,52 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
                 self._boot_times.append(obs.connected_at - (obs.running_at or obs.started_at))
         self._measured &= set(observed)
 
+    # -- one pool of several: its own plan, target and idle workers -------------------------
+
+    @property
+    def plan(self) -> set[str]:
+        if self.pool is None:
+            return set(self.cluster.plan)
+        return set(self.cluster.pool_workers(self.pool))
+
+    @property
+    def requested(self) -> set[str]:
+        return set(self.cluster.requested) & self.plan if self.pool else set(self.cluster.requested)
+
+    @property
+    def observed(self) -> set[str]:
+        return set(self.cluster.observed) & self.plan if self.pool else set(self.cluster.observed)
+
+    async def target(self) -> int:
+        if self.pool is None:
+            return int(await super().target())
+        cluster = self.cluster
+        pool = cluster._pool(self.pool)
+        args = (frozenset(self.plan), dict(pool.worker.resources), pool.worker.nthreads,
+                self.pool in cluster._general_pools(), float(self.target_duration))
+        if cluster.scheduler is not None:  # in this process: read it directly
+            target, idle, work, busy = pool_load(cluster.scheduler, *args)
+        else:
+            from distributed.protocol.pickle import dumps, loads
+
+            reply = await self.scheduler.run_function(
+                function=dumps(pool_load), args=dumps(args), kwargs=dumps({}))
+            if reply.get("status") != "OK":
+                raise RuntimeError(f"pool_load failed on the scheduler: {loads(reply['exception'])}")
+            target, idle, work, busy = reply["result"]
+        self._pool_load = (list(idle), float(work), float(busy))
+        return int(target)
+
+    async def workers_to_close(self, target: int) -> list[str]:
+        if self.pool is None or self._pool_load is None:
+            return list(await super().workers_to_close(target))
+        return self._pool_load[0][: max(0, len(self.observed) - target)]
+
     def _work(self) -> tuple[float | None, float]:
         """Thread-seconds of queued and running work and the busy threads, from an
         in-process scheduler ((None, 0): unknown)."""
+        if self.pool is not None:
+            return (None, 0.0) if self._pool_load is None else self._pool_load[1:]
         sched = getattr(self.cluster, "scheduler", None)
         if sched is None:
             return None, 0.0
@@ -405,7 +453,10 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
 
     async def scale_up(self, n: Any) -> None:
         if self.state != "stopped":
-            await super().scale_up(n)
+            if self.pool is None:
+                await super().scale_up(n)
+            else:
+                self.cluster.scale(n, pool=self.pool)
 
     async def scale_down(self, workers: Any) -> None:
         # distributed's own scale_down awaits the scheduler's retirement of the workers and
@@ -432,3 +483,50 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
 
     def _stopped(self) -> bool:
         return str(self.state) == "stopped"  # read again after an await (mypy narrows it)
+
+
+def pool_load(dask_scheduler: Any, names: frozenset[str], resources: Mapping[str, float],
+              nthreads: int, general: bool, target_duration: float,
+              ) -> tuple[int, list[str], float, float]:
+    """The load of one pool of workers, read from a ``distributed.Scheduler``.
+
+    A task belongs to the pool when the pool's worker ``resources`` satisfy its resource
+    restrictions, or, for a task without restrictions, when the pool is ``general`` (takes
+    unrestricted work). Returns the workers the pool needs to run its work within
+    ``target_duration`` (as the scheduler's ``adaptive_target``, with as many tasks at
+    once per worker as its threads and resources allow, and never more workers than
+    tasks), its connected idle workers (least data first), the thread-seconds of its work
+    and its busy threads. Runs on the scheduler (pickled for a remote one): plain values in
+    and out.
+    """
+    from itertools import chain
+
+    def slots(ts: Any) -> int:
+        """How many such tasks one worker of the pool runs at once (0: none)."""
+        need = ts.resource_restrictions
+        if not need:
+            return nthreads if general else 0
+        fit = min((math.floor(resources.get(r, 0) / v) if v > 0 else nthreads)
+                  for r, v in need.items())
+        return min(nthreads, fit)
+
+    duration = dask_scheduler._get_prefix_duration
+    workers = [ws for ws in dask_scheduler.workers.values() if ws.name in names]
+    worker_seconds = 0.0  # of work at the pool's concurrency
+    width = 0.0  # workers that could be busy at once
+    work = 0.0
+    for ts in chain(dask_scheduler.queued, dask_scheduler.unrunnable,
+                    (ts for ws in workers for ts in ws.processing)):
+        n = slots(ts)
+        if n:
+            d = duration(ts.prefix)
+            work += d
+            worker_seconds += d / n
+            width += 1 / n
+    target = min(math.ceil(worker_seconds / max(target_duration, 1e-3)), math.ceil(width))
+    if width and not workers:
+        target = max(1, target)
+    idle = sorted((ws for ws in workers if not ws.processing), key=lambda ws: ws.nbytes)
+    target = max(target, len(workers) - len(idle))  # busy workers stay
+    busy = float(sum(min(len(ws.processing), ws.nthreads) for ws in workers))
+    return target, [str(ws.name) for ws in idle], work, busy

@@ -32,9 +32,11 @@ from ._plugins import backend_info, capabilities, cluster_plugin_manager
 from ._proxy import DashboardProxy
 from ._reconcile import Failures, Observed, Policy, reconcile
 from ._specs import (
+    DEFAULT_POOL,
     ClusterSpec,
     Handle,
     Phase,
+    Pool,
     SchedulerInfo,
     Status,
     Unit,
@@ -128,7 +130,14 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             if spec.scheduler.placement == "remote" and "remote_scheduler" not in self.capabilities:
                 raise SpecError("scheduler", "remote", f"backend {spec.backend!r} can only run the "
                                 'scheduler in this process: use "local"')
-            self._unit_template = self._expand(spec)
+            #: Each pool's expanded workers of one unit; the default pool's first.
+            self._templates = {p.name: self._expand(dataclasses.replace(spec, worker=p.worker))
+                               for p in spec.all_pools}
+            self._unit_template = next(iter(self._templates.values()))
+            self._pools = {p.name: p for p in spec.all_pools}
+            # Distinct worker-name suffixes of all pools (for worker -> unit lookups).
+            self._suffixes = tuple(dict.fromkeys(w.suffix for t in self._templates.values()
+                                                 for w in t))
         except BaseException:
             self._exit_stack.close()
             raise
@@ -154,6 +163,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         self._forgetting: set[str] = set()
         #: Connected workers of this cluster that no planned unit accounts for -> first seen.
         self._unplanned: dict[str, float] = {}
+        #: One Adaptive per pool that adapts, on a cluster with several pools.
+        self._pool_adaptives: dict[str, Any] = {}
         self._side_tasks: set[asyncio.Future[Any]] = set()
         #: Whether the "nanny plugins do nothing here" warning was given (once per cluster).
         self._nanny_warned = False
@@ -255,8 +266,10 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             await self._start_proxy(self.scheduler_handle)
         self._save_record()
         self._loop_task = asyncio.ensure_future(self._reconcile_loop())
-        if self.spec.n_workers and self._attach_to is None:
-            self.scale(self.spec.n_workers)
+        if self._attach_to is None:
+            for pool in self.spec.all_pools:
+                if pool.n_workers:
+                    self.scale(pool.n_workers, pool=pool.name)
 
     def _adopt(self, record: _state.ClusterRecord) -> str:
         """Take over the units and scheduler of a recorded cluster."""
@@ -265,7 +278,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                                                   record.dashboard_address)
         now = time.monotonic()
         for name, handle in record.handles.items():
-            self.units[name] = Unit(name, self._unit_template)
+            pool = self._pool_of_unit(name)
+            self.units[name] = Unit(name, self._templates[pool], pool)
             self.handles[name] = handle
             self._observed[name] = Observed(Phase.PENDING, now)
             self._counter = max(self._counter, _index(name) + 1)
@@ -382,8 +396,35 @@ class SpecCluster(Cluster):  # type: ignore[misc]
 
     # -- scaling ------------------------------------------------------------------------
 
-    def _per_worker(self, what: str) -> float:
-        w = self._unit_template[0]
+    def _pool(self, pool: str | None) -> Pool:
+        """The pool named ``pool`` (None: the default pool)."""
+        if pool is None:
+            return next(iter(self._pools.values()))
+        try:
+            return self._pools[pool]
+        except (KeyError, TypeError):
+            raise SpecError("pool", pool, f"cluster {self.name} has the pools "
+                            f"{sorted(self._pools)}") from None
+
+    def _pool_of_unit(self, name: str) -> str:
+        """The pool of a unit, from its name (``<cluster>-<pool>-<i>``; ``<cluster>-<i>``:
+        the default pool)."""
+        head = name[len(self.spec.name) + 1:].rpartition("-")[0]
+        return head if head in self._pools else next(iter(self._pools))
+
+    def _general_pools(self) -> set[str]:
+        """Pools that take tasks without resource restrictions: those whose workers have no
+        resources of their own (kept for the work that asks for them), else the default."""
+        plain = {p.name for p in self._pools.values() if not p.worker.resources}
+        return plain or {next(iter(self._pools))}
+
+    def pool_workers(self, pool: str | None = None) -> set[str]:
+        """The planned workers of one pool (of the default pool when ``pool`` is None)."""
+        name = self._pool(pool).name
+        return {w for u in self.units.values() if u.pool == name for w in u.worker_names}
+
+    def _per_worker(self, what: str, pool: str | None = None) -> float:
+        w = self._templates[self._pool(pool).name][0]
         if what == "cores":
             return w.nthreads
         if not isinstance(w.memory_limit, int):
@@ -392,30 +433,43 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         return w.memory_limit
 
     def scale(self, n: int | None = None, jobs: int = 0, memory: str | None = None,
-              cores: int | None = None) -> Any:
+              cores: int | None = None, pool: str | None = None) -> Any:
         """Ask for ``n`` workers, or ``jobs`` units (dask-jobqueue's jobs: a unit runs
-        ``workers_per_unit`` workers), or enough for ``memory`` / ``cores``; returns at once."""
+        ``workers_per_unit`` workers), or enough for ``memory`` / ``cores``; returns at once.
+
+        ``pool``: which pool to scale (default: the first); the others keep their units.
+        """
+        p = self._pool(pool)
+        template = self._templates[p.name]
+        per_unit = len(template)
         if n is None:
-            n = _count(jobs, "jobs") * self.workers_per_unit
+            n = _count(jobs, "jobs") * per_unit
         if memory is not None:
-            n = max(n, math.ceil(parse_bytes(memory) / self._per_worker("memory")))
+            n = max(n, math.ceil(parse_bytes(memory) / self._per_worker("memory", p.name)))
         if cores is not None:
-            n = max(n, math.ceil(cores / self._per_worker("cores")))
-        want = math.ceil(n / self.workers_per_unit)
-        if want == 0:
+            n = max(n, math.ceil(cores / self._per_worker("cores", p.name)))
+        want = math.ceil(n / per_unit)
+        if self.spec.pools and not p.allows(want * per_unit):
+            raise SpecError("n", n, f"pool {p.name!r} takes from {p.minimum} to "
+                            f"{'any number of' if p.maximum is None else p.maximum} workers")
+        # One pool: all units are its own (no scan of 100,000 units to find them).
+        mine = self.units if len(self._pools) == 1 else \
+            {k: u for k, u in self.units.items() if u.pool == p.name}
+        if want == 0 and mine is self.units:
             self.units.clear()
-        elif want < len(self.units):
+        elif want < len(mine):
             # Drop units that have not connected first, then the newest.
             seen = {w["name"] for w in self.scheduler_info["workers"].values()}
-            order = sorted(self.units, key=lambda u: (all(w in seen for w in self.units[u].worker_names),
-                                                      -_index(u)))
-            for name in order[: len(self.units) - want]:
+            order = sorted(mine, key=lambda u: (all(w in seen for w in mine[u].worker_names),
+                                                -_index(u)))
+            for name in order[: len(mine) - want]:
                 del self.units[name]
-        if self.status not in (ClusterStatus.closing, ClusterStatus.closed) and want > len(self.units):
-            first, more = self._counter, want - len(self.units)
+        have = len(mine)
+        if self.status not in (ClusterStatus.closing, ClusterStatus.closed) and want > have:
+            first, more = self._counter, want - have
             self._counter += more
-            prefix, template = f"{self.spec.name}-", self._unit_template
-            self.units.update((n, Unit(n, template))
+            prefix = f"{self.spec.name}-" + ("" if p.name == DEFAULT_POOL else f"{p.name}-")
+            self.units.update((n, Unit(n, template, p.name))
                               for n in (f"{prefix}{i}" for i in range(first, first + more)))
         self._wake()
         return NoOpAwaitable() if self.asynchronous else None
@@ -439,9 +493,9 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         Every unit's workers are ``unit.name + suffix`` with the template's suffixes, so this
         is a few dict lookups, not a scan of all units (scale-down of many units stays linear).
         """
-        for w in self._unit_template:
-            if worker.endswith(w.suffix):
-                unit = worker[: len(worker) - len(w.suffix)] if w.suffix else worker
+        for suffix in self._suffixes:
+            if worker.endswith(suffix):
+                unit = worker[: len(worker) - len(suffix)] if suffix else worker
                 if unit in self.units:
                     return unit
         return None
@@ -463,7 +517,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
     def adapt(self, Adaptive: type[Any] = Adaptive, *, minimum_jobs: int | None = None,
               maximum_jobs: int | None = None, minimum_memory: str | int | None = None,
               maximum_memory: str | int | None = None, minimum_cores: int | None = None,
-              maximum_cores: int | None = None, **kwargs: Any) -> Any:
+              maximum_cores: int | None = None, pool: str | None = None, **kwargs: Any) -> Any:
         """Scale with the load: ``minimum``, ``maximum``, ``cooldown``, ``min_lifetime``,
         ``interval``, ``target_duration``, ...
 
@@ -478,11 +532,26 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         backends on this machine), never a worker that is still starting or younger than
         ``min_lifetime``, and scale-up counts starting units and does not request more than
         the queued work can use (see its docstring); pass ``Adaptive=`` to use another policy.
+
+        Pools: ``pool=`` scales that pool only, within its own ``minimum``/``maximum`` unless
+        given here, from the work its workers can take (tasks whose resource restrictions
+        its ``resources`` meet; unrestricted tasks go to the pools without resources).
+        Without ``pool=`` on a cluster with several pools, every pool adapts within its own
+        bounds (returns ``{pool: Adaptive}``).
         """
-        low, high = kwargs.pop("minimum", None), kwargs.pop("maximum", None)
+        if pool is None and len(self._pools) > 1:
+            if {"minimum", "maximum"} & set(kwargs) or any(v is not None for v in (
+                    minimum_jobs, maximum_jobs, minimum_memory, maximum_memory,
+                    minimum_cores, maximum_cores)):
+                raise SpecError("pool", None, "bounds given for a cluster with several pools: "
+                                f"name one of {sorted(self._pools)} with pool=")
+            return {p: self.adapt(Adaptive, pool=p, **kwargs) for p in self._pools}
+        p = self._pool(pool)
+        low = kwargs.pop("minimum", p.minimum if self.spec.pools else None)
+        high = kwargs.pop("maximum", p.maximum if self.spec.pools else None)
         lows = [] if low is None else [low]
         highs = [] if high is None else [high]
-        per_unit = self.workers_per_unit
+        per_unit = len(self._templates[p.name])
         if minimum_jobs is not None:
             lows.append(_count(minimum_jobs, "minimum_jobs") * per_unit)
         if maximum_jobs is not None:
@@ -494,7 +563,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             if value is None:
                 continue
             amount = _amount(value, option, what)
-            workers = amount / self._per_worker(what)
+            workers = amount / self._per_worker(what, p.name)
             (lows if up else highs).append(math.ceil(workers) if up else math.floor(workers))
         if lows:
             kwargs["minimum"] = max(lows)
@@ -504,7 +573,14 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             raise SpecError("minimum", kwargs["minimum"],
                             f"the bounds given ask for at least {kwargs['minimum']} and at most "
                             f"{kwargs['maximum']} workers: widen them")
-        return super().adapt(Adaptive=Adaptive, **kwargs)
+        if len(self._pools) == 1:
+            return super().adapt(Adaptive=Adaptive, **kwargs)
+        old = self._pool_adaptives.pop(p.name, None)
+        if old is not None:
+            old.stop(reason="adapt called again")
+        self._pool_adaptives[p.name] = adaptive = Adaptive(self, pool=p.name, **kwargs)
+        self._adaptive = adaptive  # what the widget and _scaling_status look at
+        return adaptive
 
     def job_script(self) -> str:
         """What the backend submits for one unit (batch-system backends), for inspection."""
@@ -885,6 +961,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                     await task
         if self._adaptive is not None:
             self._adaptive.stop()
+        for adaptive in self._pool_adaptives.values():
+            adaptive.stop()
         await self._settle()
         for task in list(self._side_tasks):
             task.cancel()

@@ -26,6 +26,7 @@ from ._specs import (
     TLS,
     BackendInfo,
     ClusterSpec,
+    Pool,
     SchedulerSpec,
     WorkerSpec,
     _frozen_map,
@@ -63,7 +64,7 @@ GENERIC_OPTIONS = (
     "name", "n_workers", "threads_per_worker", "memory_limit", "resources", "gpus", "env",
     "image", "worker_options", "scheduler", "host", "scheduler_port", "dashboard_address",
     "scheduler_options", "idle_timeout", "start_timeout", "queue_timeout", "max_failures",
-    "shutdown_on_close", "poll_interval", "nanny",
+    "shutdown_on_close", "poll_interval", "nanny", "pools",
     "asynchronous", "loop", "quiet", "silence_logs", "security", "dashboard_proxy_address",
     "dashboard_token", "extensions",
 )
@@ -99,6 +100,39 @@ def needs_tls(info: BackendInfo, scheduler: SchedulerSpec) -> bool:
     """
     return not ("loopback" in info.capabilities and is_loopback(scheduler.host)
                 and scheduler.placement == "local")
+
+
+#: Pool option -> the WorkerSpec field it sets (the generic options' names).
+_POOL_WORKER = {"threads_per_worker": "nthreads", "memory_limit": "memory_limit",
+                "resources": "resources", "gpus": "gpus", "env": "env", "image": "image",
+                "worker_options": "options", "nanny": "nanny"}
+_POOL_BOUNDS = ("n_workers", "minimum", "maximum")
+
+
+def _build_pools(value: object, base: WorkerSpec, n_workers: int | None) -> tuple[Pool, ...]:
+    """``pools={"name": {option: value}}`` as Pool records: each pool's worker is the
+    cluster's (the generic options) with its own options applied. The first is the default
+    pool: ``n_workers`` of the cluster start there unless it gives its own."""
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping) or not value:
+        raise SpecError("pools", value, 'expected a mapping of pool name -> options, e.g. '
+                        '{"big": {"threads_per_worker": 4, "resources": {"BIG": 1}}}')
+    pools = []
+    for i, (name, opts) in enumerate(value.items()):
+        opts = {} if opts is None else opts
+        if not isinstance(opts, Mapping):
+            raise SpecError(f"pools[{name!r}]", opts, "expected a mapping of options")
+        unknown = sorted(map(str, set(opts) - {*_POOL_WORKER, *_POOL_BOUNDS}))
+        if unknown:
+            raise SpecError(f"pools[{name!r}].{unknown[0]}", opts[unknown[0]],
+                            f"not a pool option; a pool takes {sorted({*_POOL_WORKER, *_POOL_BOUNDS})}")
+        worker = base.replace(**{_POOL_WORKER[k]: v for k, v in opts.items() if k in _POOL_WORKER})
+        minimum = opts.get("minimum", 0)
+        default_n = max(minimum, n_workers) if i == 0 and n_workers else minimum
+        pools.append(Pool(name, worker, n_workers=opts.get("n_workers", default_n),
+                          minimum=minimum, maximum=opts.get("maximum")))
+    return tuple(pools)
 
 
 def build_spec(backend: str, options: Mapping[str, Any], *, stacklevel: int = 2,
@@ -165,6 +199,9 @@ def build_spec(backend: str, options: Mapping[str, Any], *, stacklevel: int = 2,
     if worker.nanny and "nanny" not in info.capabilities:
         raise SpecError("nanny", True, f"backend {backend!r} cannot run workers under a nanny; "
                         "leave nanny=False (workers without a nanny start faster)")
+    pools = _build_pools(g.get("pools"), worker, g.get("n_workers"))
+    if any(p.worker.nanny for p in pools) and "nanny" not in info.capabilities:
+        raise SpecError("nanny", True, f"backend {backend!r} cannot run workers under a nanny")
     scheduler = SchedulerSpec(
         placement=g.get("scheduler", "local"),
         host=g.get("host", sched_opts.pop("host", "127.0.0.1")) or "127.0.0.1",
@@ -205,6 +242,7 @@ def build_spec(backend: str, options: Mapping[str, Any], *, stacklevel: int = 2,
         shutdown_on_close=g.get("shutdown_on_close", True),
         poll_interval=g.get("poll_interval", dask.config.get("deploy.poll-interval", 1.0)),
         backend_options=backend_options,
+        pools=pools,
     )
     extra = g.get("extensions")
     if extra is not None and not isinstance(extra, Mapping):

@@ -25,6 +25,7 @@ __all__ = [
     "ClusterSpec",
     "Handle",
     "Phase",
+    "Pool",
     "SchedulerInfo",
     "SchedulerSpec",
     "Status",
@@ -186,6 +187,48 @@ class WorkerSpec:
         return dataclasses.replace(self, **changes)
 
 
+#: The pool of a cluster started without ``pools=``; its units keep the names ``<cluster>-<i>``.
+DEFAULT_POOL = "default"
+_POOL_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,14}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A named group of units that share one worker spec and their own bounds.
+
+    ``n_workers`` are started with the cluster; ``minimum``/``maximum`` bound
+    ``scale(n, pool=...)`` and are the defaults of ``adapt(pool=...)`` (``None``: no upper
+    bound). Units of a pool other than the default are named ``<cluster>-<pool>-<i>``.
+    """
+
+    name: str
+    worker: WorkerSpec = field(default_factory=WorkerSpec)
+    n_workers: int = 0
+    minimum: int = 0
+    maximum: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _POOL_NAME.match(self.name):
+            raise SpecError("pools", self.name, "a pool name is 1-16 lowercase letters, digits "
+                            "or '-', starting with a letter (it is part of each unit's name)")
+        if not isinstance(self.worker, WorkerSpec):
+            raise SpecError(f"pools[{self.name!r}]", self.worker, "expected a WorkerSpec")
+        _positive_int(self.n_workers, f"pools[{self.name!r}].n_workers", minimum=0)
+        _positive_int(self.minimum, f"pools[{self.name!r}].minimum", minimum=0)
+        if self.maximum is not None:
+            _positive_int(self.maximum, f"pools[{self.name!r}].maximum", minimum=0)
+            if self.maximum < self.minimum:
+                raise SpecError(f"pools[{self.name!r}].maximum", self.maximum,
+                                f"below its minimum={self.minimum}: widen the bounds")
+        if not self.allows(self.n_workers):
+            raise SpecError(f"pools[{self.name!r}].n_workers", self.n_workers,
+                            f"outside its bounds [{self.minimum}, {self.maximum}]")
+
+    def allows(self, n: int) -> bool:
+        """Whether ``n`` workers are within this pool's bounds."""
+        return self.minimum <= n and (self.maximum is None or n <= self.maximum)
+
+
 @dataclass(frozen=True)
 class SchedulerSpec:
     """Where and how the scheduler runs.
@@ -255,6 +298,8 @@ class ClusterSpec:
     ``name`` doubles as the cluster id that every resource of the cluster is tagged with.
     ``worker`` is the template of one *unit* (what one start produces: a process, a job, a
     pod, a task); ``backend_options`` is the backend's own frozen options record.
+    ``pools``: named groups of units with worker specs of their own (empty: one pool,
+    ``"default"``, of ``worker`` and ``n_workers``); the first is the default pool.
     """
 
     backend: str
@@ -275,8 +320,15 @@ class ClusterSpec:
     #: Scheduler traffic is TLS with this identity (None: plain TCP, by explicit choice).
     tls: TLS | None = None
     backend_options: Any = None
+    pools: tuple[Pool, ...] = ()
 
     def __post_init__(self) -> None:
+        pools = tuple(self.pools)
+        if not all(isinstance(p, Pool) for p in pools):
+            raise SpecError("pools", self.pools, "expected Pool records")
+        if len({p.name for p in pools}) != len(pools):
+            raise SpecError("pools", [p.name for p in pools], "pool names must be unique")
+        object.__setattr__(self, "pools", pools)
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise SpecError(
                 "name", self.name,
@@ -290,6 +342,11 @@ class ClusterSpec:
         _positive_int(self.max_failures, "max_failures")
         _positive_float(self.poll_interval, "poll_interval")
 
+    @property
+    def all_pools(self) -> tuple[Pool, ...]:
+        """The cluster's pools, the default first (one ``"default"`` pool without ``pools``)."""
+        return self.pools or (Pool(DEFAULT_POOL, self.worker, self.n_workers),)
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -301,6 +358,8 @@ class Unit:
 
     name: str
     workers: tuple[WorkerSpec, ...]
+    #: The pool it belongs to (its workers are that pool's expanded ``WorkerSpec``).
+    pool: str = DEFAULT_POOL
 
     @property
     def worker_names(self) -> tuple[str, ...]:

@@ -33,7 +33,7 @@ from typing import Any
 
 from ._errors import DeployError, SpecError
 from ._plugins import backend_info
-from ._specs import _NAME, TLS, ClusterSpec, Handle, SchedulerSpec, WorkerSpec
+from ._specs import _NAME, TLS, ClusterSpec, Handle, Pool, SchedulerSpec, WorkerSpec
 from ._statedir import state_dir
 
 __all__ = ["ClusterRecord", "list_clusters", "state_dir"]
@@ -68,8 +68,10 @@ def spec_from_dict(d: Mapping[str, Any]) -> ClusterSpec:
     info = backend_info(d["backend"])
     opts = d.pop("backend_options")
     return ClusterSpec(
-        **{k: v for k, v in d.items() if k not in ("worker", "scheduler", "tls")},
+        **{k: v for k, v in d.items() if k not in ("worker", "scheduler", "tls", "pools")},
         worker=WorkerSpec(**d["worker"]),
+        pools=tuple(Pool(**{**p, "worker": WorkerSpec(**p["worker"])})
+                    for p in d.get("pools", ())),
         scheduler=SchedulerSpec(**d["scheduler"]),
         tls=TLS(**d["tls"]) if d.get("tls") else None,
         backend_options=info.options(**opts) if info.options and opts is not None else None,
