@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ._errors import DeployError
+from ._errors import DeployError, SpecError
 
 
 def _yaml_problem(e: Exception) -> str:
@@ -120,7 +120,7 @@ def _echo_dashboard(cluster: Any, prefix: str = "Dashboard: ") -> None:
 
 
 _SPEC_KEYS = ("backend", "options", "workers", "adapt", "detach")
-_ADAPT_KEYS = ("minimum", "maximum", "wait_count", "interval", "target_duration",
+_ADAPT_KEYS = ("minimum", "maximum", "pool", "wait_count", "interval", "target_duration",
                # dask-jobqueue's and distributed's bounds (SpecCluster.adapt converts them)
                "minimum_jobs", "maximum_jobs", "minimum_memory", "maximum_memory",
                "minimum_cores", "maximum_cores")
@@ -431,14 +431,18 @@ def list_() -> None:
 @click.argument("name")
 @click.argument("n", type=int)
 @click.option("--timeout", default=600.0, show_default=True, help="seconds to wait for the workers")
-def scale(name: str, n: int, timeout: float) -> None:
-    """Scale detached cluster NAME to N workers and wait for them."""
+@click.option("--pool", default=None, help="the pool to scale (default: the first pool)")
+def scale(name: str, n: int, timeout: float, pool: str | None) -> None:
+    """Scale detached cluster NAME (one POOL of it) to N workers and wait for them."""
     _count(n, "N", "N")
     cluster = _attach(name)
     try:
-        cluster.scale(n)
+        try:
+            cluster.scale(n, pool=pool)
+        except SpecError as e:
+            raise click.BadParameter(str(e), param_hint="--pool/N") from None
         if n:
-            _wait(cluster, n, timeout)
+            _wait(cluster, len(cluster.plan), timeout)
         else:
             while cluster.handles:
                 time.sleep(0.2)
@@ -452,12 +456,17 @@ def scale(name: str, n: int, timeout: float) -> None:
 @click.option("--minimum", default=0, show_default=True, help="fewest workers")
 @click.option("--maximum", default=10, show_default=True, help="most workers")
 @click.option("--interval", default="1s", show_default=True, help="how often to decide")
-def adapt(name: str, minimum: int, maximum: int, interval: str) -> None:
+@click.option("--pool", default=None, help="the pool to adapt (default: the first pool)")
+def adapt(name: str, minimum: int, maximum: int, interval: str, pool: str | None) -> None:
     """Scale detached cluster NAME with the load, while this command runs (Ctrl-C stops)."""
     _check_adapt(minimum, maximum, "--minimum/--maximum")
     cluster = _attach(name)
     try:
-        cluster.adapt(minimum=minimum, maximum=maximum, interval=interval)
+        try:
+            cluster.adapt(minimum=minimum, maximum=maximum, interval=interval,
+                          pool=pool or next(iter(cluster._pools)))
+        except SpecError as e:
+            raise click.BadParameter(str(e), param_hint="--pool") from None
         _block_until_interrupted(cluster, f"Adapting {name} between {minimum} and {maximum} "
                                           "workers; press Ctrl-C to stop adapting.")
     finally:

@@ -1075,12 +1075,22 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                               f"in {self._failures.retry_at - now:.0f}s")
                 else:
                     reason = "waiting to be started"
+            pool = unit.pool if unit is not None else self._pool_of_unit(name)
             rows.append(UnitStatus(name, workers, phase, reason, age,
-                                   bool(workers) and set(workers) <= seen))
+                                   bool(workers) and set(workers) <= seen, pool))
         plan = {w for u in units.values() for w in u.worker_names}
+        pools: tuple[tuple[str, int, int], ...] = ()
+        if len(self._pools) > 1:
+            per = {p: [0, 0] for p in self._pools}
+            for u in units.values():
+                for w in u.worker_names:
+                    per[u.pool][1] += 1
+                    per[u.pool][0] += w in seen
+            pools = tuple((p, c, n) for p, (c, n) in per.items())
         return StatusReport(self.name, self.spec.backend, tuple(rows),
                             connected_workers=len(plan & seen), planned_workers=len(plan),
-                            error=str(self.error) if self.error is not None else None)
+                            error=str(self.error) if self.error is not None else None,
+                            pools=pools)
 
     async def _refresh_status(self) -> StatusReport:
         """Poll the backend once now (as a reconcile round does), then report."""

@@ -123,12 +123,12 @@ def _build_pools(value: object, base: WorkerSpec, n_workers: int | None) -> tupl
         opts = {} if opts is None else opts
         if not isinstance(opts, Mapping):
             raise SpecError(f"pools[{name!r}]", opts, "expected a mapping of options")
-        unknown = sorted(map(str, set(opts) - {*_POOL_WORKER, *_POOL_BOUNDS}))
+        unknown = [k for k in opts if k not in _POOL_WORKER and k not in _POOL_BOUNDS]
         if unknown:
             raise SpecError(f"pools[{name!r}].{unknown[0]}", opts[unknown[0]],
                             f"not a pool option; a pool takes {sorted({*_POOL_WORKER, *_POOL_BOUNDS})}")
         worker = base.replace(**{_POOL_WORKER[k]: v for k, v in opts.items() if k in _POOL_WORKER})
-        minimum = opts.get("minimum", 0)
+        minimum = _positive_int(opts.get("minimum", 0), f"pools[{name!r}].minimum", minimum=0)
         default_n = max(minimum, n_workers) if i == 0 and n_workers else minimum
         pools.append(Pool(name, worker, n_workers=opts.get("n_workers", default_n),
                           minimum=minimum, maximum=opts.get("maximum")))

@@ -38,6 +38,8 @@ class UnitStatus:
     age: float | None
     #: Whether all its workers are connected to the scheduler now.
     connected: bool
+    #: The pool it belongs to (``"default"`` on a cluster without pools).
+    pool: str = "default"
 
     @property
     def state(self) -> str:
@@ -57,6 +59,8 @@ class StatusReport:
     planned_workers: int
     #: Why the cluster stopped starting workers (crash loop, scheduler lost), if it did.
     error: str | None = None
+    #: Per pool of a cluster with several: (name, connected workers, planned workers).
+    pools: tuple[tuple[str, int, int], ...] = ()
 
     def __iter__(self) -> Iterator[UnitStatus]:
         return iter(self.rows)
@@ -81,6 +85,8 @@ class StatusReport:
         parts = [f"{n} {state}" + (f" ({reasons[state]})" if state in reasons else "")
                  for state, n in sorted(counts.items()) if state != "connected"]
         head = f"{self.connected_workers}/{self.planned_workers} workers connected"
+        if self.pools:
+            head += " (" + ", ".join(f"{p} {c}/{n}" for p, c, n in self.pools) + ")"
         return "; ".join([head, *parts]) + (f"; stopped: {self.error}" if self.error else "")
 
     def text(self) -> str:
