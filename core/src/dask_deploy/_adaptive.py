@@ -347,24 +347,26 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
 
     # -- one pool of several: its own plan, target and idle workers -------------------------
 
+    # (distributed annotates these as sets of WorkerState; every cluster gives names.)
     @property
-    def plan(self) -> set[str]:
-        if self.pool is None:
-            return set(self.cluster.plan)
-        return set(self.cluster.pool_workers(self.pool))
+    def plan(self) -> set[str]:  # type: ignore[override]
+        cluster: Any = self.cluster
+        return set(cluster.plan if self.pool is None else cluster.pool_workers(self.pool))
 
     @property
-    def requested(self) -> set[str]:
-        return set(self.cluster.requested) & self.plan if self.pool else set(self.cluster.requested)
+    def requested(self) -> set[str]:  # type: ignore[override]
+        requested = set(self.cluster.requested)
+        return requested & self.plan if self.pool else requested  # type: ignore[arg-type]
 
     @property
-    def observed(self) -> set[str]:
-        return set(self.cluster.observed) & self.plan if self.pool else set(self.cluster.observed)
+    def observed(self) -> set[str]:  # type: ignore[override]
+        observed = set(self.cluster.observed)
+        return observed & self.plan if self.pool else observed  # type: ignore[arg-type]
 
     async def target(self) -> int:
         if self.pool is None:
             return int(await super().target())
-        cluster = self.cluster
+        cluster: Any = self.cluster
         pool = cluster._pool(self.pool)
         args = (frozenset(self.plan), dict(pool.worker.resources), pool.worker.nthreads,
                 self.pool in cluster._general_pools(), float(self.target_duration))
@@ -456,7 +458,8 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
             if self.pool is None:
                 await super().scale_up(n)
             else:
-                self.cluster.scale(n, pool=self.pool)
+                cluster: Any = self.cluster
+                cluster.scale(n, pool=self.pool)
 
     async def scale_down(self, workers: Any) -> None:
         # distributed's own scale_down awaits the scheduler's retirement of the workers and
