@@ -183,3 +183,15 @@ def test_local_pools_scale_apart_and_adapt_by_resources(wait_until: Any,
         # Idle again: the big worker is retired (its result was released).
         wait_until(lambda: not cluster.units, 30, "the idle big worker to be retired")
         assert time.monotonic() - started < 60
+
+
+def test_spec_files_name_pools(tmp_path: Any) -> None:
+    from dask_deploy._cli import _load_spec_file
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("backend: local\noptions:\n  pools:\n    big: {resources: {BIG: 1}}\n"
+                    "adapt: {pool: big, minimum: 0, maximum: 2}\n")
+    spec = _load_spec_file(str(path))
+    assert spec["adapt"] == {"pool": "big", "minimum": 0, "maximum": 2}
+    cluster_spec, _ = build_spec("local", {**spec["options"], "name": "p"})
+    assert [p.name for p in cluster_spec.all_pools] == ["big"]

@@ -296,7 +296,14 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
     interval``. ``interval`` defaults to 0.1 s on backends that run on this machine and 1 s
     elsewhere (``distributed.adaptive.interval`` when set differently from its default).
     A stopped ``Adaptive`` never acts, also not with a step that was in flight.
+
+    ``pool``: scale only that pool of the cluster (see :func:`pool_load`).
     """
+
+    #: The pool this instance scales (None: the cluster's only pool).
+    pool: str | None = None
+    #: The last :func:`pool_load` of the pool: (idle workers, work, busy threads).
+    _pool_load: tuple[list[str], float, float] | None = None
 
     def __init__(self, cluster: Any = None, interval: Any = None, minimum: int | None = None,
                  maximum: float | None = None, wait_count: int | None = None,
@@ -318,10 +325,7 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
             cooldown = wait_count * (self.interval or 1.0)
         seconds = None if cooldown == "auto" else parse_timedelta(cooldown, "seconds")
         spec = getattr(cluster, "spec", None)
-        #: The pool this instance scales (None: the cluster's only pool).
         self.pool = pool
-        #: The last :func:`pool_load` of the pool: (idle workers, work, busy threads).
-        self._pool_load: tuple[list[str], float, float] | None = None
         templates = getattr(cluster, "_templates", {})
         template = templates.get(pool) if pool else getattr(cluster, "_unit_template", None)
         self.policy = AdaptivePolicy(
