@@ -272,7 +272,23 @@ def configuration_page() -> str:
 
 def _demote(doc: str) -> str:
     """A docstring as Markdown under a level-3 heading: its own headings go below it."""
-    return re.sub(r"^(#+) ", lambda m: "###" + m.group(1) + " ", doc, flags=re.M)
+    return re.sub(r"^(#+) ", lambda m: "###" + m.group(1) + " ", _markdown(doc), flags=re.M)
+
+
+def _markdown(doc: str) -> str:
+    """A docstring's Sphinx roles as code: :class:`~dask_deploy.Handle` -> `Handle`."""
+
+    def role(m: re.Match[str]) -> str:
+        target = m.group(1)
+        return f"`{target[1:].rsplit('.', 1)[-1]}`" if target.startswith("~") else f"`{target}`"
+
+    return re.sub(r":[a-z]+:`([^`]+)`", role, doc)
+
+
+def _signature(fn: Callable[..., Any]) -> str:
+    """``def name(a: T) -> R`` as written (the module's annotations are strings, unquoted here)."""
+    sig = str(inspect.signature(fn))
+    return re.sub(r"(: |-> )'([^']*)'", r"\1\2", sig)
 
 
 # --------------------------------------------------------------------------------------
@@ -285,20 +301,25 @@ def hooks_page() -> str:
 
     source = inspect.getsource(hookspecs)
     lines = [_note("core/src/dask_deploy/hookspecs.py"), "", "# Hook reference", "",
-             inspect.getdoc(hookspecs) or "", "",
+             _markdown(inspect.getdoc(hookspecs) or ""), "",
              "Backend hooks (only the cluster's one backend plugin implements them, as `async def`): "
              + ", ".join(f"`{h}`" for h in hookspecs.BACKEND_HOOKS) + ".",
              "[Writing a backend](writing-a-backend.md) walks through them."]
     hooks = [(name, obj) for name, obj in vars(hookspecs).items()
              if name.startswith("deploy_") and inspect.isfunction(obj)]
     # In the order of the file, which groups them into its banner sections.
-    hooks.sort(key=lambda item: source.index(f"def {item[0]}("))
+    def position(item: tuple[str, Any]) -> int:
+        m = re.search(rf"^(async )?def {item[0]}\(", source, re.M)
+        assert m is not None, item[0]
+        return m.start()
+
+    hooks.sort(key=position)
     for name, fn in hooks:
         opts = getattr(fn, "dask_deploy_spec", {}) or {}
         kind = "first result" if opts.get("firstresult") else "collected"
-        sig = str(inspect.signature(fn))
-        lines += ["", f"## `{name}`", "", f"```python\ndef {name}{sig}\n```", "",
-                  f"*{kind}*", "", inspect.getdoc(fn) or ""]
+        define = "async def" if inspect.iscoroutinefunction(fn) else "def"
+        lines += ["", f"## `{name}`", "", f"```python\n{define} {name}{_signature(fn)}\n```", "",
+                  f"*{kind}*", "", _markdown(inspect.getdoc(fn) or "")]
     return "\n".join(lines) + "\n"
 
 
