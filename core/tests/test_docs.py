@@ -160,7 +160,8 @@ def test_documented_extras_exist() -> None:
     extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
     named = set()
     for path in _HAND_WRITTEN:
-        named |= {(str(path.relative_to(ROOT)), e) for e in re.findall(r"dask-deploy\[([a-z0-9_-]+)\]", path.read_text())}
+        where = str(path.relative_to(ROOT))
+        named |= {(where, e) for e in re.findall(r"dask-deploy\[([a-z0-9_-]+)\]", path.read_text())}
     assert named, "no extra named anywhere: the scan is broken"
     for where, extra in named:
         assert extra in extras, f"{where} names the extra dask-deploy[{extra}], which does not exist"
