@@ -314,11 +314,19 @@ def hooks_page() -> str:
         return m.start()
 
     hooks.sort(key=position)
+    # The file's banner comments (a title between two rules) become the page's sections.
+    banners = [(m.start(), m.group(1).strip()) for m in
+               re.finditer(r"^# -{20,}\n# (.+)\n# -{20,}$", source, re.M)]
+    section = None
     for name, fn in hooks:
+        title = next((t for at, t in reversed(banners) if at < position((name, fn))), None)
+        if title is not None and title != section:
+            lines += ["", f"## {title}"]
+            section = title
         opts = getattr(fn, "dask_deploy_spec", {}) or {}
         kind = "first result" if opts.get("firstresult") else "collected"
         define = "async def" if inspect.iscoroutinefunction(fn) else "def"
-        lines += ["", f"## `{name}`", "", f"```python\n{define} {name}{_signature(fn)}\n```", "",
+        lines += ["", f"### `{name}`", "", f"```python\n{define} {name}{_signature(fn)}\n```", "",
                   f"*{kind}*", "", _markdown(inspect.getdoc(fn) or "")]
     return "\n".join(lines) + "\n"
 
