@@ -14,9 +14,10 @@ Generated (never edit them by hand; each starts with a note saying so):
   their links rewritten to the site's pages (a link to a file the site does not hold becomes
   its path in the source tree).
 
-``docs/migrating.md`` has its own generator (``python -m dask_deploy._compat``); this one
-leaves it alone. The output depends on which backends are installed: run it in the
-workspace's dev environment, which has them all.
+``docs/migrating.md`` is written by hand except its tables, which
+``python -m dask_deploy._compat docs/migrating.md`` regenerates; this script does the same, so
+that one command brings every page up to date. The output depends on which backends are
+installed: run it in the workspace's dev environment, which has them all.
 """
 
 from __future__ import annotations
@@ -334,10 +335,17 @@ def hooks_page() -> str:
 # --------------------------------------------------------------------------------------
 
 
+def _migration_tables() -> str:
+    from dask_deploy._compat import render_doc
+
+    return render_doc((DOCS / "migrating.md").read_text(encoding="utf-8"))
+
+
 def pages() -> dict[str, Callable[[], str]]:
     """Every generated page (path under docs/) and what renders it."""
     out: dict[str, Callable[[], str]] = {
         page: functools.partial(readme_page, source, page) for source, page in READMES.items()}
+    out["migrating.md"] = _migration_tables
     out["cli.md"] = cli_page
     out["configuration.md"] = configuration_page
     out["hooks.md"] = hooks_page
