@@ -17,6 +17,7 @@ from dask_deploy import BackendError, Cluster, CrashLoopError, Phase, SpecError
 from dask_deploy_cloud._entry import METADATA_KEY
 from dask_deploy_testing.cloud import TaskRunner, run_hook
 from distributed import Client
+from distributed.diagnostics.plugin import Environ
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -42,12 +43,20 @@ def tasks_of(boto: Callable[[str], Any], name: str) -> list[dict[str, Any]]:
 
 
 def test_fargate_lifecycle(options: dict[str, Any], runner: TaskRunner, boto: Any,
-                           discover: Any, name: str) -> None:
-    with Cluster.from_name("fargate", n_workers=2, **options) as cluster, Client(cluster) as client:
+                           discover: Any, name: str, wait_until: Any) -> None:
+    # nanny=True here (the other tests run the default, no nanny): each worker task runs a
+    # distributed.Nanny over TLS, so nanny plugins reach the workers.
+    with Cluster.from_name("fargate", n_workers=2, nanny=True, **options) as cluster, \
+            Client(cluster) as client:
         client.wait_for_workers(2, timeout=120)
         assert client.submit(sum, [1, 2, 3]).result() == 6
         workers = client.scheduler_info()["workers"]
         assert {w["name"] for w in workers.values()} == {f"{name}-0", f"{name}-1"}
+        assert all(w["nanny"].startswith("tls://127.0.0.1:") for w in workers.values())
+        client.register_plugin(Environ({"DASK_DEPLOY_T15": "fargate"}))
+        # A lambda travels by value: the task processes need not import this module.
+        wait_until(lambda: set(client.run(lambda: __import__("os").environ.get("DASK_DEPLOY_T15"))
+                               .values()) == {"fargate"}, 120, "the nanny plugin to reach the workers")
         # Only loopback is ever dialled, and the cluster speaks TLS.
         assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
         assert all(a.startswith("tls://127.0.0.1:") for a in workers)
