@@ -78,9 +78,44 @@ def test_errors_are_one_line_unless_debug() -> None:
 def test_up_in_the_foreground_stops_on_ctrl_c(agents_of: Any, wait_until: Any) -> None:
     fg = Foreground("up", "local", "-n", "2", "-o", "name=t-cli-fg")
     fg.wait_for("Running; press Ctrl-C")
+    # Not a terminal: one line per change, no progress bar (no redraws, no bar characters).
+    progress = "".join(fg.lines)
+    assert "Waiting for workers: 2/2 connected" in progress
+    assert "\r" not in progress and "|" not in progress and "%" not in progress
     assert len(agents_of("t-cli-fg")) == 1
     assert fg.interrupt() == 0
     wait_until(lambda: not agents_of("t-cli-fg"), 30, "the cluster to stop")
+
+
+def test_up_on_a_terminal_shows_a_progress_bar(agents_of: Any, wait_until: Any) -> None:
+    """On a pseudo-terminal, `up` draws a progress bar (tqdm) while workers connect."""
+    import os
+    import pty
+    import select
+    import time
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([*CLI, "up", "local", "-n", "2", "-o", "name=t-cli-tty"],
+                            stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 180
+    try:
+        while b"Running; press Ctrl-C" not in seen:
+            assert time.monotonic() < deadline and proc.poll() is None, seen.decode(errors="replace")
+            if select.select([leader], [], [], 1.0)[0]:
+                seen += os.read(leader, 65536)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+        os.close(leader)
+    text = seen.decode(errors="replace")
+    # The finished bar: the description, 100%, a full bar and the count.
+    assert "Waiting for workers: 100%|" in text and "| 2/2 workers [" in text, text
+    assert "\u2588" in text  # tqdm's full block: drawn, not the one-line form
+    assert "connected, " not in text  # the plain line is for non-terminals only
+    assert code == 0
+    wait_until(lambda: not agents_of("t-cli-tty"), 30, "the cluster to stop")
 
 
 def test_detached_lifecycle_through_the_cli(tmp_path: Path, agents_of: Any, wait_until: Any) -> None:

@@ -479,6 +479,33 @@ class OptionChecks:
             assert got["resources"].get("conformance") == 2, f"resources are not applied {where}"
             assert got["preload"] == "ran", f"worker_options preload did not run {where}"
 
+    @requires("nanny")
+    def test_nanny_option_runs_workers_under_a_nanny(self, deploy_cluster: ClusterFactory,
+                                                     deploy_timeout: float) -> None:
+        """``nanny=True``: each worker has a live ``distributed.Nanny``, and a nanny plugin
+        (``Environ``, which restarts the worker through its nanny) reaches the worker."""
+        from distributed import Client
+        from distributed.diagnostics.plugin import Environ
+
+        variable, value = "DASK_DEPLOY_CONFORMANCE_NANNY", uuid.uuid4().hex[:8]
+        cluster = deploy_cluster(n_workers=1, nanny=True)
+        wait_converged(cluster, 1, deploy_timeout)
+        with Client(cluster, set_as_default=False) as client:
+            workers = client.scheduler_info()["workers"]
+            assert workers and all(w.get("nanny") for w in workers.values()), \
+                f"nanny=True, but the scheduler lists workers without a nanny: {describe(cluster)}"
+            # The nanny itself answers (run on the nannies, not on the workers).
+            kinds = client.run(lambda dask_worker: type(dask_worker).__name__, nanny=True)
+            assert set(kinds.values()) == {"Nanny"}, kinds
+            client.register_plugin(Environ({variable: value}))
+
+            def seen() -> bool:
+                got = client.run(lambda: __import__("os").environ.get(variable))
+                return bool(got) and set(got.values()) == {value}
+
+            wait_for(seen, deploy_timeout, "the nanny plugin Environ to reach the worker", cluster)
+        assert cluster.error is None, describe(cluster)
+
 
 # --------------------------------------------------------------------------------------
 # Adaptivity

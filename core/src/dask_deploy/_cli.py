@@ -305,29 +305,29 @@ def main(debug: bool) -> None:
 
 
 def _wait(cluster: Any, n: int, timeout: float) -> None:
-    """Wait for n workers, showing progress on stderr."""
+    """Wait for n workers, showing progress on stderr: a bar on a terminal, else one line
+    per change (the count or a reason)."""
+    from ._progress import WaitProgress, waiting_line
+
     deadline = time.monotonic() + timeout
-    tty = sys.stderr.isatty()
     last = ""
-    while True:
-        have = len(cluster.scheduler_info["workers"])
-        line = f"Waiting for workers: {have}/{n} connected, {len(cluster.handles)} started"
-        waiting = {r.reason for r in cluster.status() if r.reason and not r.connected}
-        if waiting:  # why they wait, as the backend says (`PENDING (Priority)`)
-            line += f" ({'; '.join(sorted(waiting)[:3])})"
-        if line != last:
-            click.echo(("\r" if tty else "") + line, err=True, nl=not tty)
-            last = line
-        if have >= n:
-            break
-        if cluster.error is not None:
-            raise cluster.error
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {have} of {n} workers connected within {timeout:g}s; "
-                               f"`dask-deploy logs {cluster.name}` shows why")
-        time.sleep(0.2)
-    if tty:
-        click.echo(err=True)
+    with WaitProgress(n) as bar:
+        while True:
+            have = len(cluster.scheduler_info["workers"])
+            report = cluster.status()
+            if bar.active:
+                bar.update(report, have)
+            elif (line := waiting_line(report, have, n)) != last:
+                click.echo(line, err=True)
+                last = line
+            if have >= n:
+                break
+            if cluster.error is not None:
+                raise cluster.error
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {have} of {n} workers connected within {timeout:g}s; "
+                                   f"`dask-deploy logs {cluster.name}` shows why")
+            time.sleep(0.2)
 
 
 def _attach(name: str) -> Any:

@@ -22,7 +22,7 @@ from distributed.deploy.cluster import Cluster
 from distributed.security import Security
 from distributed.utils import Log, Logs, NoOpAwaitable, silence_logging_cmgr
 
-from . import _state
+from . import _progress, _state
 from ._adaptive import Adaptive
 from ._errors import BackendError, CrashLoopError, DeployError, SchedulerLost, SpecError
 from ._options import GENERIC_OPTIONS as GENERIC_OPTIONS  # re-exported: merging lives in _options
@@ -904,6 +904,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
 
         waiter = asyncio.ensure_future(super()._wait_for_workers(n_workers, timeout))
         watcher = asyncio.ensure_future(crash_watch())
+        # A progress bar on a terminal while the user waits (none when quiet or piped).
+        shown = asyncio.ensure_future(_progress.watch(self, n_workers, quiet=self.quiet))
         try:
             done, _ = await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -911,6 +913,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         finally:
             waiter.cancel()
             watcher.cancel()
+            shown.cancel()
 
     async def logs_of(self, name: str) -> str:
         """The backend's log of one unit or of the remote scheduler, also after it died."""

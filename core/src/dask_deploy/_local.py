@@ -22,7 +22,7 @@ from ._errors import BackendError, SpecError, StartTimeout
 from ._private import open_private, private_dir, runtime_dir
 from ._specs import BackendInfo, ClusterSpec, Handle, Phase, SchedulerInfo, Status, Unit
 from .hookspecs import hookimpl
-from .toolkit import worker_kwargs
+from .toolkit import worker_kwargs, worker_role
 
 __all__ = ["INFO", "LocalBackend", "LocalOptions"]
 
@@ -221,7 +221,7 @@ class LocalBackend:
         for unit in units:
             for name, w in zip(unit.worker_names, unit.workers, strict=True):
                 # role "nanny": the agent's child runs a Nanny, which spawns the worker.
-                agent.start(name, "nanny" if w.nanny else "worker",
+                agent.start(name, worker_role(w),
                             worker_kwargs(cluster, scheduler_address, name, w),
                             dict(w.env), self._log(name), cluster.tls)
             handles.append(Handle(cluster.backend, cluster.name, unit.name, str(agent.pid),

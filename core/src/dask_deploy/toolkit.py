@@ -5,6 +5,8 @@ Everything here is public and documented (``docs/writing-a-backend.md`` shows it
 * :func:`is_loopback` - whether an address stays on this machine (TLS and token decisions);
 * :func:`worker_kwargs` / :func:`worker_cli_args` - a :class:`~dask_deploy.WorkerSpec` as
   ``distributed.Worker`` keyword arguments or as ``dask worker`` command-line arguments;
+  :func:`worker_role` - which server those keyword arguments are for (``Nanny`` when
+  ``WorkerSpec.nanny``, else ``Worker``), the agent's ``role``;
   :func:`cli_flags` - options (``worker.options``, ``scheduler.options``) as CLI flags;
 * :func:`scheduler_kwargs` - a :class:`~dask_deploy.SchedulerSpec` as
   ``distributed.Scheduler`` keyword arguments;
@@ -30,7 +32,7 @@ import asyncio
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ._errors import BackendError, SpecError, StartTimeout
 from ._specs import ClusterSpec, SchedulerSpec, WorkerSpec
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LOCAL_INFO", "AgentClient", "LocalBackend", "LocalOptions", "agent_command", "cli_flags",
            "created_tag", "is_loopback", "owner_tag", "scheduler_kwargs", "stop_then_wait",
-           "tags_from_argv", "wait_until", "worker_cli_args", "worker_kwargs"]
+           "tags_from_argv", "wait_until", "worker_cli_args", "worker_kwargs", "worker_role"]
 
 # Loaded on first use: the agent and the local backend import this module themselves.
 _LAZY = {"AgentClient": "_agent", "agent_command": "_agent", "created_tag": "_owner",
@@ -105,6 +107,15 @@ def worker_kwargs(cluster: ClusterSpec, scheduler_address: str, name: str, worke
         kwargs["security"] = cluster.tls.security()
     kwargs.update(worker.options)
     return kwargs
+
+
+def worker_role(worker: WorkerSpec) -> Literal["worker", "nanny"]:
+    """Which ``distributed`` server runs a worker of this spec: ``"nanny"`` (a
+    ``distributed.Nanny``, which spawns and watches the worker; :func:`worker_kwargs` suit
+    both) when ``worker.nanny``, else ``"worker"``. It is the agent's ``role`` in
+    :meth:`AgentClient.start`; command lines get ``--nanny``/``--no-nanny`` from
+    :func:`worker_cli_args` instead."""
+    return "nanny" if worker.nanny else "worker"
 
 
 def cli_flags(options: Mapping[str, Any]) -> list[str]:

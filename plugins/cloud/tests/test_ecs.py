@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import dask
 import pytest
 from dask_deploy import BackendError, Cluster, CrashLoopError, Phase, SpecError
 from dask_deploy_cloud._entry import METADATA_KEY
 from dask_deploy_testing.cloud import TaskRunner, run_hook
 from distributed import Client
+from distributed.diagnostics.plugin import Environ
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -42,12 +45,21 @@ def tasks_of(boto: Callable[[str], Any], name: str) -> list[dict[str, Any]]:
 
 
 def test_fargate_lifecycle(options: dict[str, Any], runner: TaskRunner, boto: Any,
-                           discover: Any, name: str) -> None:
-    with Cluster.from_name("fargate", n_workers=2, **options) as cluster, Client(cluster) as client:
+                           discover: Any, name: str, wait_until: Any,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # nanny=True here (the other tests run the default, no nanny): each worker task runs a
+    # distributed.Nanny over TLS, so nanny plugins reach the workers.
+    with Cluster.from_name("fargate", n_workers=2, nanny=True, **options) as cluster, \
+            Client(cluster) as client:
         client.wait_for_workers(2, timeout=120)
         assert client.submit(sum, [1, 2, 3]).result() == 6
         workers = client.scheduler_info()["workers"]
         assert {w["name"] for w in workers.values()} == {f"{name}-0", f"{name}-1"}
+        assert all(w["nanny"].startswith("tls://127.0.0.1:") for w in workers.values())
+        client.register_plugin(Environ({"DASK_DEPLOY_T15": "fargate"}))
+        # A lambda travels by value: the task processes need not import this module.
+        wait_until(lambda: set(client.run(lambda: __import__("os").environ.get("DASK_DEPLOY_T15"))
+                               .values()) == {"fargate"}, 120, "the nanny plugin to reach the workers")
         # Only loopback is ever dialled, and the cluster speaks TLS.
         assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
         assert all(a.startswith("tls://127.0.0.1:") for a in workers)
@@ -61,6 +73,16 @@ def test_fargate_lifecycle(options: dict[str, Any], runner: TaskRunner, boto: An
         assert found == {"task": 3, "task-definition": 2, "ecs-cluster": 1, "security-group": 1,
                          "secret": 1, "role": 2}
         assert "Scheduler at" in cluster.get_logs()["Scheduler"]  # read from CloudWatch
+        # status(): one row per unit, running and connected once a poll has seen them.
+        wait_until(lambda: all(r.phase == "running" and r.connected for r in cluster.status().rows),
+                   60, "every unit to show running and connected in status()")
+        assert [r.unit for r in cluster.status().rows] == [f"{name}-0", f"{name}-1"]
+        # dashboard_link honours distributed.dashboard.link (JupyterHub's template).
+        port = urllib.parse.urlsplit(cluster.dashboard_link).port
+        monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/me/")
+        with dask.config.set({"distributed.dashboard.link":
+                              "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"}):
+            assert cluster.dashboard_link == f"/user/me/proxy/{port}/status"
     ids = {t["taskArn"].rsplit("/", 1)[-1] for t in tasks}
     assert not ids & set(runner.running()), "close returned before the task processes ended"
     assert all(t["lastStatus"] == "STOPPED" for t in tasks_of(boto, name))

@@ -269,7 +269,7 @@ def test_worker_options_and_env_become_flags(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("option", "value"), [
     ("cores", 0), ("memory", "lots"), ("processes", -1), ("walltime", ""),
-    ("job_extra_directives", "--foo"), ("stop_grace", -1), ("nanny", "yes"),
+    ("job_extra_directives", "--foo"), ("stop_grace", -1), ("array", "yes"),
     ("walltime", "two hours"), ("scheduler_walltime", "1:2:3:4"),
 ])
 def test_bad_options_name_the_option(option: str, value: object) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from typing import Any
 
+import dask
 import pytest
 from dask_deploy import Cluster
 from dask_deploy_conformance import wait_for as wait_until
@@ -14,7 +16,8 @@ T = 120  # seconds: generous, the machine is shared
 
 
 def test_held_job_shows_its_reason_then_connects_when_released(
-        slurm: LocalSlurm, log_dir: str, caplog: pytest.LogCaptureFixture) -> None:
+        slurm: LocalSlurm, log_dir: str, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.INFO, logger="dask_deploy.cluster")
     with Cluster.from_name("slurm", cores=1, memory="512MiB", log_directory=log_dir, name="held",
                            poll_interval=0.3, start_timeout=T, n_workers=1,
@@ -37,6 +40,12 @@ def test_held_job_shows_its_reason_then_connects_when_released(
         c.wait_for_workers(1, timeout=T)
         wait_until(lambda: row().connected, T, "the released unit to connect")
         assert row().phase == "running" and row().reason == ""
+        # dashboard_link (an in-process scheduler) honours distributed.dashboard.link.
+        port = urllib.parse.urlsplit(c.dashboard_link).port
+        monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/me/")
+        with dask.config.set({"distributed.dashboard.link":
+                              "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"}):
+            assert c.dashboard_link == f"/user/me/proxy/{port}/status"
     lines = [r.getMessage() for r in caplog.records if r.name == "dask_deploy.cluster"]
     # One line per change, not per poll: the hold is logged once, then the start.
     held_lines = [line for line in lines if "JobHeldUser" in line]

@@ -14,10 +14,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import dask
 import pytest
 from dask_deploy import Cluster, ClusterSpec, CrashLoopError, Phase, SchedulerLost
 from dask_deploy_k8s import K8sOptions
@@ -43,7 +45,8 @@ def nothing_left(objects: Objects, name: str) -> bool:
 
 
 def test_lifecycle_tls_ownership_logs_and_dashboard(emulator: Emulator, objects: Objects,
-                                                    wait_until: Any) -> None:
+                                                    wait_until: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     name = "life"
     with Cluster.from_name("k8s", **emulator.backend_options(name=name, n_workers=2)) as cluster:
         # TLS by default: the client reaches the scheduler pod through a port-forward
@@ -77,6 +80,16 @@ def test_lifecycle_tls_ownership_logs_and_dashboard(emulator: Emulator, objects:
         logs = cluster.get_logs()
         assert "Scheduler at" in logs["Scheduler"]
         assert "Start worker" in logs["life-0"] and "Start worker" in logs["life-1"]
+        # status(): one row per unit, running and connected once a poll has seen them.
+        wait_until(lambda: all(r.phase == "running" and r.connected for r in cluster.status().rows),
+                   60, "every unit to show running and connected in status()")
+        assert [r.unit for r in cluster.status().rows] == ["life-0", "life-1"]
+        # dashboard_link honours distributed.dashboard.link (JupyterHub's template).
+        port = urllib.parse.urlsplit(cluster.dashboard_link).port
+        monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/me/")
+        with dask.config.set({"distributed.dashboard.link":
+                              "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"}):
+            assert cluster.dashboard_link == f"/user/me/proxy/{port}/status"
         # the dashboard, through the core's proxy and our port-forward
         with urllib.request.urlopen(cluster.dashboard_link, timeout=60) as resp:
             assert resp.status == 200

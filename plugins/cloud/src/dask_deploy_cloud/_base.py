@@ -30,7 +30,7 @@ from dask_deploy import (
     Unit,
     hookimpl,
 )
-from dask_deploy.toolkit import wait_until
+from dask_deploy.toolkit import wait_until, worker_role
 
 from ._aws import AWS, KIND_TAG, Infra, delete_infra, discover_infra
 from ._entry import MARKER, METADATA_KEY
@@ -299,7 +299,8 @@ class MachineBackend:
     async def _start_batch(self, worker_address: str, publish_to: str, batch: list[Unit]
                            ) -> list[Handle]:
         workers = [{"suffix": w.suffix, "nthreads": w.nthreads, "memory_limit": w.memory_limit,
-                    "resources": dict(w.resources), "env": dict(w.env), "options": dict(w.options)}
+                    "resources": dict(w.resources), "env": dict(w.env), "options": dict(w.options),
+                    "role": worker_role(w)}
                    for w in batch[0].workers]
         batch_id = os.urandom(6).hex()
         naming = (["--name", batch[0].name] if len(batch) == 1 else

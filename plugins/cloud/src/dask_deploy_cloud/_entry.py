@@ -157,7 +157,11 @@ async def run_workers(args: argparse.Namespace, tls: Any) -> int:
         kwargs = {"scheduler_ip": args.scheduler, "name": name, "nthreads": w["nthreads"],
                   "memory_limit": w["memory_limit"], "host": _bind(args.host),
                   **({"resources": w["resources"]} if w["resources"] else {}), **w["options"]}
-        agent.start(name, "worker", kwargs, w["env"], os.path.join(logs, f"{name}.log"), tls)
+        # The client chose the role (toolkit.worker_role); an older client sends none.
+        role = w.get("role", "worker")
+        if role not in ("worker", "nanny"):
+            raise SystemExit(f"dask-deploy: unknown worker role {role!r}")
+        agent.start(name, role, kwargs, w["env"], os.path.join(logs, f"{name}.log"), tls)
     offsets: dict[str, int] = {}
     copier = asyncio.ensure_future(_copy_logs(logs, offsets))
     stopping = asyncio.Event()

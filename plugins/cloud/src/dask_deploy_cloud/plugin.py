@@ -13,7 +13,7 @@ from ._options import EC2Options, ECSOptions
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "deploy_backends"]
 
-_CAPABILITIES = frozenset({"scale", "logs_after_death", "dashboard", "detach"})
+_CAPABILITIES = frozenset({"scale", "logs_after_death", "dashboard", "detach", "nanny"})
 
 
 def _remote(options: dict[str, Any]) -> bool:

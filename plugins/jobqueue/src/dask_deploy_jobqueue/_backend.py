@@ -176,7 +176,7 @@ class JobqueueBackend:
         # dashboard stays as distributed has it.
         argv = [self.python, "-m", o.worker_command, address,
                 *worker_cli_args(_script.NAME, w.replace(options=options), host=None,
-                                 dashboard=True, nanny=o.nanny),
+                                 dashboard=True),
                 *self._host_args()]
         if o.death_timeout is not None:
             argv += ["--death-timeout", f"{o.death_timeout:g}"]

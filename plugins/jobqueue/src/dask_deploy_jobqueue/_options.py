@@ -312,10 +312,6 @@ class JobqueueOptions:
     worker_extra_args: Sequence[str] = ()
     #: The module run with ``python -m`` for each worker.
     worker_command: str = "distributed.cli.dask_worker"
-    #: Run a nanny per worker. Off by default: the batch system already supervises the job
-    #: and the reconciler replaces a job whose worker died, while a nanny would double each
-    #: worker's memory and start-up time (see the README).
-    nanny: bool = False
     shebang: str = "#!/usr/bin/env bash"
     #: Submit many workers at once as one job array (one submission, one queue entry).
     array: bool = True
@@ -363,9 +359,11 @@ class JobqueueOptions:
         _opt_seconds(self.lifetime_margin, "lifetime_margin")
         if _opt_seconds(self.stop_grace, "stop_grace") is None:
             raise SpecError("stop_grace", None, "expected a number of seconds >= 0")
-        for name in ("nanny", "array"):
-            if not isinstance(getattr(self, name), bool):
-                raise SpecError(name, getattr(self, name), "expected True or False")
+        # ``nanny`` is the generic option (WorkerSpec.nanny, capability "nanny"): off by
+        # default, as the batch system already supervises the job and the reconciler
+        # replaces a job whose worker died, while a nanny doubles each worker's memory.
+        if not isinstance(self.array, bool):
+            raise SpecError("array", self.array, "expected True or False")
         if not isinstance(self.worker_command, str) or not self.worker_command:
             raise SpecError("worker_command", self.worker_command,
                             'expected a module name such as "distributed.cli.dask_worker"')

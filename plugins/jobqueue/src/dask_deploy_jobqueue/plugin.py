@@ -49,7 +49,7 @@ def deploy_backends() -> list[BackendInfo]:
         BackendInfo(
             name=name, summary=summary, factory=_factory, options=options,
             capabilities=frozenset({"scale", "logs_after_death", "dashboard",
-                                    "detach"}),
+                                    "detach", "nanny"}),
             extra="jobqueue", defaults=defaults(name, options),
         )
         for name, summary, options in _SYSTEMS

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dask_deploy import ClusterSpec, Phase, Status, Unit, WorkerSpec
-from dask_deploy.toolkit import scheduler_kwargs, worker_kwargs
+from dask_deploy.toolkit import scheduler_kwargs, worker_kwargs, worker_role
 
 from ._options import K8sOptions
 
@@ -46,11 +46,12 @@ SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
 
 #: Runs a scheduler or worker inside the image with only ``distributed`` installed (no need
-#: for dask-deploy in the image). argv: role, JSON keyword arguments. TLS files come from
+#: for dask-deploy in the image). argv: role (scheduler, worker, or nanny: a Nanny that
+#: spawns the worker, ``toolkit.worker_role``), JSON keyword arguments. TLS files come from
 #: the mounted Secret. SIGTERM closes the server cleanly (a worker tells the scheduler first).
 BOOTSTRAP = """\
 import asyncio, json, os, signal, sys
-from distributed import Scheduler, Worker
+from distributed import Nanny, Scheduler, Worker
 role, kwargs = sys.argv[1], json.loads(sys.argv[2])
 tls = os.environ.get("DASK_DEPLOY_TLS_DIR")
 if tls:
@@ -62,7 +63,7 @@ if tls:
     if role == "scheduler":
         kwargs["protocol"] = "tls"
 async def main():
-    server = (Scheduler if role == "scheduler" else Worker)(**kwargs)
+    server = {"scheduler": Scheduler, "nanny": Nanny}.get(role, Worker)(**kwargs)
     async with server:
         asyncio.get_running_loop().add_signal_handler(
             signal.SIGTERM, lambda: asyncio.ensure_future(server.close()))
@@ -216,7 +217,8 @@ def worker_pod(spec: ClusterSpec, namespace: str, owner: Obj, unit: Unit, schedu
         containers.append({
             "name": re.sub(r"[^a-z0-9-]", "-", f"worker{w.suffix}".lower())[:63].rstrip("-"),
             "image": w.image or spec.worker.image,
-            "command": _command(spec, "worker", kwargs), "env": _env(env), "resources": _resources(w),
+            "command": _command(spec, worker_role(w), kwargs), "env": _env(env),
+            "resources": _resources(w),
         })
     return _pod(spec, namespace, owner, {"generateName": f"{unit.name}-"},
                 _labels(spec, "worker", **{UNIT: unit.name}), containers, annotations)

@@ -41,7 +41,7 @@ INFO = BackendInfo(
     summary="Scheduler and workers as Kubernetes pods (kubernetes-asyncio; namespace rights only)",
     factory=_factory,
     options=K8sOptions,
-    capabilities=frozenset({"scale", "logs_after_death", "dashboard", "detach"}),
+    capabilities=frozenset({"scale", "logs_after_death", "dashboard", "detach", "nanny"}),
     extra="k8s",
     defaults={"scheduler": "remote", "image": _default_image, "idle_timeout": _idle_timeout,
               "security": True, "poll_interval": 0.5, "start_timeout": 300},

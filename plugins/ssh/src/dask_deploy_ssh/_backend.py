@@ -44,7 +44,7 @@ from dask_deploy import (
     hookimpl,
 )
 from dask_deploy._agent import AgentClient, agent_command
-from dask_deploy.toolkit import is_loopback, scheduler_kwargs, worker_kwargs
+from dask_deploy.toolkit import is_loopback, scheduler_kwargs, worker_kwargs, worker_role
 
 from ._options import SSHOptions
 
@@ -493,7 +493,7 @@ class SSHBackend:
             kwargs = worker_kwargs(cluster, scheduler_address, name, w)
             kwargs["host"] = self._bind(host, w.options.get("host"))
             logs[name] = f"{host.log_dir}/{name}.log"
-            agent.start(name, "worker", kwargs, dict(w.env), logs[name], cluster.tls)
+            agent.start(name, worker_role(w), kwargs, dict(w.env), logs[name], cluster.tls)
         host.units.add(unit.name)
         self._agents[unit.name] = _Placed(host, agent, unit.worker_names)
         return Handle(cluster.backend, cluster.name, unit.name, f"{host.key}#{agent.pid}",

@@ -21,7 +21,7 @@ INFO = BackendInfo(
             "agent per host",
     factory=_factory,
     options=SSHOptions,
-    capabilities=frozenset({"scale", "logs_after_death", "dashboard", "detach"}),
+    capabilities=frozenset({"scale", "logs_after_death", "dashboard", "detach", "nanny"}),
     extra="ssh",
     # Scheduler traffic leaves this machine: TLS with a per-cluster certificate by default.
     # Polls are answered from the agents' event streams (no SSH round trip): poll often.
