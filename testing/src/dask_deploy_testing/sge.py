@@ -197,11 +197,18 @@ def _apply(sge: LocalSGE, kind: str, name: str, text: str, tmp: Path) -> None:
 def _configure(sge: LocalSGE, tmp: Path) -> None:
     """The global config, scheduler, ``smp`` and ``all.q`` (idempotent)."""
     # The daemons run jobs of root (the tests' user) only with min_uid/min_gid 0; a short
-    # load report interval makes a fresh execd visible quickly.
+    # load report interval makes a fresh execd visible quickly. login_shells NONE: Grid
+    # Engine's default starts a job whose shell is bash as a *login* shell, which reads the
+    # test user's profile. Here that runs `pyenv init`, whose `pyenv rehash` takes a lock
+    # file; a job killed while holding it (the suite stops jobs that are still starting)
+    # leaves the lock behind, and then every later job (and every shell on the machine)
+    # waits 60 s for it: starts took over a minute and the crash-loop and adapt checks
+    # timed out. SLURM's batch jobs are not login shells, so its runs never saw this.
     conf = sge.run("qconf", "-sconf", "global")
     _apply(sge, "conf", "global", _edit(conf, {"min_uid": "0", "min_gid": "0",
                                                "load_report_time": "00:00:05",
-                                               "finished_jobs": "100"}), tmp)
+                                               "finished_jobs": "100",
+                                               "login_shells": "NONE"}), tmp)
     sched = sge.run("qconf", "-ssconf")
     _apply(sge, "sconf", "sched", _edit(sched, {
         "schedule_interval": "0:0:1", "flush_submit_sec": "1", "flush_finish_sec": "1",
