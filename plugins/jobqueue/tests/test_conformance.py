@@ -30,13 +30,6 @@ class TestSlurmConformance(ConformanceSuite):
         return {**deploy_options, "cores": 1, "memory": "512MiB", "log_directory": str(tmp_path),
                 "poll_interval": 0.5, "stop_grace": 5.0}
 
-    # Failed once in the last full run of stop 13 and passed alone (not yet diagnosed).
-    @pytest.mark.xfail(strict=False, reason="slurm: failed in a full run, passed alone "
-                       "(undiagnosed, open, issue 19)")
-    def test_orphans_of_a_killed_client_are_found_and_collected(
-            self, deploy_cluster: Any, deploy_timeout: float) -> None:
-        super().test_orphans_of_a_killed_client_are_found_and_collected(deploy_cluster, deploy_timeout)
-
     @pytest.fixture
     def deploy_timeout(self) -> float:
         return 120.0
