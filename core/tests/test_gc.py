@@ -246,3 +246,34 @@ def test_gc_run_as_another_user_leaves_the_cluster_alone(state_dir: str, agents_
             agent.kill()
             agent.wait()
         shutil.rmtree(theirs, ignore_errors=True)
+
+
+@pytest.mark.parametrize(("owner", "detached", "removed"), [
+    ("killed", False, True), ("me", False, False), ("killed", True, False)])
+async def test_the_record_of_a_killed_client_whose_backend_runs_nothing_is_removed(
+        owner: str, detached: bool, removed: bool) -> None:
+    # What the ssh backend's killed client leaves: its agent exits with the client's
+    # connection, so the backend finds nothing, and only the record here is left.
+    import socket
+
+    from dask_deploy import ClusterSpec, _state
+    from dask_deploy._gc import collect_garbage
+
+    name = new_name()
+    pid = dead_pid() if owner == "killed" else os.getpid()
+    _state.save(_state.ClusterRecord(ClusterSpec(backend="local", name=name,
+                                                 shutdown_on_close=not detached),
+                                     "tcp://127.0.0.1:1", owner_host=socket.gethostname(),
+                                     owner_pid=None if detached else pid, created=0.0))
+    said: list[str] = []
+    dead = await collect_garbage(["local"], clusters=[name], grace=0, echo=said.append,
+                                 dry_run=True)
+    assert [v.kind for v in dead] == (["record"] if removed else []), said
+    assert _state.load(name) is not None  # a dry run removes nothing
+    dead = await collect_garbage(["local"], clusters=[name], grace=0, echo=said.append)
+    assert (_state.load(name) is None) is removed, said
+    if removed:
+        assert "is not detached" in dead[0].why and f"removed local {name}" in said[-1], said
+    elif not detached:
+        assert any(f"keeping local {name} record" in line and "still runs" in line
+                   for line in said), said

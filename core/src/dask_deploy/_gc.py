@@ -14,6 +14,13 @@ and what it can tell about liveness. A cluster is **alive**, and never touched, 
   unless the cluster is known not to be detached and its client is known to be gone; or
 - nothing can be told either way (no owner heartbeat, no scheduler to ask): left alone.
 
+The records in this process's state directory are never evidence that a cluster is alive,
+but one thing there is evidence that it is dead: a cluster that was not detached, whose
+owning client ran on this host and is gone, and of which its backend runs nothing (what
+a killed client leaves when its backend's own safety net, an agent that exits with its
+client's connection, already stopped everything). Such a record is judged like any
+resource (as a handle of kind ``record``) and removed by the core, not by the backend.
+
 By default only the current user's resources are considered (``owner`` tag); untagged or
 other users' resources are listed as left alone unless ``all_users``.
 """
@@ -32,7 +39,7 @@ from typing import Any
 
 from . import _state
 from ._errors import SpecError
-from ._owner import owner_is_me, tags_of
+from ._owner import owner_is_me, owner_tag, tags_of
 from ._plugins import backend_info, cluster_plugin_manager, installed_backends
 from ._specs import ClusterSpec, Handle
 
@@ -195,6 +202,30 @@ async def _verdicts(backend: str, handles: Sequence[Handle], grace: float,
             for v in out]
 
 
+def _record_handles(backend: str, found: Sequence[Handle],
+                    clusters: Iterable[str] | None) -> list[Handle]:
+    """The records here of ``backend``'s clusters of which it runs nothing (``found``),
+    owned by a client on this host and not detached, as handles that :func:`judge` can
+    tell dead by their owner's pid alone.
+
+    A detached record is never offered: its owner is nobody, and that the backend (asked
+    with this gc's options: another namespace, other hosts) finds nothing of it does not
+    mean it is gone.
+    """
+    seen = {h.cluster for h in found}
+    wanted = set(clusters) if clusters is not None else None
+    user = owner_tag().rpartition("@")[0]
+    out = []
+    for r in _state.list_clusters():
+        if r.backend != backend or r.name in seen or r.detached or r.owner_pid is None \
+                or r.owner_host != socket.gethostname() or (wanted is not None and r.name not in wanted):
+            continue
+        out.append(Handle(backend, r.name, f"{r.name}-record", str(_state.record_path(r.name)),
+                          {"kind": "record", "owner": f"{user}@{r.owner_host}",
+                           "created": r.created, "owner_pid": r.owner_pid, "detached": False}))
+    return out
+
+
 def _live_clusters() -> set[str]:
     """Clusters whose records here say they are used: kept out of the record clean-up."""
     return {r.name for r in _state.list_clusters()
@@ -243,6 +274,7 @@ async def collect_garbage(backends: Iterable[str] | None = None,
                 if clusters is not None:
                     wanted = set(clusters)
                     found = [h for h in found if h.cluster in wanted]
+                found += _record_handles(name, found, clusters)
             except Exception as e:
                 echo(f"not checked: {name} could not be reached: {type(e).__name__}: {e}")
                 continue
@@ -258,11 +290,14 @@ async def collect_garbage(backends: Iterable[str] | None = None,
         for backend, cluster_id in sorted({(v.backend, v.handle.cluster) for v in dead}):
             spec, pm = pms[backend]
             handles = [v.handle for v in dead if v.backend == backend and v.handle.cluster == cluster_id]
+            # A record is the core's, not the backend's: removed below, never passed to it.
+            running = [h for h in handles if h.data.get("kind") != "record"]
             try:
-                stop = pm.hook.deploy_stop_workers(
-                    cluster=dataclasses.replace(spec, name=cluster_id), handles=handles)
-                if stop is not None:
-                    await stop
+                if running:
+                    stop = pm.hook.deploy_stop_workers(
+                        cluster=dataclasses.replace(spec, name=cluster_id), handles=running)
+                    if stop is not None:
+                        await stop
                 echo(f"removed {backend} {cluster_id} ({len(handles)} resources)")
             except Exception as e:
                 echo(f"failed to remove {backend} {cluster_id}: {type(e).__name__}: {e}")

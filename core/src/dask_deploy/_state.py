@@ -154,8 +154,10 @@ def check_name(name: object) -> str:
     return name
 
 
-def _path(name: str) -> Path:
+def record_path(name: str) -> Path:
+    """Where the record of cluster ``name`` is (or would be) written."""
     return state_dir() / "clusters" / f"{check_name(name)}.json"
+
 
 
 def _read(path: Path) -> str:
@@ -165,7 +167,7 @@ def _read(path: Path) -> str:
 
 
 def save(record: ClusterRecord) -> None:
-    path = _path(record.name)
+    path = record_path(record.name)
     text = record.to_json()  # first: a record that cannot be written leaves no file behind
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
@@ -177,7 +179,7 @@ def save(record: ClusterRecord) -> None:
 
 
 def load(name: str) -> ClusterRecord | None:
-    path = _path(name)
+    path = record_path(name)
     try:
         record = ClusterRecord.from_json(_read(path))
     except FileNotFoundError:
@@ -194,7 +196,7 @@ def load(name: str) -> ClusterRecord | None:
 
 def remove(name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        _path(name).unlink()
+        record_path(name).unlink()
 
 
 def list_clusters() -> list[ClusterRecord]:

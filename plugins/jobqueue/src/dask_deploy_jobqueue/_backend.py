@@ -8,8 +8,13 @@ by one. Everything runs through the system's own commands (``sbatch``, ``squeue`
 
 Files, all under ``<log_directory>/<cluster>/`` on a filesystem the compute nodes share:
 job scripts (``job-N.sh``), each job's output file (what ``get_logs`` reads, also after the
-job ended), the remote scheduler's ``scheduler.json``, and ``tls/`` (mode 0700) with the
-cluster's certificate and key (mode 0600), which the job scripts reference by path.
+job ended), the remote scheduler's ``scheduler.json``, ``tls/`` (mode 0700) with the
+cluster's certificate and key (mode 0600), which the job scripts reference by path, and
+``owner.json``: the ownership tags of the client that started the cluster (``owner``,
+``created``, ``owner_pid``, ``detached``). A batch system's listing names a job's user but
+not the client process behind it, so ``deploy_discover`` reads them from there: without
+them ``dask-deploy gc`` cannot tell a killed client's jobs (still RUNNING, or COMPLETING
+after their workers left) from a live cluster's, and keeps all of that cluster.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ from dask_deploy import (
     Status,
     Unit,
     WorkerSpec,
+    created_tag,
     hookimpl,
+    owner_tag,
 )
 from dask_deploy.toolkit import cli_flags, is_loopback, stop_then_wait, wait_until, worker_cli_args
 
@@ -63,6 +70,8 @@ OPTIONS: dict[str, type[JobqueueOptions]] = {
 }
 #: Seconds a submitted job may be invisible to the status command before it counts as gone.
 _SUBMIT_GRACE = 60.0
+#: A cluster's ownership tags, in its folder (see the module docstring).
+OWNER_FILE = "owner.json"
 _COMMAND_TIMEOUT = 120.0
 
 
@@ -98,6 +107,7 @@ class JobqueueBackend:
         self.log_dir = os.path.join(os.path.abspath(os.path.expanduser(base)), spec.name)
         self.tls_dir = os.path.join(self.log_dir, "tls")
         self._scripts = 0
+        self._tagged = False
 
     # -- what one job asks for -----------------------------------------------------------
 
@@ -283,6 +293,9 @@ class JobqueueBackend:
 
     def _ensure_dirs(self) -> None:
         os.makedirs(self.log_dir, mode=0o700, exist_ok=True)
+        if not self._tagged:  # before the first submission: gc reads it with the jobs
+            self._write_tags()
+            self._tagged = True
         tls = self.spec.tls
         if tls is None:
             return
@@ -310,6 +323,51 @@ class JobqueueBackend:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
+
+    def _write_tags(self) -> None:
+        """Write ``owner.json``: who started this cluster (this process), when, and whether
+        it outlives its client. Replaced, never written through (see the key files)."""
+        import tempfile
+
+        tags = {"owner": owner_tag(), "created": created_tag(), "owner_pid": os.getpid(),
+                "detached": not self.spec.shutdown_on_close}
+        fd, tmp = tempfile.mkstemp(prefix=".owner.", dir=self.log_dir)  # 0600, O_EXCL
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(tags, f)
+            os.replace(tmp, os.path.join(self.log_dir, OWNER_FILE))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _read_tags(self, cid: str) -> dict[str, Any]:
+        """The tags ``owner.json`` of cluster ``cid`` holds, each only if well-formed; {} if
+        the file is missing, not a plain file of this user, or not what we write."""
+        path = os.path.join(self._base, cid, OWNER_FILE)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return {}
+        with os.fdopen(fd) as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_size > 4096:
+                return {}
+            try:
+                raw = json.load(f)
+            except ValueError:
+                return {}
+        if not isinstance(raw, dict):
+            return {}
+        out: dict[str, Any] = {}
+        owner = raw.get("owner")
+        if isinstance(owner, str) and "@" in owner:
+            out["owner"] = owner
+        for key, kind in (("created", (int, float)), ("owner_pid", int), ("detached", bool)):
+            value = raw.get(key)
+            if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+                out[key] = value
+        return out
 
     async def _submit(self, req: JobRequest, script: str) -> tuple[str, list[str], list[str]]:
         """Submit one job or array; return its id, element ids and output file paths."""
@@ -548,7 +606,10 @@ class JobqueueBackend:
         out = await self._run(self.system.list_command(user))
         # The listing is this user's jobs: that is their owner (the submitting host is not
         # in it; without a creation time gc leaves them alone unless it can tell more).
+        # The cluster's owner.json (under the log folder gc was given) adds the client's
+        # host, pid and the creation time; the listing's user stays the owner's user.
         found = []
+        tags: dict[str, dict[str, Any]] = {}
         for job in self.system.parse_listing(out):
             tag = parse_job_name(job.name)
             if tag is None or job.phase not in (Phase.PENDING, Phase.RUNNING):
@@ -556,9 +617,14 @@ class JobqueueBackend:
             cid, role = tag
             if cluster_id is not None and cid != cluster_id:
                 continue
+            if cid not in tags:
+                tags[cid] = self._read_tags(cid)
+            owned = tags[cid]
+            host = str(owned.get("owner", "@")).rpartition("@")[2]
             name = f"{cid}-scheduler" if role == "scheduler" else f"{cid}-job-{job.element}"
             found.append(Handle(cluster.backend, cid, name, job.element,
-                                {"job": job_name(cid, role), "role": role, "owner": f"{user}@"}))
+                                {"job": job_name(cid, role), "role": role, **owned,
+                                 "owner": f"{user}@{host}"}))
         busy = {h.cluster for h in found}
         return found + [h for h in self._tls_dirs(user, cluster_id) if h.cluster not in busy]
 
