@@ -7,7 +7,9 @@ the queue. Waits poll a condition with a generous deadline (2 busy cores).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +239,11 @@ def test_gc_removes_the_key_folder_a_crashed_client_left(slurm: LocalSlurm, log_
 
     left = JobqueueBackend(ClusterSpec(backend="slurm", name="keyleft", tls=TLS.temporary(),
                                        backend_options=SLURMOptions(log_directory=log_dir)))
-    left._ensure_dirs()  # what a start writes before its first submission; then a crash
+    left._ensure_dirs()  # what a start writes before its first submission; then a crash:
+    gone = subprocess.Popen(["true"])  # its client's pid no longer runs
+    gone.wait()
+    owner = Path(log_dir, "keyleft", "owner.json")
+    owner.write_text(json.dumps({**json.loads(owner.read_text()), "owner_pid": gone.pid}))
     tls = Path(log_dir, "keyleft", "tls")
     Path(log_dir, "keyleft", "scheduler.json").write_text("{}")
     assert (tls / "key.pem").exists()
@@ -270,8 +276,13 @@ def test_gc_removes_the_key_folder_a_crashed_client_left(slurm: LocalSlurm, log_
         asyncio.run(probe.deploy_stop_workers(cluster=probe.spec, handles=[bad]))
 
 
-def test_a_running_cluster_reports_no_key_folder(slurm: LocalSlurm, log_dir: str) -> None:
+def test_a_running_clusters_key_folder_is_tagged_like_its_jobs(slurm: LocalSlurm, log_dir: str) -> None:
+    """Listed with its job and judged with it (gc keeps or removes both), never as a folder
+    whose scheduler is known not to run."""
     with cluster(log_dir, "keybusy", n_workers=1) as c:
         c.wait_for_workers(1, timeout=T)
         found = c.sync(c._call, "deploy_discover", cluster_id="keybusy")
-        assert [h.data.get("kind") for h in found] == [None]  # its job, not its key
+        job, key = sorted(found, key=lambda h: str(h.data.get("kind")))
+        assert job.data.get("kind") is None and key.data["kind"] == "tls-dir"
+        assert key.data["owner_pid"] == job.data["owner_pid"] == os.getpid()
+        assert "scheduler_running" not in key.data

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import getpass
 import json
 import math
@@ -625,8 +626,21 @@ class JobqueueBackend:
             found.append(Handle(cluster.backend, cid, name, job.element,
                                 {"job": job_name(cid, role), "role": role, **owned,
                                  "owner": f"{user}@{host}"}))
+        # A cluster's key folder is listed with its jobs, tagged like them, so that gc, which
+        # judges a cluster as one thing, removes it with the jobs of a killed client (it
+        # would otherwise outlive that gc run). Only a folder without jobs says that no
+        # scheduler runs.
         busy = {h.cluster for h in found}
-        return found + [h for h in self._tls_dirs(user, cluster_id) if h.cluster not in busy]
+        for h in self._tls_dirs(user, cluster_id):
+            if h.cluster not in tags:
+                tags[h.cluster] = self._read_tags(h.cluster)
+            owned = {k: v for k, v in tags[h.cluster].items() if k != "created"}
+            host = str(owned.get("owner", "@")).rpartition("@")[2]
+            data = {**h.data, **owned, "owner": f"{user}@{host}"}
+            if h.cluster in busy:
+                del data["scheduler_running"]
+            found.append(dataclasses.replace(h, data=data))
+        return found
 
     @property
     def _base(self) -> str:
@@ -635,9 +649,9 @@ class JobqueueBackend:
 
     def _tls_dirs(self, user: str, cluster_id: str | None) -> list[Handle]:
         """The ``tls/`` key folders of clusters under our log folder (a crashed client's key
-        stays there otherwise). Only called for clusters without a queued or running job;
-        their age is the last time a start wrote the key, so gc's grace period covers a
-        cluster that is starting (the key is written before its first submission)."""
+        stays there otherwise). Their age is the last time a start wrote the key, so gc's
+        grace period covers a cluster that is starting (the key is written before its first
+        submission)."""
         try:
             names = [cluster_id] if cluster_id is not None else sorted(os.listdir(self._base))
         except OSError:
