@@ -40,10 +40,6 @@ def _discover(server: GatewayServer, cluster_id: str | None) -> list[Any]:
     return asyncio.run(go())
 
 
-def _gateway_count(dask_scheduler: Any) -> int:
-    return int(dask_scheduler.services["gateway"].count)
-
-
 def test_options_are_validated() -> None:
     with pytest.raises(SpecError, match="address"):
         GatewayOptions(address="127.0.0.1:8000")
@@ -75,10 +71,13 @@ def test_cluster_on_a_real_gateway(gateway_server: GatewayServer) -> None:
             # A named scale-down stops exactly that unit, and the gateway does not put
             # another worker in its place (the count went down in the same step).
             keep, drop = planned
-            cluster.scale_down([drop])
+            cluster.sync(cluster.scale_down, [drop])
             wait_for(lambda: [w["name"] for w in cluster.scheduler_info["workers"].values()] == [keep],
                      timeout=60, what=f"only {keep} left")
-            count = client.run_on_scheduler(_gateway_count)
+            def gateway_count(dask_scheduler: Any) -> int:  # nested: pickled by value
+                return int(dask_scheduler.services["gateway"].count)
+
+            count = client.run_on_scheduler(gateway_count)
             assert count == 1  # the server starts workers up to this count: none for `drop`
             report = _running(gateway_server)
             assert len(report) == 1

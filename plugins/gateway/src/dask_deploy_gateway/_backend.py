@@ -60,7 +60,7 @@ def _retire_on_scheduler() -> Callable[..., Any]:
     """The scheduler-side half of a stop, defined in a closure so that it is pickled by
     value: the gateway's scheduler need not have this package installed."""
 
-    async def retire(dask_scheduler: Any, addresses: list[str], drop: int) -> list[str]:
+    async def retire(addresses: list[str], drop: int, dask_scheduler: Any = None) -> list[str]:
         service = dask_scheduler.services.get("gateway")
         present = [a for a in addresses if a in dask_scheduler.workers]
         names = {dask_scheduler.workers[a].name for a in present}
@@ -262,12 +262,15 @@ class GatewayBackend:
             self.target = max(0, self.target - drop)
             if drop or retire:
                 try:
-                    await self._scheduler().run_function(
+                    result = await self._scheduler().run_function(
                         function=pickle.dumps(_retire_on_scheduler()),
                         args=pickle.dumps((retire, drop)), kwargs=pickle.dumps({}))
                 except Exception as e:
-                    raise BackendError(f"could not retire workers {retire} of {self.gateway_name}: "
-                                       f"{e}") from e
+                    result = {"status": "error", "exception_text": f"{type(e).__name__}: {e}"}
+                if not isinstance(result, dict) or result.get("status") != "OK":
+                    why = result.get("exception_text") if isinstance(result, dict) else result
+                    raise BackendError(f"could not retire workers {retire} of {self.gateway_name} "
+                                       f"on its scheduler: {why}")
 
         async def gone() -> bool:
             return not set(retire) & set(await self._workers())
