@@ -1,4 +1,13 @@
-"""The shared conformance suite against the gateway backend on a real dask-gateway server."""
+"""The shared conformance suite against the gateway backend on a real dask-gateway server.
+
+Run by hand, out of CI (not collected: the file name does not start with ``test_``): each
+check starts a gateway cluster, i.e. a scheduler and worker interpreters that the server
+spawns, ~60-80 s per check on the 2 shared cores, so the 34 checks would take ~40 min::
+
+    DASK_DEPLOY_CONFORMANCE_TIMEOUT=120 uv run pytest plugins/gateway/tests/gateway_conformance.py
+
+``test_cluster.py`` (in CI) covers the backend end to end on one cluster.
+"""
 
 from __future__ import annotations
 
@@ -24,3 +33,16 @@ class TestGatewayConformance(ConformanceSuite):
     @pytest.fixture
     def deploy_max_workers(self) -> int:
         return 2  # every worker is a fresh interpreter the server starts, on these 2 cores
+
+    @pytest.mark.xfail(reason="start_timeout=2 also bounds the gateway cluster's own start (the "
+                       "server spawns the scheduler: ~15 s here), and the suite's fault, a worker "
+                       "preload, cannot reach workers the server starts with its own command",
+                       strict=False)
+    def test_never_connecting_start_fails_after_timeout(self, *args: Any, **kwargs: Any) -> None:
+        super().test_never_connecting_start_fails_after_timeout(*args, **kwargs)
+
+    @pytest.mark.xfail(reason="the check closes at each creating call of a cluster with "
+                       "scheduler='local'; a gateway cluster's scheduler is always the server's",
+                       strict=False)
+    def test_no_leak_after_close_at_each_creating_call(self, *args: Any, **kwargs: Any) -> None:
+        super().test_no_leak_after_close_at_each_creating_call(*args, **kwargs)

@@ -206,6 +206,10 @@ class GatewayBackend:
         assert self.gateway_name is not None
         names = [w for u in units for w in u.worker_names]
         async with self._lock:
+            for w in names:  # a replaced unit reuses its name: forget its old worker
+                old = self.address_of.pop(w, None)
+                if old is not None:
+                    self.alias.pop(old, None)
             self.pending.extend(names)
             self.target += len(names)
             try:
@@ -250,7 +254,7 @@ class GatewayBackend:
                         if addr in connected:
                             retire.append(addr)
                             with contextlib.suppress(Exception):
-                                logs = await self._scheduler().get_worker_logs(workers=[addr])
+                                logs = await self._scheduler().worker_logs(workers=[addr])
                                 self.logs[w] = "\n".join(m for _, m in logs.get(addr, []))
                         else:
                             dead += 1  # left on its own; the gateway may be replacing it
@@ -317,7 +321,7 @@ class GatewayBackend:
             addr = self.address_of.get(w)
             if addr is not None:
                 with contextlib.suppress(Exception):
-                    logs = await self._scheduler().get_worker_logs(workers=[addr])
+                    logs = await self._scheduler().worker_logs(workers=[addr])
                     if addr in logs and not isinstance(logs[addr], str):
                         self.logs[w] = "\n".join(m for _, m in logs[addr])
             if w in self.logs:
@@ -332,8 +336,11 @@ class GatewayBackend:
         if self.gateway_name is None:
             return None
         report = await self._report(self.gateway_name)
-        link = report.dashboard_link
-        return str(link).rstrip("/") if link else None
+        if not report.dashboard_link:
+            return None
+        # The gateway's link is the dashboard's /status page; the proxy wants its base.
+        link = str(report.dashboard_link).rstrip("/")
+        return link[: -len("/status")] if link.endswith("/status") else link
 
     @hookimpl
     async def deploy_discover(self, cluster: ClusterSpec, cluster_id: str | None) -> list[Handle]:
