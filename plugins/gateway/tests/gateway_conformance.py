@@ -38,11 +38,16 @@ class TestGatewayConformance(ConformanceSuite):
                        "server spawns the scheduler: ~15 s here), and the suite's fault, a worker "
                        "preload, cannot reach workers the server starts with its own command",
                        strict=False)
-    def test_never_connecting_start_fails_after_timeout(self, *args: Any, **kwargs: Any) -> None:
-        super().test_never_connecting_start_fails_after_timeout(*args, **kwargs)
+    def test_never_connecting_start_fails_after_timeout(self, deploy_cluster: Any, deploy_faults: Any,
+                                                       deploy_timeout: float) -> None:
+        super().test_never_connecting_start_fails_after_timeout(deploy_cluster, deploy_faults,
+                                                                deploy_timeout)
 
     @pytest.mark.xfail(reason="the check closes at each creating call of a cluster with "
                        "scheduler='local'; a gateway cluster's scheduler is always the server's",
                        strict=False)
-    def test_no_leak_after_close_at_each_creating_call(self, *args: Any, **kwargs: Any) -> None:
-        super().test_no_leak_after_close_at_each_creating_call(*args, **kwargs)
+    def test_no_leak_after_close_at_each_creating_call(self, deploy_cluster: Any,
+                                                       deploy_capabilities: frozenset[str],
+                                                       deploy_timeout: float) -> None:
+        super().test_no_leak_after_close_at_each_creating_call(deploy_cluster, deploy_capabilities,
+                                                               deploy_timeout)
