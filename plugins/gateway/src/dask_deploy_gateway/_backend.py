@@ -106,6 +106,7 @@ class GatewayBackend:
         self.alias: dict[str, str] = {}
         self.address_of: dict[str, str] = {}
         self.logs: dict[str, str] = {}  # logs of workers we stopped (read before the stop)
+        self.gateway_names: dict[str, str] = {}  # planned name -> the server's worker name
         self._lock = asyncio.Lock()
 
     # -- the gateway client ------------------------------------------------------------
@@ -198,6 +199,7 @@ class GatewayBackend:
             return known
         planned = self.pending.popleft()
         self.alias[address], self.address_of[planned] = planned, address
+        self.gateway_names[planned] = name
         return planned
 
     @hookimpl
@@ -255,7 +257,7 @@ class GatewayBackend:
                             retire.append(addr)
                             with contextlib.suppress(Exception):
                                 logs = await self._scheduler().worker_logs(workers=[addr])
-                                self.logs[w] = "\n".join(m for _, m in logs.get(addr, []))
+                                self.logs[w] = self._log_text(w, addr, logs.get(addr, []))
                         else:
                             dead += 1  # left on its own; the gateway may be replacing it
                         drop += 1
@@ -311,6 +313,11 @@ class GatewayBackend:
                 out.append(Status(Phase.RUNNING))  # joined, or the gateway is starting it
         return out
 
+    def _log_text(self, planned: str, address: str, lines: Sequence[Any]) -> str:
+        # The worker calls itself by the server's name: say which planned worker it is.
+        head = f"{planned}: dask-gateway worker {self.gateway_names.get(planned, '?')} at {address}"
+        return "\n".join([head, *(str(m) for _, m in reversed(list(lines)))])  # oldest first
+
     @hookimpl
     async def deploy_get_logs(self, cluster: ClusterSpec, handle: Handle) -> str:
         if handle.data.get("kind") == "scheduler":
@@ -323,7 +330,7 @@ class GatewayBackend:
                 with contextlib.suppress(Exception):
                     logs = await self._scheduler().worker_logs(workers=[addr])
                     if addr in logs and not isinstance(logs[addr], str):
-                        self.logs[w] = "\n".join(m for _, m in logs[addr])
+                        self.logs[w] = self._log_text(w, addr, logs[addr])
             if w in self.logs:
                 parts.append(self.logs[w])
             elif addr is not None:
