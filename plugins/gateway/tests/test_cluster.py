@@ -22,8 +22,13 @@ from distributed import Client
 
 
 def _running(server: GatewayServer) -> list[Any]:
-    with Gateway(**server.gateway_kwargs()) as gw:
-        return list(gw.list_clusters())
+    # Asynchronous: a sync Gateway closed by `with` is closed again by its __del__, which
+    # then raises (dask-gateway 2026.3).
+    async def go() -> list[Any]:
+        async with Gateway(**server.gateway_kwargs(), asynchronous=True) as gw:
+            return list(await gw.list_clusters())
+
+    return asyncio.run(go())
 
 
 def _discover(server: GatewayServer, cluster_id: str | None) -> list[Any]:
