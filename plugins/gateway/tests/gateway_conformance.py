@@ -7,6 +7,21 @@ spawns, ~60-80 s per check on the 2 shared cores, so the 34 checks would take ~4
     DASK_DEPLOY_CONFORMANCE_TIMEOUT=120 uv run pytest plugins/gateway/tests/gateway_conformance.py
 
 ``test_cluster.py`` (in CI) covers the backend end to end on one cluster.
+
+Last run by hand (2026-12-02, shared 2 cores, in batches; ~22 min in all): 20 passed, 1
+skipped, 9 failed, 2 xfail (marked below), the state machine not run. Failures and causes:
+
+* ``test_scale_by_cores_and_memory``, ``test_generic_options_reach_the_worker``: the server
+  starts every worker with its own threads, memory and environment (its cluster options);
+  dask-deploy's ``threads_per_worker``/``memory_limit``/``env`` do not reach them.
+* ``test_crash_loop_limit``, ``test_close_after_failed_start``,
+  ``test_no_leak_after_failed_start``: the suite's faults (worker preloads, an invalid
+  scheduler option) cannot reach processes the server starts, so nothing fails.
+* ``test_task_subprocess_gone_after_close`` / ``..._after_scale_down``: the server's
+  ``UnsafeLocalBackend`` signals the worker process, not its process group, so a task's
+  subprocess outlives its worker (a server-side limit; containers end it on k8s backends).
+* ``test_orphans_of_a_killed_client_are_found_and_collected`` (skipped): its options hold a
+  ``BasicAuth`` object, which the check cannot hand to another interpreter as JSON.
 """
 
 from __future__ import annotations
