@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from distributed.deploy.adaptive import Adaptive as _DistributedAdaptive
+from distributed.protocol import pickle
 
 __all__ = ["Adaptive", "AdaptivePolicy", "BackendDefaults", "Memory", "Recommendation", "Snapshot",
            "backend_defaults", "decide", "pool_load"]
@@ -457,6 +458,20 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
     # whether stop() came in between: a user's cluster.scale(n) right after adapt was turned
     # off was then overridden by the step that was in flight. A stopped Adaptive does nothing.
 
+    def _names(self) -> dict[str, str]:
+        """Worker address -> name, as the cluster knows it (planned names)."""
+        workers = getattr(self.cluster, "scheduler_info", {}).get("workers", {})
+        return {a: str(w.get("name")) for a, w in list(workers.items())}
+
+    async def workers_to_close(self, target: int) -> list[str]:
+        # distributed asks for the scheduler's names; ask for addresses and name them as the
+        # cluster does (see scale_down). A worker the cluster has not seen yet is not closed.
+        addresses = await self.scheduler.workers_to_close(
+            target=target, key=pickle.dumps(self.worker_key) if self.worker_key else None,
+            attribute="address", **self._workers_to_close_kwargs)
+        name_of = self._names()
+        return [name_of[a] for a in addresses if a in name_of]
+
     async def scale_up(self, n: Any) -> None:
         if self.state != "stopped":
             if self.pool is None:
@@ -474,11 +489,15 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
         # Graceful: the scheduler copies data held only by these workers elsewhere first,
         # and keeps a worker whose data cannot be moved (then its unit stays too).
         connected = set(self.observed)
-        retired = await self.scheduler.retire_workers(names=workers, remove=True,
-                                                      close_workers=True)
+        # By address, and named as this client knows them: a backend whose system names
+        # workers itself (deploy_worker_name) has other names on the scheduler.
+        name_of = self._names()
+        wanted = set(workers)
+        retired = await self.scheduler.retire_workers(
+            workers=[a for a, n in name_of.items() if n in wanted], remove=True, close_workers=True)
         if self._stopped():
             return  # the user took over meanwhile: the plan is theirs (retired units restart)
-        gone = {str(info.get("name")) for info in (retired or {}).values()
+        gone = {name_of.get(a, str(info.get("name"))) for a, info in (retired or {}).items()
                 if isinstance(info, Mapping)}
         kept = [w for w in workers if w in connected and w not in gone]
         if kept and isinstance(retired, Mapping):

@@ -375,6 +375,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             raise SpecError("scheduler", "remote",
                             f"backend {self.spec.backend!r} cannot place the scheduler remotely")
         self.scheduler_handle = info
+        if info.security is not None:
+            self.security = info.security
 
     async def _settle(self) -> None:
         """Wait for the creating calls in flight (close() stops what they created).
@@ -602,9 +604,38 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             self.loop.add_callback(self._kick.set)
 
     def _update_worker_status(self, op: str, msg: Any) -> None:
+        if op == "add" and isinstance(msg, dict):
+            self._name_workers(msg.get("workers") or {})
         super()._update_worker_status(op, msg)
         if self._kick is not None:
             self._kick.set()
+
+    # distributed assigns scheduler_info wholesale (on start, in wait_for_workers): the
+    # setter names the workers of every new copy, as _update_worker_status does for updates.
+    @property  # type: ignore[override]
+    def scheduler_info(self) -> Any:
+        return self._scheduler_info
+
+    @scheduler_info.setter
+    def scheduler_info(self, info: Any) -> None:
+        self._scheduler_info = info
+        if getattr(self, "_hook", None) is not None and isinstance(info, dict):
+            self._name_workers(info.get("workers") or {})
+
+    def _name_workers(self, workers: dict[str, Any]) -> None:
+        """Rename, in this client's view, workers that a backend's system named itself.
+
+        The one place where ``deploy_worker_name`` is asked (see hookspecs): everything
+        else in the core reads ``scheduler_info``, which then carries the planned names.
+        """
+        hook = self._hook.deploy_worker_name
+        if not hook.get_hookimpls():
+            return
+        for address, info in workers.items():
+            if isinstance(info, dict) and info.get("name") is not None:
+                alias = hook(cluster=self.spec, address=address, name=str(info["name"]))
+                if alias is not None:
+                    info["name"] = alias
 
     async def _reconcile_loop(self) -> None:
         assert self._kick is not None

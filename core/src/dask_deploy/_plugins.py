@@ -133,7 +133,7 @@ def cluster_plugin_manager(spec: ClusterSpec, extensions: Mapping[str, Any] | No
     # that plain hooks run backend first, then extensions in the order they were given.
     for name, plugin in reversed(list(extensions.items())):
         pm.register(plugin, name=f"extension:{name}")
-        for hook in hookspecs.BACKEND_HOOKS:
+        for hook in (*hookspecs.BACKEND_HOOKS, *hookspecs.BACKEND_PLAIN_HOOKS):
             if _implementations(pm, hook):
                 raise DeployError(f"extension plugin {name!r} implements the backend hook {hook}; "
                                   "only a cluster's backend may (wrappers may: see dask_deploy.hookspecs)")

@@ -420,6 +420,10 @@ class SchedulerInfo:
     handle: Handle
     address: str
     dashboard_address: str | None = None
+    #: A ``distributed.Security`` for reaching this scheduler when the backend's system made
+    #: its TLS identity itself (a dask-gateway server does, per cluster); the cluster and
+    #: its clients then use it instead of ``ClusterSpec.tls``. Never written to a record.
+    security: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
         WorkerSpec,
     )
 
-__all__ = ["BACKEND_HOOKS", "PROJECT", "hookimpl", "hookspec"]
+__all__ = ["BACKEND_HOOKS", "BACKEND_PLAIN_HOOKS", "PROJECT", "hookimpl", "hookspec"]
 
 PROJECT = "dask_deploy"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -52,6 +52,9 @@ BACKEND_HOOKS = (
     "deploy_reattach",
     "deploy_teardown",
 )
+
+#: Backend-only hooks that are plain functions (called where the core cannot await).
+BACKEND_PLAIN_HOOKS = ("deploy_worker_name",)
 
 
 # --------------------------------------------------------------------------------------
@@ -168,6 +171,23 @@ async def deploy_stop_workers(cluster: ClusterSpec, handles: Sequence[Handle]) -
     completed), forceful after a short grace period. Idempotent: handles of units that are
     already gone are fine. Called on scale-down, when a unit failed and is replaced, and on
     close. Raise :class:`~dask_deploy.BackendError` only if something may still run.
+    """
+
+
+@hookspec(firstresult=True)
+def deploy_worker_name(cluster: ClusterSpec, address: str, name: str) -> str | None:
+    """Say which planned worker a worker that joined the scheduler is, when its name differs.
+
+    For backends whose system names the workers itself (a dask-gateway server calls each
+    worker by a uuid of its own and offers only a worker *count*): the core knows workers by
+    ``unit.worker_names``, so it asks, for every worker the scheduler reports joining
+    (``address``, and the ``name`` it registered with), which of those names it stands for,
+    and uses the answer wherever it reads the scheduler's worker names. Return ``None`` to
+    keep ``name`` (a worker you do not know stays unplanned and the core retires it).
+    Called on the event loop for every worker that joins, so answer from memory, without
+    I/O, and never block; answer the same for the same ``address``. Plain ``def``, not
+    async, and only the backend plugin may implement it. Leave it unimplemented when your
+    workers register with the names ``deploy_start_workers`` gave them (every other backend).
     """
 
 
