@@ -388,11 +388,6 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
         self._pool_load = (list(idle), float(work), float(busy))
         return int(target)
 
-    async def workers_to_close(self, target: int) -> list[str]:
-        if self.pool is None or self._pool_load is None:
-            return list(await super().workers_to_close(target))
-        return self._pool_load[0][: max(0, len(self.observed) - target)]
-
     def _work(self) -> tuple[float | None, float]:
         """Thread-seconds of queued and running work and the busy threads, from an
         in-process scheduler ((None, 0): unknown)."""
@@ -466,6 +461,9 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
     async def workers_to_close(self, target: int) -> list[str]:
         # distributed asks for the scheduler's names; ask for addresses and name them as the
         # cluster does (see scale_down). A worker the cluster has not seen yet is not closed.
+        # A pool's idle workers came with its load (pool_load).
+        if self.pool is not None and self._pool_load is not None:
+            return self._pool_load[0][: max(0, len(self.observed) - target)]
         addresses = await self.scheduler.workers_to_close(
             target=target, key=pickle.dumps(self.worker_key) if self.worker_key else None,
             attribute="address", **self._workers_to_close_kwargs)
