@@ -89,27 +89,10 @@ def test_up_in_the_foreground_stops_on_ctrl_c(agents_of: Any, wait_until: Any) -
 
 def test_up_on_a_terminal_shows_a_progress_bar(agents_of: Any, wait_until: Any) -> None:
     """On a pseudo-terminal, `up` draws a progress bar (tqdm) while workers connect."""
-    import os
-    import pty
-    import select
-    import time
+    from dask_deploy_testing.terminal import on_a_terminal
 
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([*CLI, "up", "local", "-n", "2", "-o", "name=t-cli-tty"],
-                            stdin=follower, stdout=follower, stderr=follower, close_fds=True)
-    os.close(follower)
-    seen = b""
-    deadline = time.monotonic() + 180
-    try:
-        while b"Running; press Ctrl-C" not in seen:
-            assert time.monotonic() < deadline and proc.poll() is None, seen.decode(errors="replace")
-            if select.select([leader], [], [], 1.0)[0]:
-                seen += os.read(leader, 65536)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(60)
-        os.close(leader)
-    text = seen.decode(errors="replace")
+    text, code = on_a_terminal([*CLI, "up", "local", "-n", "2", "-o", "name=t-cli-tty"],
+                               b"Running; press Ctrl-C", interrupt=True)
     # The finished bar: the description, 100%, a full bar and the count.
     assert "Waiting for workers: 100%|" in text and "| 2/2 workers [" in text, text
     assert "\u2588" in text  # tqdm's full block: drawn, not the one-line form

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
-import pty
-import select
-import subprocess
 import sys
-import time
 
 from dask_deploy._progress import WaitProgress, waiting_line
 from dask_deploy._status import StatusReport, UnitStatus
+from dask_deploy_testing.terminal import on_a_terminal
 
 
 class _Terminal(io.StringIO):
@@ -60,20 +56,7 @@ print("ALL-DONE", file=sys.stderr, flush=True)
 
 
 def test_wait_for_workers_on_a_terminal(no_leaked_processes: None) -> None:
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT], stdin=follower, stdout=follower,
-                            stderr=follower, close_fds=True)
-    os.close(follower)
-    seen = b""
-    deadline = time.monotonic() + 180
-    try:
-        while b"ALL-DONE" not in seen:
-            assert time.monotonic() < deadline and proc.poll() is None, seen.decode(errors="replace")
-            if select.select([leader], [], [], 1.0)[0]:
-                seen += os.read(leader, 65536)
-    finally:
-        proc.wait(60)
-        os.close(leader)
-    quiet, loud = seen.decode(errors="replace").split("QUIET-DONE")
+    text, _ = on_a_terminal([sys.executable, "-c", _SCRIPT], b"ALL-DONE")
+    quiet, loud = text.split("QUIET-DONE")
     assert quiet.strip() == "", quiet  # quiet=True: nothing at all
     assert "Waiting for workers: 100%|" in loud and "1/1 workers" in loud, loud
