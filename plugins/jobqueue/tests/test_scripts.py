@@ -7,12 +7,14 @@ ends the job, SIGTERM -> exit 0, the trailer) is tested without a batch system.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import stat
 import subprocess
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import dask.config
@@ -372,11 +374,17 @@ FAKE_WORKER = textwrap.dedent("""\
 
 
 @pytest.fixture
-def fake(tmp_path: Path) -> tuple[Path, Path]:
+def fake(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     python = tmp_path / "python"
     python.write_text(FAKE_WORKER)
     python.chmod(0o755)
-    return python, tmp_path / "fake.log"
+    yield python, tmp_path / "fake.log"
+    # A test that failed midway must not leave its job or fake workers running (the workers
+    # run in sessions of their own): end every process run from this test's own folder.
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if str(tmp_path).encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 def run_script(tmp_path: Path, python: str, log: Path, env: dict[str, str],
