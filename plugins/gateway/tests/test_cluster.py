@@ -96,3 +96,12 @@ def test_cluster_on_a_real_gateway(gateway_server: GatewayServer) -> None:
             assert handle.backend_id == report[0].name
     wait_for(lambda: not _running(gateway_server), timeout=60, what="the gateway cluster to stop")
     assert _discover(gateway_server, None) == []
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("threads_per_worker", 3), ("memory_limit", "1GB"), ("resources", {"GPU": 1}),
+    ("env", {"A": "1"}), ("worker_options", {"lifetime": "1h"})])
+def test_worker_options_the_server_decides_are_refused(option: str, value: Any) -> None:
+    """Never dropped silently: one line naming the option and cluster_options."""
+    with pytest.raises(SpecError, match=f"{option}.*cluster_options"):
+        Cluster.from_name("gateway", address="http://127.0.0.1:9", **{option: value})

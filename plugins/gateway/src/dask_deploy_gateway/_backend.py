@@ -35,9 +35,11 @@ from dask_deploy import (
     Handle,
     Phase,
     SchedulerInfo,
+    SpecError,
     StartTimeout,
     Status,
     Unit,
+    WorkerSpec,
     created_tag,
     hookimpl,
     owner_tag,
@@ -89,10 +91,30 @@ def _status(report: Any) -> Status:
     return Status(Phase.GONE, f"gateway cluster {report.name} is {status.name.lower()}")
 
 
+#: Generic worker options the server decides for itself, and what to use instead.
+_SERVER_DECIDES = {"threads_per_worker": "nthreads", "memory_limit": "memory_limit",
+                   "resources": "resources", "env": "env", "image": "image",
+                   "worker_options": "options"}
+
+
+def _refuse_worker_options(spec: ClusterSpec) -> None:
+    """The server starts the workers with its own options: a generic worker option given
+    here would be dropped silently, so it is refused, naming the server's way."""
+    default = WorkerSpec()
+    for worker in (spec.worker, *(p.worker for p in spec.pools)):
+        for option, field_name in _SERVER_DECIDES.items():
+            value = getattr(worker, field_name)
+            if value != getattr(default, field_name):
+                raise SpecError(option, value, "the dask-gateway server starts the workers with "
+                                "its own settings: pass them in cluster_options (what the server "
+                                "offers: Gateway().cluster_options())")
+
+
 class GatewayBackend:
     """The per-cluster plugin: a ``dask_gateway.Gateway`` client and the unit bookkeeping."""
 
     def __init__(self, spec: ClusterSpec) -> None:
+        _refuse_worker_options(spec)
         self.opts: GatewayOptions = spec.backend_options or GatewayOptions()
         self._gateway: Gateway | None = None
         self.gateway_name: str | None = None  # the server's name of our cluster
