@@ -23,6 +23,7 @@ installed: run it in the workspace's dev environment, which has them all.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import inspect
 import json
@@ -45,6 +46,7 @@ READMES = {
     "plugins/k8s/README.md": "backends/k8s.md",
     "plugins/cloud/README.md": "backends/cloud.md",
     "plugins/gpu/README.md": "backends/gpu.md",
+    "plugins/gateway/README.md": "backends/gateway.md",
     "conformance/README.md": "conformance.md",
 }
 
@@ -367,6 +369,11 @@ def main(argv: list[str]) -> int:
         old = stale()
         for page in old:
             print(f"docs/{page} is stale: run `uv run python docs/gen_reference.py`", file=sys.stderr)
+            path = DOCS / page
+            now = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+            diff = difflib.unified_diff(now, pages()[page]().splitlines(), f"docs/{page}",
+                                        "generated", lineterm="")
+            print("\n".join(list(diff)[:40]), file=sys.stderr)
         return 1 if old else 0
     if argv:
         print(__doc__, file=sys.stderr)
