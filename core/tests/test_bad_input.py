@@ -50,6 +50,8 @@ CLI_CASES: list[tuple[str | None, list[str], str]] = [
     ("backend: local\nadapt: {minimum: 5, maximum: 2}\n", [], "minimum=5"),
     ("backend: local\nadapt: {minimum: few}\n", [], "minimum"),
     ("backend: local\nadapt: {bogus: 1}\n", [], "adapt has unknown keys"),
+    ("backend: local\nadapt: {cooldown: soon}\n", [], "adapt.cooldown="),
+    ("backend: local\nadapt: {min_lifetime: -3}\n", [], "adapt.min_lifetime="),
     ("backend: local\ndetach: maybe\n", [], "detach="),
     ("backend: 3\n", [], "backend="),
     ("backend: local\nworker: 2\n", [], "unknown keys"),
@@ -85,6 +87,7 @@ CLI_CASES: list[tuple[str | None, list[str], str]] = [
     (None, ["up", "nosuchbackend"], "nosuchbackend"),
     (None, ["logs", "../../x"], "name="),
     (None, ["adapt", "x", "--minimum", "5", "--maximum", "2"], "minimum=5"),
+    (None, ["adapt", "x", "--cooldown", "later"], "cooldown="),
 ]
 
 

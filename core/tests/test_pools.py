@@ -193,5 +193,7 @@ def test_spec_files_name_pools(tmp_path: Any) -> None:
                     "adapt: {pool: big, minimum: 0, maximum: 2}\n")
     spec = _load_spec_file(str(path))
     assert spec["adapt"] == {"pool": "big", "minimum": 0, "maximum": 2}
+    path.write_text("backend: local\nadapt: {cooldown: 10s, min_lifetime: 2.5}\n")
+    assert _load_spec_file(str(path))["adapt"] == {"cooldown": "10s", "min_lifetime": 2.5}
     cluster_spec, _ = build_spec("local", {**spec["options"], "name": "p"})
     assert [p.name for p in cluster_spec.all_pools] == ["big"]

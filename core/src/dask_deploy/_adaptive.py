@@ -309,7 +309,7 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
     def __init__(self, cluster: Any = None, interval: Any = None, minimum: int | None = None,
                  maximum: float | None = None, wait_count: int | None = None,
                  target_duration: Any = None, worker_key: Any = None, *,
-                 cooldown: float | str | None = None, min_lifetime: float | None = None,
+                 cooldown: float | str | None = None, min_lifetime: float | str | None = None,
                  queue_aware: bool = True, pool: str | None = None, **kwargs: Any) -> None:
         import dask.config
         from dask.utils import parse_timedelta
@@ -331,7 +331,8 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
         template = templates.get(pool) if pool else getattr(cluster, "_unit_template", None)
         self.policy = AdaptivePolicy(
             minimum=self.minimum, maximum=self.maximum, cooldown=seconds,
-            min_lifetime=min_lifetime, start_prior=defaults.start_prior,
+            min_lifetime=None if min_lifetime is None else parse_timedelta(min_lifetime, "seconds"),
+            start_prior=defaults.start_prior,
             cooldown_max=defaults.cooldown_max,
             queue_timeout=getattr(spec, "queue_timeout", None),
             threads_per_worker=template[0].nthreads if template else 1, queue_aware=queue_aware)

@@ -121,6 +121,7 @@ def _echo_dashboard(cluster: Any, prefix: str = "Dashboard: ") -> None:
 
 _SPEC_KEYS = ("backend", "options", "workers", "adapt", "detach")
 _ADAPT_KEYS = ("minimum", "maximum", "pool", "wait_count", "interval", "target_duration",
+               "cooldown", "min_lifetime",  # seconds or "10s" (cooldown also "auto")
                # dask-jobqueue's and distributed's bounds (SpecCluster.adapt converts them)
                "minimum_jobs", "maximum_jobs", "minimum_memory", "maximum_memory",
                "minimum_cores", "maximum_cores")
@@ -131,6 +132,20 @@ def _count(value: object, what: str, hint: str, minimum: int = 0) -> int:
         raise click.BadParameter(f"{what}={value!r}: expected a whole number >= {minimum}",
                                  param_hint=hint)
     return value
+
+
+def _duration(value: object, what: str, hint: str) -> float:
+    """Seconds from a number or a dask time string ("10s", "2 minutes"), never negative."""
+    from dask.utils import parse_timedelta
+
+    try:
+        seconds = parse_timedelta(value, "seconds")  # type: ignore[call-overload]
+    except Exception:
+        seconds = None
+    if isinstance(value, bool) or seconds is None or seconds < 0:
+        raise click.BadParameter(f"{what}={value!r}: expected seconds >= 0 or a time such as '10s'",
+                                 param_hint=hint)
+    return float(seconds)
 
 
 def _check_adapt(minimum: object, maximum: object, hint: str) -> None:
@@ -195,6 +210,9 @@ def _load_spec_file(path: str) -> dict[str, Any]:
         _check_adapt(low, adapt.get("maximum", max(low, 1)), f"{hint} adapt")
         if "wait_count" in adapt:
             _count(adapt["wait_count"], "adapt.wait_count", hint, minimum=1)
+        for key in ("cooldown", "min_lifetime", "interval", "target_duration"):
+            if key in adapt and not (key == "cooldown" and adapt[key] == "auto"):
+                _duration(adapt[key], f"adapt.{key}", hint)
         spec["adapt"] = adapt
     return spec
 
@@ -457,14 +475,22 @@ def scale(name: str, n: int, timeout: float, pool: str | None) -> None:
 @click.option("--maximum", default=10, show_default=True, help="most workers")
 @click.option("--interval", default="1s", show_default=True, help="how often to decide")
 @click.option("--pool", default=None, help="the pool to adapt (default: the first pool)")
-def adapt(name: str, minimum: int, maximum: int, interval: str, pool: str | None) -> None:
+@click.option("--cooldown", default="auto", show_default=True,
+              help="idle time before a worker is retired ('auto': the units' measured boot time)")
+@click.option("--min-lifetime", default=None, help="no unit is retired younger (default: the cooldown)")
+def adapt(name: str, minimum: int, maximum: int, interval: str, pool: str | None, cooldown: str,
+          min_lifetime: str | None) -> None:
     """Scale detached cluster NAME with the load, while this command runs (Ctrl-C stops)."""
     _check_adapt(minimum, maximum, "--minimum/--maximum")
+    if cooldown != "auto":
+        _duration(cooldown, "cooldown", "--cooldown")
+    if min_lifetime is not None:
+        _duration(min_lifetime, "min_lifetime", "--min-lifetime")
     cluster = _attach(name)
     try:
         try:
-            cluster.adapt(minimum=minimum, maximum=maximum, interval=interval,
-                          pool=pool or next(iter(cluster._pools)))
+            cluster.adapt(minimum=minimum, maximum=maximum, interval=interval, cooldown=cooldown,
+                          min_lifetime=min_lifetime, pool=pool or next(iter(cluster._pools)))
         except SpecError as e:
             raise click.BadParameter(str(e), param_hint="--pool") from None
         _block_until_interrupted(cluster, f"Adapting {name} between {minimum} and {maximum} "
