@@ -24,7 +24,8 @@ import pytest
 
 WORKSPACE = Path(__file__).resolve().parents[2]
 PUBLISHED = ("dask-deploy", "dask-deploy-core", "dask-deploy-conformance", "dask-deploy-ssh",
-             "dask-deploy-jobqueue", "dask-deploy-k8s", "dask-deploy-cloud", "dask-deploy-gpu")
+             "dask-deploy-jobqueue", "dask-deploy-k8s", "dask-deploy-cloud", "dask-deploy-gpu",
+             "dask-deploy-gateway")
 UNPUBLISHED = ("dask-deploy-testing",)
 
 #: Path pieces of test servers, installers and fakes (matched against each file's path).
@@ -32,7 +33,7 @@ FORBIDDEN_PATH = re.compile(
     r"(^|/)(testing|tests?|conftest|dask_deploy_testing)(/|\.py$)"
     r"|emulator|kubelet|apiserver|moto|sshd|harness|fake_nvml|sitecustomize|ci-setup", re.I)
 #: Top-level modules a published wheel must never import.
-FORBIDDEN_IMPORTS = ("dask_deploy_testing", "moto", "boto3")
+FORBIDDEN_IMPORTS = ("dask_deploy_testing", "moto", "boto3", "dask_gateway_server")
 
 
 def _dist(wheel: Path) -> str:
