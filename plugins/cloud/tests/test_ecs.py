@@ -77,6 +77,9 @@ def test_fargate_lifecycle(options: dict[str, Any], runner: TaskRunner, boto: An
         wait_until(lambda: all(r.phase == "running" and r.connected for r in cluster.status().rows),
                    60, "every unit to show running and connected in status()")
         assert [r.unit for r in cluster.status().rows] == [f"{name}-0", f"{name}-1"]
+        # The notebook widget renders the same table (its status tab).
+        shown = cluster._widget().children[0].value
+        assert "Backend: <b>fargate</b>" in shown and "2/2 workers connected" in shown
         # dashboard_link honours distributed.dashboard.link (JupyterHub's template).
         port = urllib.parse.urlsplit(cluster.dashboard_link).port
         monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/me/")

@@ -33,6 +33,7 @@ def test_held_job_shows_its_reason_then_connects_when_released(
         assert report.connected_workers == 0 and report.planned_workers == 1
         assert "1 pending (PENDING (JobHeldUser))" in report.summary()
         assert "JobHeldUser" in c._repr_html_()
+        assert "JobHeldUser" in c._widget().children[0].value  # the notebook widget's status tab
         assert "JobHeldUser" in c.get_logs(scheduler=False, workers=False)["Status"]
 
         (handle,) = c.handles.values()

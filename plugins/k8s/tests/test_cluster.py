@@ -84,6 +84,9 @@ def test_lifecycle_tls_ownership_logs_and_dashboard(emulator: Emulator, objects:
         wait_until(lambda: all(r.phase == "running" and r.connected for r in cluster.status().rows),
                    60, "every unit to show running and connected in status()")
         assert [r.unit for r in cluster.status().rows] == ["life-0", "life-1"]
+        # The notebook widget renders the same table (its status tab).
+        shown = cluster._widget().children[0].value
+        assert "Backend: <b>k8s</b>" in shown and "2/2 workers connected" in shown and "life-1" in shown
         # dashboard_link honours distributed.dashboard.link (JupyterHub's template).
         port = urllib.parse.urlsplit(cluster.dashboard_link).port
         monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/me/")
