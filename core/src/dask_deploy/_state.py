@@ -159,7 +159,6 @@ def record_path(name: str) -> Path:
     return state_dir() / "clusters" / f"{check_name(name)}.json"
 
 
-
 def _read(path: Path) -> str:
     # Never through a symlink: a record is only ever a file we wrote ourselves.
     with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)) as f:

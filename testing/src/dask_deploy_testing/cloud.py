@@ -32,13 +32,14 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from .net import free_port
 
 __all__ = ["MotoServer", "TaskRunner", "aws_environment", "emulated_aws", "loopback", "run_hook"]
 
@@ -54,12 +55,6 @@ def loopback(address: str) -> str:
 def to_loopback(text: str) -> str:
     """Replace every IPv4 address outside 127/8 (and 0.0.0.0) in ``text`` with 127.0.0.1."""
     return _IPV4.sub(lambda m: m.group(0) if m.group(1) == "127" else "127.0.0.1", text)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _per_request_transformers() -> None:
@@ -99,7 +94,7 @@ class MotoServer:
 
     def __init__(self, region: str = "us-east-1") -> None:
         self.region = region
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self._server: Any = None
 

@@ -13,7 +13,6 @@ options reach the server.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from .net import free_port
 
 __all__ = ["GatewayServer"]
 
@@ -55,12 +56,6 @@ c.UnsafeLocalBackend.cluster_options = Options(
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class GatewayServer:
     """``with GatewayServer() as gw:`` a running server; ``gw.options()`` for the backend."""
 
@@ -68,7 +63,7 @@ class GatewayServer:
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="dask-gateway-")
         self.directory = Path(directory or self._tmp.name)  # type: ignore[union-attr]
         self.user = user
-        self.api, self.http, self.tcp = _free_port(), _free_port(), _free_port()
+        self.api, self.http, self.tcp = free_port(), free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.directory / "gateway.log"
 

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .net import free_port
+
 __all__ = ["LocalSlurm", "ensure_packages", "local_slurm"]
 
 _PACKAGES = ("sbatch", "squeue", "scancel", "slurmctld", "slurmd", "munged")
@@ -48,12 +50,6 @@ def ensure_packages() -> str | None:
     if proc.returncode != 0 or not all(shutil.which(p) for p in _PACKAGES):
         return f"installing SLURM failed: {proc.stderr[-2000:]}"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -125,8 +121,8 @@ def _write_conf(root: Path, node: str, munge_socket: str) -> Path:
     conf.write_text(f"""\
 ClusterName=ddtest
 SlurmctldHost={node}(127.0.0.1)
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge

@@ -21,7 +21,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .net import free_port
 
 # This module runs from the workspace (the testing member is never published): it reads the
 # ssh plugin's ci-setup.sh and core's sources from there.
@@ -134,12 +135,6 @@ def _write_core_metadata(site: Path) -> None:
         lines.append("[console_scripts]")
         lines += [f"{name} = {value}" for name, value in scripts.items()]
     (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
