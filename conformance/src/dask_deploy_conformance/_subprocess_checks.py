@@ -25,6 +25,12 @@ from ._support import ClusterFactory, connected, plan, wait_converged, wait_for
 __all__ = ["SigtermChecks", "TaskSubprocessChecks"]
 
 requires = pytest.mark.deploy_requires
+unless = pytest.mark.deploy_unless
+
+#: Why a ``managed`` backend skips the task-subprocess checks.
+SERVICE_STOPS = ("the service stops the worker processes, not the backend: whether a task's "
+                 "subprocess ends with its worker is the service's (dask-gateway's local backend "
+                 "signals the worker's process only; containers end all of it)")
 
 #: Seconds a task's subprocess may outlive its stopped worker (a SIGTERM grace, a reap).
 GONE_WITHIN = 30.0
@@ -126,6 +132,7 @@ def _wait_gone(infos: dict[str, dict[str, Any]], what: str, cluster: Any = None)
 class TaskSubprocessChecks:
     """A process a task started (``subprocess.Popen``) ends with its worker's unit."""
 
+    @unless("managed", reason=SERVICE_STOPS)
     def test_task_subprocess_gone_after_close(self, deploy_cluster: ClusterFactory,
                                               deploy_timeout: float) -> None:
         cluster = deploy_cluster(n_workers=1)
@@ -142,6 +149,7 @@ class TaskSubprocessChecks:
             _cleanup(infos)
 
     @requires("scale")
+    @unless("managed", reason=SERVICE_STOPS)
     def test_task_subprocess_gone_after_scale_down(self, deploy_cluster: ClusterFactory,
                                                    deploy_timeout: float) -> None:
         cluster = deploy_cluster(n_workers=2)

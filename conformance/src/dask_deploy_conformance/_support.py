@@ -184,9 +184,16 @@ def default_faults(info: Any) -> Faults:
 
     Generic: a worker preload that raises (start failure), one that sleeps (never connects),
     an invalid scheduler option (cluster start failure), and the :class:`StopFailure`
-    extension (stop failure: the backend stops, then the hook call raises).
+    extension (stop failure: the backend stops, then the hook call raises). A ``managed``
+    backend gets the stop failure and the kill only.
     """
     fields = {f.name for f in dataclasses.fields(info.options)} if info.options else set()
+    if "managed" in info.capabilities:
+        # The service starts the scheduler and the workers with its own commands: a worker
+        # preload or a scheduler option cannot reach them (the backend refuses both), so
+        # only faults from outside remain; a backend's tests may add its own ways.
+        return Faults(stop_failure={"extensions": {"dask-deploy-conformance-stop-failure":
+                                                   StopFailure()}})
     if {"fail_start", "never_connect", "fail_prepare"} <= fields:
         return Faults(start_failure={"fail_start": True}, never_connects={"never_connect": True},
                       cluster_start_failure={"fail_prepare": True}, slow_start={"start_delay": 1.0},

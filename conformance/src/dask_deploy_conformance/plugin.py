@@ -54,6 +54,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "deploy_requires(*capabilities): skip unless the backend under test claims "
                    "these BackendInfo.capabilities (scale, remote_scheduler, logs_after_death, "
                    "dashboard, detach)")
+    config.addinivalue_line(
+        "markers", "deploy_unless(capability, reason): skip when the backend under test claims "
+                   "this limit among its BackendInfo.capabilities (managed), saying why")
     # `pytest -p dask_deploy_conformance --deploy-backend NAME` with no test paths: run the
     # shipped suite (and only it), from any directory.
     if config.getoption("--deploy-backend") and config.args_source != pytest.Config.ArgsSource.ARGS:
@@ -198,7 +201,13 @@ def deploy_cluster(deploy_backend: str, deploy_options: dict[str, Any], deploy_t
 
 @pytest.fixture(autouse=True)
 def _deploy_requires(request: pytest.FixtureRequest) -> None:
-    """Skip, with the reason, checks whose ``deploy_requires`` capabilities are not claimed."""
+    """Skip, with the reason, checks whose ``deploy_requires`` capabilities are not claimed,
+    and checks whose ``deploy_unless`` limit (``managed``) is."""
+    limit = request.node.get_closest_marker("deploy_unless")
+    if limit is not None and limit.args[0] in request.getfixturevalue("deploy_capabilities"):
+        backend = request.getfixturevalue("deploy_backend")
+        pytest.skip(f"backend {backend!r} claims {limit.args[0]!r} (BackendInfo.capabilities): "
+                    f"{limit.kwargs['reason']}")
     marker = request.node.get_closest_marker("deploy_requires")
     if marker is None:
         return

@@ -58,6 +58,11 @@ __all__ = [
 ]
 
 requires = pytest.mark.deploy_requires
+unless = pytest.mark.deploy_unless
+
+#: Why a ``managed`` backend (a service starts its workers) skips the worker-option checks.
+SERVICE_OPTIONS = ("the service starts every worker with its own threads, memory, environment "
+                   "and resources (its own options); the backend refuses the generic ones")
 
 
 def _fault(faults: Faults, name: str) -> Any:
@@ -178,11 +183,13 @@ class Gate:
 
 
 def close_at_creating_calls(factory: ClusterFactory, timeout: float, remote: bool,
-                            ) -> list[tuple[str, Any]]:
+                            local: bool = True) -> list[tuple[str, Any]]:
     """Close a cluster while each creating hook call is paused, before and after the backend.
 
     Deterministic, unlike :func:`close_during_start`: every creating call of the contract
-    (``CREATING_CALLS``) is caught at both points. Returns ``(where, spec)`` for each.
+    (``CREATING_CALLS``) is caught at both points, with ``scheduler="local"`` where the call
+    does not need a remote one, unless ``local`` is false (a ``managed`` backend's scheduler is
+    always the service's). Returns ``(where, spec)`` for each.
     """
     from dask_deploy import from_name
 
@@ -220,7 +227,7 @@ def close_at_creating_calls(factory: ClusterFactory, timeout: float, remote: boo
             if needs_remote and not remote:
                 continue
             for when in ("before", "after"):
-                await one(hook, when, "remote" if needs_remote else "local")
+                await one(hook, when, "local" if local and not needs_remote else "remote")
 
     asyncio.run(main())
     return out
@@ -412,6 +419,7 @@ class ScalingChecks:
                  f"only {by_address}'s unit is gone and the others run on unchanged", cluster)
 
     @requires("scale")
+    @unless("managed", reason=SERVICE_OPTIONS)
     def test_scale_by_cores_and_memory(self, deploy_cluster: ClusterFactory, deploy_timeout: float) -> None:
         cluster = deploy_cluster(threads_per_worker=2, memory_limit="300MiB")
         cluster.scale(cores=4)
@@ -456,6 +464,7 @@ def _observe_worker(test_pid: int, variable: str) -> Callable[..., dict[str, Any
 class OptionChecks:
     """Every generic option reaches the worker process itself, not just the spec."""
 
+    @unless("managed", reason=SERVICE_OPTIONS)
     def test_generic_options_reach_the_worker(self, deploy_cluster: ClusterFactory,
                                               deploy_timeout: float) -> None:
         import os
@@ -788,7 +797,9 @@ class DashboardChecks:
     @requires("dashboard")
     def test_dashboard_served(self, deploy_cluster: ClusterFactory, deploy_capabilities: frozenset[str],
                               deploy_timeout: float) -> None:
-        placements = ["local", *(["remote"] if "remote_scheduler" in deploy_capabilities else [])]
+        # A managed backend's scheduler is always the service's (remote).
+        placements = [*(["local"] if "managed" not in deploy_capabilities else []),
+                      *(["remote"] if "remote_scheduler" in deploy_capabilities else [])]
         for placement in placements:
             cluster = deploy_cluster(scheduler=placement)
             link = cluster.dashboard_link
@@ -862,7 +873,8 @@ class LeakChecks:
                                                       deploy_capabilities: frozenset[str],
                                                       deploy_timeout: float) -> None:
         remote = "remote_scheduler" in deploy_capabilities
-        for where, spec in close_at_creating_calls(deploy_cluster, deploy_timeout, remote):
+        local = "managed" not in deploy_capabilities
+        for where, spec in close_at_creating_calls(deploy_cluster, deploy_timeout, remote, local):
             leaks = deploy_cluster.leaks(spec.name, spec)
             assert not leaks, (f"still running after a close while {where} was in flight:\n  "
                                + "\n  ".join(leaks))

@@ -39,9 +39,13 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 #: ``remote_scheduler`` is read from the hooks (a backend need not claim it); ``loopback``:
 #: with a loopback ``host``, every process of the backend binds loopback only (no TLS needed).
 #: ``nanny``: the backend runs a worker under a ``distributed.Nanny`` when its
-#: ``WorkerSpec.nanny`` is set (generic option ``nanny=True``).
+#: ``WorkerSpec.nanny`` is set (generic option ``nanny=True``). ``managed``: a service outside
+#: dask-deploy (a dask-gateway server) starts, configures and stops the scheduler and the
+#: workers, so generic worker and scheduler options cannot reach them (the backend refuses
+#: them), the scheduler is always the service's, and how a stop ends a worker's processes is
+#: the service's business (a limit, not an ability: the conformance suite skips what it rules out).
 _CAPABILITIES = frozenset({"scale", "remote_scheduler", "logs_after_death", "dashboard", "detach",
-                           "loopback", "nanny"})
+                           "loopback", "nanny", "managed"})
 
 
 #: Shared by every record with an empty mapping (a cluster holds one handle per unit).

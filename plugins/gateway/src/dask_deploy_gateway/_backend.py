@@ -110,11 +110,21 @@ def _refuse_worker_options(spec: ClusterSpec) -> None:
                                 "offers: Gateway().cluster_options())")
 
 
+def _refuse_scheduler_options(spec: ClusterSpec) -> None:
+    """The server starts the scheduler too: scheduler options would be dropped silently, so
+    they are refused (a local scheduler is refused when a cluster starts: deploy_prepare)."""
+    if spec.scheduler.options:
+        raise SpecError("scheduler_options", dict(spec.scheduler.options), "the dask-gateway "
+                        "server starts the scheduler with its own settings: pass them in "
+                        "cluster_options, as the server allows")
+
+
 class GatewayBackend:
     """The per-cluster plugin: a ``dask_gateway.Gateway`` client and the unit bookkeeping."""
 
     def __init__(self, spec: ClusterSpec) -> None:
         _refuse_worker_options(spec)
+        _refuse_scheduler_options(spec)
         self.opts: GatewayOptions = spec.backend_options or GatewayOptions()
         self._gateway: Gateway | None = None
         self.gateway_name: str | None = None  # the server's name of our cluster
@@ -161,6 +171,9 @@ class GatewayBackend:
 
     @hookimpl
     async def deploy_prepare(self, cluster: ClusterSpec) -> None:
+        if cluster.scheduler.placement != "remote":  # it would get no gateway workers
+            raise SpecError("scheduler", cluster.scheduler.placement, "a dask-gateway cluster's "
+                            "scheduler is the server's: leave scheduler unset (or 'remote')")
         try:
             await self.gateway().get_versions()
         except Exception as e:

@@ -22,7 +22,8 @@ INFO = BackendInfo(
     options=GatewayOptions,
     # No "logs_after_death": the gateway API has no logs; a worker's log is read from the
     # scheduler while it runs and kept when dask-deploy stops it, not after a crash.
-    capabilities=frozenset({"scale", "dashboard"}),
+    # "managed": the server starts, configures and stops the scheduler and the workers.
+    capabilities=frozenset({"scale", "dashboard", "managed"}),
     extra="gateway",
     # The server owns the scheduler; its TLS identity (per cluster) comes from the server and
     # replaces the core's own (SchedulerInfo.security).
