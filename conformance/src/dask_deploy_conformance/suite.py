@@ -854,9 +854,11 @@ class LeakChecks:
         opts = deploy_cluster.merged(n_workers=1, **broken)
         with pytest.raises(Exception):  # noqa: B017
             deploy_cluster(**opts)
-        from dask_deploy import ClusterSpec
+        from dask_deploy._options import build_spec
 
-        spec = ClusterSpec(backend=deploy_cluster.backend, name=opts["name"])
+        # The backend's own options too: a backend may need them to look (its server's address).
+        spec, _ = build_spec(deploy_cluster.backend, {**deploy_cluster.merged(n_workers=1),
+                                                      "name": opts["name"]})
         leaks = deploy_cluster.leaks(opts["name"], spec)
         assert not leaks, "still running after a failed start:\n  " + "\n  ".join(leaks)
 

@@ -105,3 +105,12 @@ def test_worker_options_the_server_decides_are_refused(option: str, value: Any) 
     """Never dropped silently: one line naming the option and cluster_options."""
     with pytest.raises(SpecError, match=f"{option}.*cluster_options"):
         Cluster.from_name("gateway", address="http://127.0.0.1:9", **{option: value})
+
+
+def test_scheduler_options_and_a_local_scheduler_are_refused() -> None:
+    """The server starts the scheduler: its options are refused like the workers'; a local
+    scheduler (which would get no gateway workers) is refused when the cluster starts."""
+    with pytest.raises(SpecError, match=r"scheduler_options.*cluster_options"):
+        Cluster.from_name("gateway", address="http://127.0.0.1:9", scheduler_options={"x": 1})
+    with pytest.raises(SpecError, match=r"scheduler.*remote"):
+        Cluster.from_name("gateway", address="http://127.0.0.1:9", scheduler="local")

@@ -28,6 +28,10 @@ class TestGatewayConformance(ConformanceSuite):
         # configure it: the options stay plain JSON (the orphan check hands them to another
         # interpreter on its command line) and no password is in an option or a record. The
         # other interpreter reads the same configuration from the environment.
+        # Its defaults first: leaving dask.config.set restores what it changed as it found
+        # it, and a `gateway` tree it created would go, taking defaults loaded in between.
+        import dask_gateway  # noqa: F401
+
         for key, value in gateway_server.auth_env().items():
             monkeypatch.setenv(key, value)
         with dask.config.set(gateway_server.auth_config()):

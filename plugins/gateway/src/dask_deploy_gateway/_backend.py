@@ -216,8 +216,9 @@ class GatewayBackend:
         except Exception as e:
             raise BackendError(f"the gateway did not stop cluster {name}: {e}") from e
 
-        async def gone() -> bool:
-            return _status(await self._report(name)).phase is not Phase.RUNNING
+        # wait_until waits for a result that is not None: False would end it at once.
+        async def gone() -> bool | None:
+            return _status(await self._report(name)).phase is not Phase.RUNNING or None
 
         await wait_until(gone, grace, f"gateway cluster {name} to stop", why=lambda: "it may still run")
 
@@ -313,8 +314,8 @@ class GatewayBackend:
                     raise BackendError(f"could not retire workers {retire} of {self.gateway_name} "
                                        f"on its scheduler: {why}")
 
-        async def gone() -> bool:
-            return not set(retire) & set(await self._workers())
+        async def gone() -> bool | None:
+            return not set(retire) & set(await self._workers()) or None
 
         await wait_until(gone, self.opts.stop_grace, f"workers {retire} to leave",
                          why=lambda: "they may still run")
