@@ -103,6 +103,37 @@ def test_fixture_overrides_from_a_third_party_module(pytester: pytest.Pytester) 
     result.stdout.fnmatch_lines(["*does not claim the capability scale*"])
 
 
+def test_a_managed_backend_skips_what_its_service_rules_out(pytester: pytest.Pytester) -> None:
+    """``managed`` (a limit): the worker-option checks skip, saying why; the others run, and
+    the default faults keep only those from outside the workers."""
+    pytester.makepyfile(test_managed="""
+        import pytest
+        from dask_deploy_conformance import LifecycleChecks, OptionChecks, default_faults
+        from dask_deploy_conformance._support import backend_info
+
+        class TestManaged(LifecycleChecks, OptionChecks):
+            @pytest.fixture
+            def deploy_backend(self):
+                return "fake"
+
+            @pytest.fixture
+            def deploy_capabilities(self, deploy_capabilities):
+                return deploy_capabilities | {"managed"}
+
+        def test_faults():
+            import dataclasses
+            info = dataclasses.replace(backend_info("local"), capabilities=frozenset({"managed"}))
+            faults = default_faults(info)
+            assert faults.start_failure is faults.cluster_start_failure is None
+            assert faults.stop_failure and faults.kill
+    """)
+    result = pytester.runpytest_subprocess("-p", "dask_deploy_conformance", "-k",
+                                           "close_twice or generic_options or faults", "-rs",
+                                           "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(["*claims 'managed'*the service starts every worker*"])
+
+
 def test_missing_backend_is_a_clear_failure(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_nobackend="""
         from dask_deploy_conformance import LifecycleChecks
