@@ -23,7 +23,8 @@ class GatewayOptions:
     ``address``, ``proxy_address``, ``public_address`` and ``auth`` are those of
     ``dask_gateway.Gateway`` (``None``: dask's ``gateway.*`` configuration). ``auth`` is a
     ``dask_gateway.auth.GatewayAuth`` or its name (``"basic"``, ``"kerberos"``,
-    ``"jupyterhub"``). ``cluster_options`` are the server's cluster options (its
+    ``"jupyterhub"``), whose arguments then come from dask's ``gateway.auth.kwargs`` (no
+    credential in the options). ``cluster_options`` are the server's cluster options (its
     ``c.Backend.cluster_options``: worker cores, memory, image, environment, ...), sent as
     they are; the server validates them.
     """
