@@ -131,8 +131,10 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                 raise SpecError("scheduler", "remote", f"backend {spec.backend!r} can only run the "
                                 'scheduler in this process: use "local"')
             #: Each pool's expanded workers of one unit; the default pool's first.
-            self._templates = {p.name: self._expand(dataclasses.replace(spec, worker=p.worker))
-                               for p in spec.all_pools}
+            # (each expanded as its own cluster would be: its worker, its backend options)
+            self._templates = {p.name: self._expand(dataclasses.replace(
+                spec, worker=p.worker, backend_options=spec.options_of(p.name)))
+                for p in spec.all_pools}
             self._unit_template = next(iter(self._templates.values()))
             self._pools = {p.name: p for p in spec.all_pools}
             # Distinct worker-name suffixes of all pools (for worker -> unit lookups).
@@ -415,9 +417,10 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         return head if head in self._pools else next(iter(self._pools))
 
     def _general_pools(self) -> set[str]:
-        """Pools that take tasks without resource restrictions: those whose workers have no
-        resources of their own (kept for the work that asks for them), else the default."""
-        plain = {p.name for p in self._pools.values() if not p.worker.resources}
+        """Pools that take tasks without resource restrictions: those whose (expanded)
+        workers have no resources of their own (kept for the work that asks for them), else
+        the default."""
+        plain = {p for p, t in self._templates.items() if not any(w.resources for w in t)}
         return plain or {next(iter(self._pools))}
 
     def pool_workers(self, pool: str | None = None) -> set[str]:
