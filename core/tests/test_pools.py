@@ -252,3 +252,20 @@ def test_a_pool_s_backend_options_reach_its_units_only(wait_until: Any) -> None:
                    30, "the bad pool's unit to fail")
         assert "injected start failure" in cluster.get_logs()["t-pool-opts-bad-1"]
         assert cluster.status()["t-pool-opts-ok-0"].connected
+
+
+def test_a_pool_record_made_in_python_cannot_smuggle_other_options() -> None:
+    """A backend reads per pool only its ``pool_options``: a Pool record that differs in
+    another field is refused, not silently started with the cluster's value."""
+    import dataclasses
+
+    from dask_deploy import SpecCluster
+
+    spec, _ = build_spec("fake", {"pools": {"a": {}}, "name": "p"})
+    smuggled = dataclasses.replace(spec.backend_options, workers_per_unit=2)
+    bad = dataclasses.replace(spec, pools=(Pool("a"), Pool("b", backend_options=smuggled)))
+    with pytest.raises(SpecError, match=r"pools\['b'\].workers_per_unit=2: backend 'fake' "
+                                        "cannot set workers_per_unit per pool"):
+        SpecCluster(bad, extensions={}, quiet=True)
+    with pytest.raises(SpecError, match=r"pools\['b'\].backend_options"):  # another class
+        dataclasses.replace(spec, pools=(Pool("b", backend_options=object()),))

@@ -127,6 +127,7 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             self._hook = self._pm.hook
             #: What this cluster's backend can do (``remote_scheduler`` read from its hooks).
             self.capabilities = capabilities(backend_info(spec.backend), self._pm)
+            _check_pool_options(spec, backend_info(spec.backend).pool_options)
             if spec.scheduler.placement == "remote" and "remote_scheduler" not in self.capabilities:
                 raise SpecError("scheduler", "remote", f"backend {spec.backend!r} can only run the "
                                 'scheduler in this process: use "local"')
@@ -1230,3 +1231,20 @@ def _amount(value: object, option: str, what: str) -> float:
         raise SpecError(option, value, 'expected a size such as "64GB"' if what == "memory"
                         else "expected a number of cores >= 0")
     return float(amount)
+
+
+def _check_pool_options(spec: ClusterSpec, allowed: frozenset[str]) -> None:
+    """Refuse a pool whose backend options differ from the cluster's in a field the backend
+    does not read per pool (a ``Pool`` made in Python, not through ``pools=``): it would be
+    dropped silently."""
+    for pool in spec.pools:
+        if pool.backend_options is None:
+            continue
+        for f in dataclasses.fields(pool.backend_options):
+            if f.name not in allowed and getattr(pool.backend_options, f.name) != getattr(
+                    spec.backend_options, f.name):
+                raise SpecError(f"pools[{pool.name!r}].{f.name}",
+                                getattr(pool.backend_options, f.name),
+                                f"backend {spec.backend!r} cannot set {f.name} per pool: set "
+                                f"it for the whole cluster (per pool: {sorted(allowed)})")
+
