@@ -207,6 +207,7 @@ def test_a_pool_sets_the_backend_options_its_backend_allows() -> None:
                                   "start_delay": 0.5, "name": "p"})
     fast, bad = spec.all_pools
     assert fast.backend_options is None and spec.options_of("fast") is spec.backend_options
+    assert spec.options_of("bad") is bad.backend_options
     # The cluster's options are the pool's base; the pool replaces only what it sets.
     assert (spec.options_of("bad").fail_start, spec.options_of("bad").start_delay) == (True, 0.5)
     assert spec.backend_options.fail_start is False
