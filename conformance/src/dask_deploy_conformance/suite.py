@@ -554,11 +554,16 @@ def _finish(futures: list[Any], timeout: float, cluster: Any) -> None:
     assert not errors, f"tasks failed: {[f.exception() for f in errors[:3]]}"
 
 
-def _worker_name() -> str:
-    """A task: the name of the worker that runs it."""
-    from distributed import get_worker
+def _worker_name() -> Callable[[], str]:
+    """A task that returns the name of the worker that runs it (made here, so it pickles by
+    value: a worker elsewhere need not import this module)."""
 
-    return str(get_worker().name)
+    def task() -> str:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+
+    return task
 
 
 def _hold(event_name: str) -> Any:
@@ -697,7 +702,7 @@ class AdaptivityChecks:
         wait_converged(cluster, 0, deploy_timeout)
         cluster.adapt(interval="100ms", wait_count=3, target_duration="10ms")  # every pool
         with Client(cluster, set_as_default=False) as client:
-            ran_on = client.submit(_worker_name, resources={"CONFTAG": 1}, pure=False)
+            ran_on = client.submit(_worker_name(), resources={"CONFTAG": 1}, pure=False)
             _finish([ran_on], deploy_timeout, cluster)
             assert "-tagged-" in ran_on.result(), ran_on.result()
             assert not mine["plain"](), f"a plain worker for tagged work\n{describe(cluster)}"
