@@ -382,8 +382,12 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
         else:
             from distributed.protocol.pickle import dumps, loads
 
+            # By keyword: the scheduler passes itself as ``dask_scheduler=``, so positional
+            # arguments would fill that parameter too.
+            names = ("names", "resources", "nthreads", "general", "target_duration")
             reply = await self.scheduler.run_function(
-                function=dumps(pool_load), args=dumps(args), kwargs=dumps({}))
+                function=dumps(pool_load), args=dumps(()),
+                kwargs=dumps(dict(zip(names, args, strict=True))))
             if reply.get("status") != "OK":
                 raise RuntimeError(f"pool_load failed on the scheduler: {loads(reply['exception'])}")
             target, idle, work, busy = reply["result"]
