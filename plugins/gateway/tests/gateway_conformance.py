@@ -67,3 +67,9 @@ class TestGatewayConformance(ConformanceSuite):
                                                        deploy_timeout: float) -> None:
         super().test_no_leak_after_close_at_each_creating_call(deploy_cluster, deploy_capabilities,
                                                                deploy_timeout)
+
+    @pytest.mark.xfail(reason="the check's pools differ in resources, which the gateway backend "
+                       "refuses (one line: the server starts workers with its own settings)",
+                       strict=True, raises=Exception)
+    def test_pools_scale_and_adapt_apart(self, deploy_cluster: Any, deploy_timeout: float) -> None:
+        super().test_pools_scale_and_adapt_apart(deploy_cluster, deploy_timeout)
