@@ -267,6 +267,9 @@ def configuration_page() -> str:
                 continue
             kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
             lines.append(f"| `{f.name}` | `{_cell(kind)}` | {_field_default(f)} |")
+        if info.pool_options:
+            lines += ["", "A pool may set (`pools={name: {option: value}}`): "
+                      + ", ".join(f"`{o}`" for o in sorted(info.pool_options)) + "."]
         doc = inspect.getdoc(info.options)
         if doc and not doc.startswith(f"{info.options.__name__}("):  # not dataclass's generated one
             lines += ["", _demote(doc)]

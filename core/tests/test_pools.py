@@ -197,3 +197,76 @@ def test_spec_files_name_pools(tmp_path: Any) -> None:
     assert _load_spec_file(str(path))["adapt"] == {"cooldown": "10s", "min_lifetime": 2.5}
     cluster_spec, _ = build_spec("local", {**spec["options"], "name": "p"})
     assert [p.name for p in cluster_spec.all_pools] == ["big"]
+
+
+# -- per-pool backend options (BackendInfo.pool_options; the fake takes two) ------------
+
+
+def test_a_pool_sets_the_backend_options_its_backend_allows() -> None:
+    spec, _ = build_spec("fake", {"pools": {"fast": {}, "bad": {"fail_start": True}},
+                                  "start_delay": 0.5, "name": "p"})
+    fast, bad = spec.all_pools
+    assert fast.backend_options is None and spec.options_of("fast") is spec.backend_options
+    assert spec.options_of("bad") is bad.backend_options
+    # The cluster's options are the pool's base; the pool replaces only what it sets.
+    assert (spec.options_of("bad").fail_start, spec.options_of("bad").start_delay) == (True, 0.5)
+    assert spec.backend_options.fail_start is False
+    assert spec_from_dict(spec_to_dict(spec)) == spec
+
+
+@pytest.mark.parametrize(("backend", "pools", "message"), [
+    ("fake", {"big": {"workers_per_unit": 2}},
+     r"pools\['big'\].workers_per_unit=2: backend 'fake' cannot set workers_per_unit per pool"),
+    ("fake", {"big": {"start_delay": -1}}, r"pools\['big'\].start_delay=-1"),
+    ("fake", {"big": {"fail_start": "yes"}}, r"pools\['big'\].fail_start='yes'"),
+    ("local", {"big": {"queue": "gpu"}}, r"pools\['big'\].queue='gpu': not a pool option"),
+])
+def test_bad_pool_backend_options_name_the_pool_and_option(backend: str, pools: Any,
+                                                           message: str) -> None:
+    with pytest.raises(SpecError, match=message) as e:
+        build_spec(backend, {"pools": pools, "name": "p"})
+    assert "\n" not in str(e.value)
+
+
+@given(st.dictionaries(st.sampled_from(["start_delay", "fail_start", "workers_per_unit",
+                                        "refuse_start", "\n"]),
+                       st.one_of(st.none(), st.booleans(), st.integers(-2, 3),
+                                 st.floats(allow_nan=True), st.text(max_size=3),
+                                 st.lists(st.integers(), max_size=2)), max_size=3))
+def test_hostile_pool_backend_options_fail_with_a_spec_error(opts: Any) -> None:
+    try:
+        spec, _ = build_spec("fake", {"pools": {"a": {}, "b": opts}, "name": "p"})
+    except SpecError as e:
+        assert "\n" not in str(e) and str(e).startswith("invalid pools['b'].")
+        return
+    assert set(opts) <= {"start_delay", "fail_start"}
+    assert spec_from_dict(spec_to_dict(spec)) == spec
+
+
+def test_a_pool_s_backend_options_reach_its_units_only(wait_until: Any) -> None:
+    """~2 s: the fake backend fails the units of the pool that asks it to, not the other's."""
+    with Cluster.from_name("fake", pools={"ok": {}, "bad": {"fail_start": True}},
+                           n_workers=1, name="t-pool-opts") as cluster, Client(cluster):
+        cluster.scale(1, pool="bad")
+        cluster.wait_for_workers(1, timeout=30)
+        wait_until(lambda: "failure" in cluster.status()["t-pool-opts-bad-1"].reason,
+                   30, "the bad pool's unit to fail")
+        assert "injected start failure" in cluster.get_logs()["t-pool-opts-bad-1"]
+        assert cluster.status()["t-pool-opts-ok-0"].connected
+
+
+def test_a_pool_record_made_in_python_cannot_smuggle_other_options() -> None:
+    """A backend reads per pool only its ``pool_options``: a Pool record that differs in
+    another field is refused, not silently started with the cluster's value."""
+    import dataclasses
+
+    from dask_deploy import SpecCluster
+
+    spec, _ = build_spec("fake", {"pools": {"a": {}}, "name": "p"})
+    smuggled = dataclasses.replace(spec.backend_options, workers_per_unit=2)
+    bad = dataclasses.replace(spec, pools=(Pool("a"), Pool("b", backend_options=smuggled)))
+    with pytest.raises(SpecError, match=r"pools\['b'\].workers_per_unit=2: backend 'fake' "
+                                        "cannot set workers_per_unit per pool"):
+        SpecCluster(bad, extensions={}, quiet=True)
+    with pytest.raises(SpecError, match=r"pools\['b'\].backend_options"):  # another class
+        dataclasses.replace(spec, pools=(Pool("b", backend_options=object()),))

@@ -272,7 +272,7 @@ class FakeBackend:
             fake = FakeUnit(cluster.name, unit.name, unit.worker_names,
                             log=self._logs.setdefault(unit.name, []))
             fake.write(f"accepted unit {unit.name}")
-            fail = self.options.fail_start or self.fail_next > 0
+            fail = self._options(cluster, unit).fail_start or self.fail_next > 0
             if self.fail_next > 0:
                 self.fail_next -= 1
             world[unit.name] = fake
@@ -281,11 +281,17 @@ class FakeBackend:
                                   {"workers": list(unit.worker_names)}))
         return handles
 
+    def _options(self, cluster: ClusterSpec, unit: Unit) -> FakeOptions:
+        """The unit's pool's own options where it sets some (``pool_options``), else the
+        cluster's with the switches a test flipped."""
+        own = cluster.options_of(unit.pool)
+        return self.options if own is cluster.backend_options or own is None else own  # type: ignore[no-any-return]
+
     async def _run(self, cluster: ClusterSpec, address: str, unit: Unit, fake: FakeUnit,
                    fail: bool) -> None:
         from distributed import Worker
 
-        opts = self.options
+        opts = self._options(cluster, unit)
         try:
             if opts.start_delay:
                 await asyncio.sleep(opts.start_delay)
@@ -424,6 +430,8 @@ INFO = BackendInfo(
     capabilities=frozenset({"scale", "logs_after_death", "dashboard", "loopback"}),
     extra="conformance",
     defaults={"n_workers": 0, "threads_per_worker": 1, "poll_interval": 0.1},
+    # Per pool: one pool's units can start slowly or fail while another's are fine.
+    pool_options=frozenset({"start_delay", "fail_start"}),
 )
 
 

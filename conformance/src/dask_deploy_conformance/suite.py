@@ -563,6 +563,18 @@ def _finish(futures: list[Any], timeout: float, cluster: Any) -> None:
     assert not errors, f"tasks failed: {[f.exception() for f in errors[:3]]}"
 
 
+def _worker_name() -> Callable[[], str]:
+    """A task that returns the name of the worker that runs it (made here, so it pickles by
+    value: a worker elsewhere need not import this module)."""
+
+    def task() -> str:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+
+    return task
+
+
 def _hold(event_name: str) -> Any:
     """A task that runs until the distributed Event ``event_name`` is set (held load)."""
 
@@ -677,6 +689,35 @@ class AdaptivityChecks:
             ups = [b for a, b in zip(sampler.sizes, sampler.sizes[1:], strict=False) if b > a]
             assert not ups, f"the cluster grew again while idle (flapping): sizes {sampler.sizes}"
             assert cluster.error is None, cluster.error
+
+    @requires("scale")
+    @unless("managed", reason=SERVICE_OPTIONS)
+    def test_pools_scale_and_adapt_apart(self, deploy_cluster: ClusterFactory,
+                                         deploy_timeout: float) -> None:
+        """Two pools (differing in generic options only): each scales on its own, and a task
+        that needs one pool's resource makes that pool adapt up, not the other."""
+        from distributed import Client
+
+        cluster = deploy_cluster(pools={"plain": {}, "tagged": {"resources": {"CONFTAG": 1}}})
+        mine = {p: lambda p=p: set(cluster.pool_workers(p)) for p in ("plain", "tagged")}
+        cluster.scale(1, pool="plain")
+        cluster.scale(1, pool="tagged")
+        wait_converged(cluster, 2 * expected_workers(cluster, 1), deploy_timeout)
+        assert all(f"-{p}-" in w for p in mine for w in mine[p]()), describe(cluster)
+        cluster.scale(0, pool="plain")  # the other pool keeps its units
+        wait_for(lambda: plan(cluster) == mine["tagged"]() != set()
+                 and set(connected(cluster)) == plan(cluster), deploy_timeout,
+                 "scale(0, pool='plain') left only the tagged pool", cluster)
+        cluster.scale(0, pool="tagged")
+        wait_converged(cluster, 0, deploy_timeout)
+        cluster.adapt(interval="100ms", wait_count=3, target_duration="10ms")  # every pool
+        with Client(cluster, set_as_default=False) as client:
+            ran_on = client.submit(_worker_name(), resources={"CONFTAG": 1}, pure=False)
+            _finish([ran_on], deploy_timeout, cluster)
+            assert "-tagged-" in ran_on.result(), ran_on.result()
+            assert not mine["plain"](), f"a plain worker for tagged work\n{describe(cluster)}"
+            del ran_on  # a result held in memory keeps its worker alive
+        wait_converged(cluster, 0, deploy_timeout)
 
 
 # --------------------------------------------------------------------------------------

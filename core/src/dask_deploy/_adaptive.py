@@ -373,16 +373,21 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
         if self.pool is None:
             return int(await super().target())
         cluster: Any = self.cluster
-        pool = cluster._pool(self.pool)
-        args = (frozenset(self.plan), dict(pool.worker.resources), pool.worker.nthreads,
+        # The expanded worker: resources a plugin adds (GPU expansion's ``GPU``) count too.
+        worker = cluster._templates[cluster._pool(self.pool).name][0]
+        args = (frozenset(self.plan), dict(worker.resources), worker.nthreads,
                 self.pool in cluster._general_pools(), float(self.target_duration))
         if cluster.scheduler is not None:  # in this process: read it directly
             target, idle, work, busy = pool_load(cluster.scheduler, *args)
         else:
             from distributed.protocol.pickle import dumps, loads
 
+            # By keyword: the scheduler passes itself as ``dask_scheduler=``, so positional
+            # arguments would fill that parameter too.
+            names = ("names", "resources", "nthreads", "general", "target_duration")
             reply = await self.scheduler.run_function(
-                function=dumps(pool_load), args=dumps(args), kwargs=dumps({}))
+                function=dumps(pool_load), args=dumps(()),
+                kwargs=dumps(dict(zip(names, args, strict=True))))
             if reply.get("status") != "OK":
                 raise RuntimeError(f"pool_load failed on the scheduler: {loads(reply['exception'])}")
             target, idle, work, busy = reply["result"]

@@ -127,12 +127,15 @@ class SpecCluster(Cluster):  # type: ignore[misc]
             self._hook = self._pm.hook
             #: What this cluster's backend can do (``remote_scheduler`` read from its hooks).
             self.capabilities = capabilities(backend_info(spec.backend), self._pm)
+            _check_pool_options(spec, backend_info(spec.backend).pool_options)
             if spec.scheduler.placement == "remote" and "remote_scheduler" not in self.capabilities:
                 raise SpecError("scheduler", "remote", f"backend {spec.backend!r} can only run the "
                                 'scheduler in this process: use "local"')
             #: Each pool's expanded workers of one unit; the default pool's first.
-            self._templates = {p.name: self._expand(dataclasses.replace(spec, worker=p.worker))
-                               for p in spec.all_pools}
+            # (each expanded as its own cluster would be: its worker, its backend options)
+            self._templates = {p.name: self._expand(dataclasses.replace(
+                spec, worker=p.worker, backend_options=spec.options_of(p.name)))
+                for p in spec.all_pools}
             self._unit_template = next(iter(self._templates.values()))
             self._pools = {p.name: p for p in spec.all_pools}
             # Distinct worker-name suffixes of all pools (for worker -> unit lookups).
@@ -415,9 +418,10 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         return head if head in self._pools else next(iter(self._pools))
 
     def _general_pools(self) -> set[str]:
-        """Pools that take tasks without resource restrictions: those whose workers have no
-        resources of their own (kept for the work that asks for them), else the default."""
-        plain = {p.name for p in self._pools.values() if not p.worker.resources}
+        """Pools that take tasks without resource restrictions: those whose (expanded)
+        workers have no resources of their own (kept for the work that asks for them), else
+        the default."""
+        plain = {p for p, t in self._templates.items() if not any(w.resources for w in t)}
         return plain or {next(iter(self._pools))}
 
     def pool_workers(self, pool: str | None = None) -> set[str]:
@@ -1227,3 +1231,20 @@ def _amount(value: object, option: str, what: str) -> float:
         raise SpecError(option, value, 'expected a size such as "64GB"' if what == "memory"
                         else "expected a number of cores >= 0")
     return float(amount)
+
+
+def _check_pool_options(spec: ClusterSpec, allowed: frozenset[str]) -> None:
+    """Refuse a pool whose backend options differ from the cluster's in a field the backend
+    does not read per pool (a ``Pool`` made in Python, not through ``pools=``): it would be
+    dropped silently."""
+    for pool in spec.pools:
+        if pool.backend_options is None:
+            continue
+        for f in dataclasses.fields(pool.backend_options):
+            if f.name not in allowed and getattr(pool.backend_options, f.name) != getattr(
+                    spec.backend_options, f.name):
+                raise SpecError(f"pools[{pool.name!r}].{f.name}",
+                                getattr(pool.backend_options, f.name),
+                                f"backend {spec.backend!r} cannot set {f.name} per pool: set "
+                                f"it for the whole cluster (per pool: {sorted(allowed)})")
+

@@ -109,29 +109,53 @@ _POOL_WORKER = {"threads_per_worker": "nthreads", "memory_limit": "memory_limit"
 _POOL_BOUNDS = ("n_workers", "minimum", "maximum")
 
 
-def _build_pools(value: object, base: WorkerSpec, n_workers: int | None) -> tuple[Pool, ...]:
+def _build_pools(value: object, base: WorkerSpec, n_workers: int | None,
+                 info: BackendInfo | None = None, backend_options: Any = None,
+                 ) -> tuple[Pool, ...]:
     """``pools={"name": {option: value}}`` as Pool records: each pool's worker is the
-    cluster's (the generic options) with its own options applied. The first is the default
-    pool: ``n_workers`` of the cluster start there unless it gives its own."""
+    cluster's (the generic options) with its own options applied, and its backend options
+    the cluster's with the ones the backend lets a pool set (``info.pool_options``)
+    replaced, checked by the backend's own options class. The first is the default pool:
+    ``n_workers`` of the cluster start there unless it gives its own."""
     if value is None:
         return ()
     if not isinstance(value, Mapping) or not value:
         raise SpecError("pools", value, 'expected a mapping of pool name -> options, e.g. '
                         '{"big": {"threads_per_worker": 4, "resources": {"BIG": 1}}}')
+    per_pool = info.pool_options if info is not None else frozenset()
+    backend_fields = ({f.name for f in dataclasses.fields(info.options)}
+                      if info is not None and info.options else set())
     pools = []
     for i, (name, opts) in enumerate(value.items()):
         opts = {} if opts is None else opts
         if not isinstance(opts, Mapping):
             raise SpecError(f"pools[{name!r}]", opts, "expected a mapping of options")
-        unknown = [k for k in opts if k not in _POOL_WORKER and k not in _POOL_BOUNDS]
-        if unknown:
-            raise SpecError(f"pools[{name!r}].{unknown[0]}", opts[unknown[0]],
-                            f"not a pool option; a pool takes {sorted({*_POOL_WORKER, *_POOL_BOUNDS})}")
+        for k in opts:
+            if k in _POOL_WORKER or k in _POOL_BOUNDS or k in per_pool:
+                continue
+            shown = f"pools[{name!r}].{k if isinstance(k, str) and k.isidentifier() else repr(k)}"
+            takes = sorted({*_POOL_WORKER, *_POOL_BOUNDS, *per_pool})
+            if k in backend_fields and info is not None:
+                raise SpecError(shown, opts[k], f"backend {info.name!r} cannot set {k} per pool: "
+                                f"set it for the whole cluster (a pool takes {takes})")
+            raise SpecError(shown, opts[k], f"not a pool option; a pool takes {takes}")
         worker = base.replace(**{_POOL_WORKER[k]: v for k, v in opts.items() if k in _POOL_WORKER})
+        own = {k: v for k, v in opts.items() if k in per_pool}
+        pool_backend = None
+        if own:
+            try:
+                pool_backend = dataclasses.replace(backend_options, **own)
+            except SpecError as e:  # the backend's own check, named as the pool's option
+                raise SpecError(f"pools[{name!r}].{e.option}", e.value, e.accepted) from None
+            except (TypeError, ValueError) as e:
+                key = next(iter(own))
+                raise SpecError(f"pools[{name!r}].{key}", own[key],
+                                str(e).splitlines()[0] if str(e) else "not accepted") from None
         minimum = _positive_int(opts.get("minimum", 0), f"pools[{name!r}].minimum", minimum=0)
         default_n = max(minimum, n_workers) if i == 0 and n_workers else minimum
         pools.append(Pool(name, worker, n_workers=opts.get("n_workers", default_n),
-                          minimum=minimum, maximum=opts.get("maximum")))
+                          minimum=minimum, maximum=opts.get("maximum"),
+                          backend_options=pool_backend))
     return tuple(pools)
 
 
@@ -199,7 +223,7 @@ def build_spec(backend: str, options: Mapping[str, Any], *, stacklevel: int = 2,
     if worker.nanny and "nanny" not in info.capabilities:
         raise SpecError("nanny", True, f"backend {backend!r} cannot run workers under a nanny; "
                         "leave nanny=False (workers without a nanny start faster)")
-    pools = _build_pools(g.get("pools"), worker, g.get("n_workers"))
+    pools = _build_pools(g.get("pools"), worker, g.get("n_workers"), info, backend_options)
     if any(p.worker.nanny for p in pools) and "nanny" not in info.capabilities:
         raise SpecError("nanny", True, f"backend {backend!r} cannot run workers under a nanny")
     scheduler = SchedulerSpec(

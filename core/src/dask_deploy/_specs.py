@@ -203,6 +203,9 @@ class Pool:
     ``n_workers`` are started with the cluster; ``minimum``/``maximum`` bound
     ``scale(n, pool=...)`` and are the defaults of ``adapt(pool=...)`` (``None``: no upper
     bound). Units of a pool other than the default are named ``<cluster>-<pool>-<i>``.
+    ``backend_options``: the backend's own options record for this pool's units (the
+    cluster's with the options the backend lets a pool set, ``BackendInfo.pool_options``,
+    replaced); ``None``: the cluster's. Read it with :meth:`ClusterSpec.options_of`.
     """
 
     name: str
@@ -210,6 +213,7 @@ class Pool:
     n_workers: int = 0
     minimum: int = 0
     maximum: int | None = None
+    backend_options: Any = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _POOL_NAME.match(self.name):
@@ -333,6 +337,13 @@ class ClusterSpec:
         if len({p.name for p in pools}) != len(pools):
             raise SpecError("pools", [p.name for p in pools], "pool names must be unique")
         object.__setattr__(self, "pools", pools)
+        for p in pools:
+            # A pool's record replaces the cluster's for its units: same backend, same type.
+            if p.backend_options is not None and type(p.backend_options) is not type(
+                    self.backend_options):
+                raise SpecError(f"pools[{p.name!r}].backend_options", p.backend_options,
+                                f"expected a {type(self.backend_options).__name__} like the "
+                                "cluster's backend_options (or None: the cluster's)")
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise SpecError(
                 "name", self.name,
@@ -350,6 +361,14 @@ class ClusterSpec:
     def all_pools(self) -> tuple[Pool, ...]:
         """The cluster's pools, the default first (one ``"default"`` pool without ``pools``)."""
         return self.pools or (Pool(DEFAULT_POOL, self.worker, self.n_workers),)
+
+    def options_of(self, pool: str) -> Any:
+        """The backend options record of the units of ``pool`` (a unit's ``Unit.pool``):
+        the pool's own when it sets some, else the cluster's ``backend_options``."""
+        for p in self.pools:
+            if p.name == pool and p.backend_options is not None:
+                return p.backend_options
+        return self.backend_options
 
 
 @dataclass(frozen=True)
@@ -437,6 +456,9 @@ class BackendInfo:
     ``factory`` builds the per-cluster plugin object whose ``deploy_*`` hooks drive one cluster;
     ``options`` is a frozen dataclass of the backend's own options (``None``: it has none).
     ``defaults`` overrides the generic defaults (e.g. ``{"threads_per_worker": 2}``).
+    ``pool_options``: the fields of ``options`` a pool may set for its own units
+    (``pools={"gpu": {"queue": "gpu"}}``); the backend honours them by reading
+    ``ClusterSpec.options_of(unit.pool)``. Empty: a pool that sets one is refused.
     """
 
     name: str
@@ -446,8 +468,13 @@ class BackendInfo:
     capabilities: frozenset[str] = frozenset()
     extra: str = ""  # the pip extra that installs it ("ssh" -> dask-deploy[ssh])
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    pool_options: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         unknown = set(self.capabilities) - _CAPABILITIES
         if unknown:
             raise SpecError("capabilities", sorted(unknown), f"expected some of {sorted(_CAPABILITIES)}")
+        fields = {f.name for f in dataclasses.fields(self.options)} if self.options else set()
+        if set(self.pool_options) - fields:
+            raise SpecError("pool_options", sorted(set(self.pool_options) - fields),
+                            f"not fields of {self.name}'s options class")

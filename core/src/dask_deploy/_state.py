@@ -70,7 +70,9 @@ def spec_from_dict(d: Mapping[str, Any]) -> ClusterSpec:
     return ClusterSpec(
         **{k: v for k, v in d.items() if k not in ("worker", "scheduler", "tls", "pools")},
         worker=WorkerSpec(**d["worker"]),
-        pools=tuple(Pool(**{**p, "worker": WorkerSpec(**p["worker"])})
+        pools=tuple(Pool(**{**p, "worker": WorkerSpec(**p["worker"]),
+                            "backend_options": info.options(**p["backend_options"])
+                            if info.options and p.get("backend_options") is not None else None})
                     for p in d.get("pools", ())),
         scheduler=SchedulerSpec(**d["scheduler"]),
         tls=TLS(**d["tls"]) if d.get("tls") else None,

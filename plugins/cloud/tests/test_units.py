@@ -119,3 +119,34 @@ def test_to_loopback_rewrites_every_emulator_address() -> None:
     assert to_loopback("--host 0.0.0.0") == "--host 127.0.0.1"
     assert to_loopback("172.31.0.4 54.214.94.85") == "127.0.0.1 127.0.0.1"
     assert to_loopback("127.0.0.5 v1.2.3.4.5") == "127.0.0.5 v1.2.3.4.5"
+
+
+@pytest.mark.parametrize(("backend", "pool", "option"), [
+    ("ecs", {"gpus": 1}, "gpus"), ("ec2", {"image": "other:1"}, "image"),
+])
+def test_a_pool_with_its_own_image_or_gpus_is_refused(backend: str, pool: dict[str, object],
+                                                      option: str) -> None:
+    """One task definition / instance type per cluster: a pool's own would be dropped."""
+    from dask_deploy._options import build_spec
+    from dask_deploy_cloud._ec2 import EC2Backend
+    from dask_deploy_cloud._ecs import ECSBackend
+
+    spec, _ = build_spec(backend, {"name": "p", "region_name": "us-east-1", "image": "img:1",
+                                   "pools": {"a": {}, "b": pool}})
+    with pytest.raises(SpecError, match=rf"pools\['b'\].{option}=.*set it for the whole cluster"):
+        (ECSBackend if backend == "ecs" else EC2Backend)(spec)
+
+
+def test_a_batch_holds_the_units_of_one_pool() -> None:
+    """A batch starts every unit with its first unit's workers: pools never share one."""
+    from dask_deploy import Unit, WorkerSpec
+    from dask_deploy._options import build_spec
+    from dask_deploy_cloud._ecs import ECSBackend
+
+    spec, _ = build_spec("ecs", {"name": "p", "region_name": "us-east-1",
+                                 "pools": {"a": {}, "b": {"resources": {"B": 1}}}})
+    backend = ECSBackend(spec)
+    a, b = (WorkerSpec(), ), (WorkerSpec(resources={"B": 1}), )
+    units = [Unit("p-a-0", a, "a"), Unit("p-b-1", b, "b"), Unit("p-a-2", a, "a")]
+    assert [[u.name for u in batch] for batch in backend._batches(units)] == \
+        [["p-a-0", "p-a-2"], ["p-b-1"]]

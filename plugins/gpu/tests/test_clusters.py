@@ -158,3 +158,32 @@ def test_composes_with_the_fake_backend(no_leaked_processes: None) -> None:
         assert all(w["resources"] == {"GPU": 1} for w in client.scheduler_info()["workers"].values())
         envs = [w.env["CUDA_VISIBLE_DEVICES"] for unit in cluster.units.values() for w in unit.workers]
         assert envs == ["0,1,2", "1,2,0", "2,0,1"] * 2
+
+
+def test_a_cpu_pool_and_a_gpu_pool(fake_gpus: Any, no_leaked_processes: None) -> None:
+    """~6 s: the GPU pool's units become one worker per GPU with the GPU resource, the CPU
+    pool's workers get none, and a task that needs a GPU makes the GPU pool adapt up."""
+    fake = fake_gpus(2)
+    pools = {"cpu": {}, "gpu": {"gpus": 2, "maximum": 2}}  # workers: one unit
+    with Cluster.from_name("local", n_workers=1, pools=pools, name="g-pools") as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(1, timeout=TIMEOUT)
+        cluster.adapt(pool="gpu")  # its own bounds: 0 to 2 workers
+        device = client.submit(lambda: os.environ["CUDA_VISIBLE_DEVICES"], pure=False,
+                               resources={"GPU": 1}).result(TIMEOUT)
+        assert device.split(",")[0] in ("0", "1")
+        info = {w["name"]: w for w in client.scheduler_info()["workers"].values()}
+        assert sorted(info) == ["g-pools-cpu-0", "g-pools-gpu-1-0", "g-pools-gpu-1-1"]
+        assert info["g-pools-cpu-0"]["resources"] == {}
+        assert all(info[f"g-pools-gpu-1-{i}"]["resources"] == {"GPU": 1} for i in (0, 1))
+        env = {r["name"]: r["env"] for r in client.run(
+            lambda dask_worker: {"name": dask_worker.name, "env": dict(os.environ)}).values()}
+        assert "CUDA_VISIBLE_DEVICES" not in env["g-pools-cpu-0"]
+        uuids = {fake["gpus"][i]["uuid"] for i in (0, 1)}
+        seen = on_each_gpu_worker(client, ["g-pools-gpu-1-0", "g-pools-gpu-1-1"])
+        assert {w["uuid"] for w in seen} == uuids  # one GPU each, none twice
+
+
+def on_each_gpu_worker(client: Client, names: list[str]) -> list[dict[str, Any]]:
+    return list(client.run(make_probe(), workers=[
+        a for a, w in client.scheduler_info()["workers"].items() if w["name"] in names]).values())

@@ -286,3 +286,24 @@ def test_a_running_clusters_key_folder_is_tagged_like_its_jobs(slurm: LocalSlurm
         assert job.data.get("kind") is None and key.data["kind"] == "tls-dir"
         assert key.data["owner_pid"] == job.data["owner_pid"] == os.getpid()
         assert "scheduler_running" not in key.data
+
+
+def test_pools_submit_to_their_own_partitions(slurm: LocalSlurm, log_dir: str) -> None:
+    """~10 s: each pool's jobs are separate arrays with the pool's queue in their header."""
+    pools = {"cpu": {}, "big": {"queue": slurm.second_partition, "walltime": "00:20:00",
+                                "resources": {"BIG": 1}}}
+    with cluster(log_dir, "pl", n_workers=1, pools=pools) as c:
+        c.scale(2, pool="big")
+        c.wait_for_workers(3, timeout=T)
+        assert workers(c) == {"pl-cpu-0", "pl-big-1", "pl-big-2"}
+        part = {h.name: slurm.run("squeue", "--noheader", "--job", h.backend_id,
+                                  "--format=%P").strip() for h in c.handles.values()}
+        assert part == {"pl-cpu-0": slurm.partition, "pl-big-1": slurm.second_partition,
+                        "pl-big-2": slurm.second_partition}
+        arrays = {n: h.data["array"] for n, h in c.handles.items()}
+        assert arrays["pl-big-1"] == arrays["pl-big-2"] != arrays["pl-cpu-0"]
+        scripts = [p.read_text() for p in Path(log_dir, "pl").glob("job-*.sh")]
+        big = next(s for s in scripts if "--partition=second" in s)
+        assert "#SBATCH --time=00:20:00" in big and "--lifetime" in big
+        with Client(c) as client:
+            assert client.submit(lambda: 1, resources={"BIG": 1}).result(timeout=T) == 1

@@ -418,3 +418,23 @@ def test_a_sigkilled_clients_cluster_ends_after_its_idle_timeout(emulator: Emula
                                           echo=print, grace=0, clusters=[name]))
     assert {v.cluster for v in removed} == {name}
     assert nothing_left(objects, name)
+
+
+def test_pools_put_their_pods_on_their_own_nodes(emulator: Emulator, objects: Objects,
+                                                 wait_until: Any) -> None:
+    """~8 s: each pool's pods carry that pool's nodeSelector; the cluster's other pod fields
+    stay (a pool's pod_spec replaces the cluster's, like any pool option)."""
+    name = "pools"
+    pools = {"cpu": {"pod_spec": {"nodeSelector": {"pool": "cpu"}}},
+             "big": {"pod_spec": {"nodeSelector": {"pool": "big"}}, "resources": {"BIG": 1}}}
+    opts = emulator.backend_options(name=name, n_workers=1, pools=pools, scheduler="local",
+                                    security=False)
+    with Cluster.from_name("k8s", **opts) as cluster, Client(cluster) as client:
+        cluster.scale(1, pool="big")
+        client.wait_for_workers(2, timeout=120)
+        pods = objects(selector(name))["pods"]
+        got = {p["metadata"]["labels"]["dask-deploy/unit"]: p["spec"].get("nodeSelector")
+               for p in pods}
+        assert got == {"pools-cpu-0": {"pool": "cpu"}, "pools-big-1": {"pool": "big"}}
+        assert client.submit(lambda: 1, resources={"BIG": 1}).result(timeout=60) == 1
+    wait_until(lambda: nothing_left(objects, name), 30, "every object of the cluster to be gone")

@@ -60,6 +60,8 @@ class LocalSlurm:
     root: str
     node: str
     partition: str = "debug"
+    #: A second partition on the same node (not the default): for per-pool ``queue``.
+    second_partition: str = "second"
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -151,6 +153,7 @@ SlurmctldParameters=enable_configless
 MaxArraySize=10001
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={int(mem_kib * 0.8 / 1024)} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+PartitionName=second Nodes=ALL Default=NO MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 """)
     return conf
 

@@ -75,6 +75,14 @@ class MachineBackend:
     options_class: ClassVar[type[AWSOptions]] = AWSOptions
 
     def __init__(self, spec: ClusterSpec) -> None:
+        for pool in spec.pools:
+            # The task definition / instance type and the container image are the cluster's,
+            # made once: a pool's own would be dropped, so it is refused instead.
+            for option, field in (("image", "image"), ("gpus", "gpus")):
+                if getattr(pool.worker, field) != getattr(spec.worker, field):
+                    raise SpecError(f"pools[{pool.name!r}].{option}", getattr(pool.worker, field),
+                                    f"the {spec.backend} backend starts every pool's workers "
+                                    f"with the cluster's {option}: set it for the whole cluster")
         self.spec = spec
         self.options: Any = as_options(spec.backend_options, self.options_class)
         self.aws = AWS(self.options.region_name)
@@ -253,8 +261,12 @@ class MachineBackend:
                        "log": self._log_stream(machine_id) if machine_id else "", **data})
 
     def _batches(self, units: Sequence[Unit]) -> list[list[Unit]]:
-        size = self.batch_size
-        return [list(units[i:i + size]) for i in range(0, len(units), size)]
+        """Batches of units with the same workers (one pool's): a batch starts them all
+        with its first unit's workers."""
+        size, groups = self.batch_size, dict[tuple[str, str], list[Unit]]()
+        for unit in units:  # (WorkerSpec holds mappings, so it is not hashable: key by repr)
+            groups.setdefault((unit.pool, repr(unit.workers)), []).append(unit)
+        return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
 
     batch_size: ClassVar[int] = 10
 
@@ -280,7 +292,8 @@ class MachineBackend:
                 handles += result
         if len(errors) == len(results):
             raise BackendError(f"AWS refused to start workers of {cluster.name}: {errors[0]}")
-        return handles
+        by_name = {h.name: h for h in handles}  # batches group units by pool: back in order
+        return [by_name[u.name] for u in units]
 
     async def _scheduler_for_workers(self, client_address: str) -> str:
         """The scheduler's private address, which workers in the VPC dial."""

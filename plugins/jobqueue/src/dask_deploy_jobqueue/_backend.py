@@ -132,8 +132,10 @@ class JobqueueBackend:
             memory = sum(w.memory_limit for w in workers)  # type: ignore[misc]
         return cores, memory
 
-    def _request(self, role: str, count: int, workers: Sequence[WorkerSpec]) -> JobRequest:
-        o = self.options
+    def _request(self, role: str, count: int, workers: Sequence[WorkerSpec],
+                 o: JobqueueOptions | None = None) -> JobRequest:
+        """``o``: the options of the units' pool (default: the cluster's)."""
+        o = o or self.options
         if role == "scheduler":
             from dask.utils import parse_bytes
 
@@ -175,9 +177,11 @@ class JobqueueBackend:
         # machine (tests, a laptop) everything stays on loopback.
         return ["--host", host] if host and is_loopback(host) else []
 
-    def worker_argv(self, address: str, w: WorkerSpec) -> list[str]:
-        """The command line of one worker process (``_script.NAME`` stands for its name)."""
-        o = self.options
+    def worker_argv(self, address: str, w: WorkerSpec,
+                    o: JobqueueOptions | None = None) -> list[str]:
+        """The command line of one worker process (``_script.NAME`` stands for its name);
+        ``o``: the options of its pool (default: the cluster's)."""
+        o = o or self.options
         options = dict(w.options)
         if o.walltime and "lifetime" not in options:
             life, stagger = lifetime(parse_walltime(o.walltime, self.system.walltime_colon),
@@ -222,17 +226,19 @@ class JobqueueBackend:
         lines = [self.options.shebang, *self.system.header(req), *self.system.prologue()]
         lines += _script.body(cluster=self.spec.name, index_var=self.system.index_var,
                               first_index=self.system.first_index, units=units,
-                              prologue=self.options.job_script_prologue, env=env,
+                              prologue=req.options.job_script_prologue, env=env,
                               grace=self.options.stop_grace, commands=commands,
                               stop_signals=self.system.stop_signals)
         return "\n".join(lines) + "\n"
 
     def _worker_script(self, address: str, units: Sequence[Unit]) -> tuple[JobRequest, str]:
+        """One job (array) for ``units``, all of one pool: its header is that pool's."""
         workers = units[0].workers
+        o = self.spec.options_of(units[0].pool) or self.options
         common = dict(set.intersection(*(set(w.env.items()) for w in workers)))
         commands = [(w.suffix, {k: v for k, v in w.env.items() if k not in common},
-                     self.worker_argv(address, w)) for w in workers]
-        req = self._request("worker", len(units), workers)
+                     self.worker_argv(address, w, o)) for w in workers]
+        req = self._request("worker", len(units), workers, o)
         return req, self.render(req, [u.name for u in units], commands, common)
 
     def job_script(self, scheduler_address: str | None = None, count: int = 1,
@@ -402,10 +408,11 @@ class JobqueueBackend:
     @hookimpl
     async def deploy_start_workers(self, cluster: ClusterSpec, scheduler_address: str,
                                    units: Sequence[Unit]) -> list[Handle]:
-        # Units with the same workers share one job script: one array, one submission.
-        groups: dict[str, list[Unit]] = {}
+        # Units of one pool with the same workers share one job script: one array, one
+        # submission; each pool's jobs have their own header (queue, account, walltime).
+        groups: dict[tuple[str, str], list[Unit]] = {}
         for unit in units:  # (WorkerSpec holds mappings, so it is not hashable: key by repr)
-            groups.setdefault(repr(unit.workers), []).append(unit)
+            groups.setdefault((unit.pool, repr(unit.workers)), []).append(unit)
         batches = [[u] for g in groups.values() for u in g] if not self.options.array \
             else list(groups.values())
         tasks = [asyncio.ensure_future(self._start_batch(scheduler_address, b)) for b in batches]

@@ -37,6 +37,20 @@ _SYSTEMS: tuple[tuple[str, str, type[JobqueueOptions]], ...] = (
 )
 
 
+#: Options a pool may set for its own jobs (``pools={"gpu": {"queue": "gpu"}}``): what goes
+#: in a job's header or around its workers. Not ``cores``/``memory``/``processes``: they set
+#: every pool's worker threads and memory (``defaults``) and the workers per job.
+_POOL_OPTIONS = frozenset({"queue", "account", "walltime", "job_extra_directives",
+                           "job_directives_skip", "job_script_prologue", "worker_extra_args",
+                           "resource_spec", "project", "job_cpu", "job_mem"})
+
+
+def _pool_options(options: type[JobqueueOptions]) -> frozenset[str]:
+    import dataclasses
+
+    return _POOL_OPTIONS & {f.name for f in dataclasses.fields(options)}
+
+
 def _factory(spec: ClusterSpec) -> Any:
     from ._backend import JobqueueBackend
 
@@ -51,6 +65,7 @@ def deploy_backends() -> list[BackendInfo]:
             capabilities=frozenset({"scale", "logs_after_death", "dashboard",
                                     "detach", "nanny"}),
             extra="jobqueue", defaults=defaults(name, options),
+            pool_options=_pool_options(options),
         )
         for name, summary, options in _SYSTEMS
     ]

@@ -135,8 +135,10 @@ def scheduler_service(spec: ClusterSpec, namespace: str, owner: Obj,
 
 
 def _pod(spec: ClusterSpec, namespace: str, owner: Obj, name: dict[str, str], labels: dict[str, str],
-         containers: list[Obj], annotations: Mapping[str, str] | None) -> Obj:
-    opts = spec.backend_options or K8sOptions()
+         containers: list[Obj], annotations: Mapping[str, str] | None,
+         opts: K8sOptions | None = None) -> Obj:
+    """``opts``: the options of the pod's pool (default: the cluster's)."""
+    opts = opts or spec.backend_options or K8sOptions()
     volumes = []
     if spec.tls is not None:
         # 0440 and fsGroup: readable by the container's user also when it is not root.
@@ -220,8 +222,10 @@ def worker_pod(spec: ClusterSpec, namespace: str, owner: Obj, unit: Unit, schedu
             "command": _command(spec, worker_role(w), kwargs), "env": _env(env),
             "resources": _resources(w),
         })
+    # A pool's own pod_spec (nodeSelector, tolerations) replaces the cluster's for its pods.
     return _pod(spec, namespace, owner, {"generateName": f"{unit.name}-"},
-                _labels(spec, "worker", **{UNIT: unit.name}), containers, annotations)
+                _labels(spec, "worker", **{UNIT: unit.name}), containers, annotations,
+                spec.options_of(unit.pool))
 
 
 def pod_status(pod: Obj | None, gone: bool = False) -> Status:

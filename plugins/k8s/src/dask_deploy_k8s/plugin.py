@@ -45,6 +45,8 @@ INFO = BackendInfo(
     extra="k8s",
     defaults={"scheduler": "remote", "image": _default_image, "idle_timeout": _idle_timeout,
               "security": True, "poll_interval": 0.5, "start_timeout": 300},
+    # Per pool: its workers' pod fields (nodeSelector, tolerations, affinity, ...).
+    pool_options=frozenset({"pod_spec"}),
 )
 
 
