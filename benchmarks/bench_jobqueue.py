@@ -132,8 +132,10 @@ def _sbatch_calls() -> int:
 
 
 def run(kind: str, what: str, n: int) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--trial", what, kind, str(n)],
-                         capture_output=True, text=True, env=os.environ)
+    # In a folder of its own: the Torque wrappers' qsub writes PBSCluster's output files
+    # (<script>.o<id>, .e<id>) where it runs.
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--trial", what, kind, str(n)],
+                         capture_output=True, text=True, env=os.environ, cwd=tempfile.mkdtemp())
     if out.returncode != 0:
         raise RuntimeError(f"{what} {kind} n={n} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.splitlines()[-1])
