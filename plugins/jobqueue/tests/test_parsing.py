@@ -9,6 +9,7 @@ documentation shows (``qstat -f -F json``, ``bjobs -o``, ``condor_q -af:j``, ``s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -181,6 +182,11 @@ def test_torque() -> None:
     assert TORQUE.parse_submit("17.torque01\n") == "17.torque01"
     assert TORQUE.submit_command_for(req("pbs", 1), "/l/j.sh") == [
         "qsub", "-N", "dask-deploy.c1.worker", "-j", "oe", "/l/j.sh"]
+    from dask_deploy_jobqueue._options import PBSOptions
+
+    r = JobRequest("dask-deploy.c1.worker", "/logs/c1", 1, 2, 2**30, None, PBSOptions())
+    assert "#PBS -l nodes=1:ppn=2,mem=1024mb" in TORQUE.header(r)  # no PBS Pro select=
+    assert "#PBS -l x=1" in TORQUE.header(dataclasses.replace(r, options=PBSOptions(resource_spec="x=1")))
     assert TORQUE.log_paths(req("pbs", 1), "17.torque01") == ["/logs/c1/dask-deploy.c1.worker.o17"]
     assert TORQUE.status_command("n", ["1", "2"]) == ["qstat", "-f", "1", "2"]
     st = TORQUE.parse_status(QSTAT_TORQUE)

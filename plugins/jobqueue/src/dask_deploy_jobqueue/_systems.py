@@ -419,6 +419,16 @@ class Torque(PBS):
     cancel_argv: tuple[str, ...] = ("qdel",)
     unknown_job_markers: tuple[str, ...] = ("Unknown Job Id",)
 
+    def directives(self, req: JobRequest) -> list[str]:
+        # Torque has no select=: its default resource request is nodes=1:ppn=<cores>
+        # (SLURM's sbatch reads both in #PBS lines).
+        lines = super().directives(req)
+        if not getattr(req.options, "resource_spec", None):
+            spec = f"nodes=1:ppn={req.cores}" + (f",mem={_mib(req.memory)}mb" if req.memory else "")
+            lines = [f"{self.directive} -l {spec}" if line.startswith(f"{self.directive} -l select=")
+                     else line for line in lines]
+        return lines
+
     def submit_command_for(self, req: JobRequest, script: str) -> list[str]:
         return ["qsub", "-N", self.word(req, req.name, "name"), "-j", "oe", script]
 
