@@ -177,7 +177,8 @@ Job Id: 5.torque01
 def test_torque() -> None:
     from dask_deploy_jobqueue._systems import TORQUE
 
-    assert TORQUE.arrays is False and TORQUE.name == "pbs"
+    assert TORQUE.arrays is False and TORQUE.submit_in_log_dir and TORQUE.name == "pbs"
+    assert not S["pbs"].submit_in_log_dir and not S["slurm"].submit_in_log_dir
     assert TORQUE.parse_submit("17\n") == "17"  # the wrappers: SLURM's job id
     assert TORQUE.parse_submit("17.torque01\n") == "17.torque01"
     assert TORQUE.submit_command_for(req("pbs", 1), "/l/j.sh") == [

@@ -400,7 +400,7 @@ class JobqueueBackend:
                 f.write(self.system.submit_description(req, path))
         stdin = script if self.system.submit_stdin else None
         out = await self._run(self.system.submit_command_for(req, target), stdin=stdin,
-                              cwd=self.log_dir)
+                              cwd=self.log_dir if self.system.submit_in_log_dir else None)
         job_id = self.system.parse_submit(out)
         return job_id, self.system.element_ids(job_id, req.count), self.system.log_paths(req, job_id)
 

@@ -103,6 +103,9 @@ class System:
     walltime_colon = "minutes:seconds"
     #: Whether many units may share one submission (a job array).
     arrays = True
+    #: Whether the submit command runs in the log folder (else where the client runs,
+    #: which is also where SLURM, for one, starts the job).
+    submit_in_log_dir = False
     #: Whether the submit command reads the script from stdin instead of a path argument.
     submit_stdin = False
     #: The command that must be on PATH (named in the error when it is missing).
@@ -416,6 +419,7 @@ class Torque(PBS):
     """
 
     arrays = False
+    submit_in_log_dir = True
     cancel_argv: tuple[str, ...] = ("qdel",)
     unknown_job_markers: tuple[str, ...] = ("Unknown Job Id",)
 
