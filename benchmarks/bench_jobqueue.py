@@ -1,5 +1,8 @@
-"""slurm (sge) backend vs ``dask_jobqueue.SLURMCluster`` (``SGECluster``) on the same real
-server: a private SLURM, or the one-host Grid Engine of the tests (``--system sge``).
+"""slurm (sge, pbs) backend vs ``dask_jobqueue.SLURMCluster`` (``SGECluster``,
+``PBSCluster``) on the same real server: a private SLURM, the one-host Grid Engine of the
+tests (``--system sge``), or that SLURM through its Torque wrappers (``--system pbs``:
+``slurm-wlm-torque``'s ``qsub``/``qstat``/``qdel`` first on PATH, see
+dask_deploy_testing.torque; both contenders submit with the wrappers' ``qsub``).
 
 Measures, for each contender in its default configuration (ours: TLS, no nanny, job
 arrays; dask-jobqueue: plain TCP, a nanny per worker, one sbatch per job):
@@ -20,6 +23,7 @@ markdown table of min/median/max and the ratio ours/anchor of the medians.
 
     sudo uv run python benchmarks/bench_jobqueue.py [--sizes 1 4 8] [--rounds 5] [--submit-rounds 3]
     sudo uv run python benchmarks/bench_jobqueue.py --system sge --sizes 4 --rounds 5
+    sudo uv run python benchmarks/bench_jobqueue.py --system pbs --sizes 4 --rounds 3 --submit-rounds 0
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
 
-#: "slurm" or "sge": the batch system of this run (trials read it from the environment).
+#: "slurm", "sge" or "pbs": the batch system of this run (trials read it from the environment).
 SYSTEM = os.environ.get("DASK_DEPLOY_BENCH_SYSTEM", "slurm")
 
 
@@ -77,10 +81,11 @@ def make(kind: str, name: str, logs: str, n: int) -> tuple[Any, str]:
 
         return (Cluster.from_name(SYSTEM, name=name, n_workers=n, log_directory=logs, quiet=True,
                                   **common), f"dask-deploy.{name}.worker")
+    from dask_jobqueue.pbs import PBSCluster
     from dask_jobqueue.sge import SGECluster
     from dask_jobqueue.slurm import SLURMCluster
 
-    cls = SGECluster if SYSTEM == "sge" else SLURMCluster
+    cls = {"sge": SGECluster, "pbs": PBSCluster}.get(SYSTEM, SLURMCluster)
     cluster = cls(job_name=name, n_workers=n, log_directory=logs, processes=1,
                            scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"},
                            worker_extra_args=["--host", "127.0.0.1"], **common)
@@ -127,8 +132,10 @@ def _sbatch_calls() -> int:
 
 
 def run(kind: str, what: str, n: int) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--trial", what, kind, str(n)],
-                         capture_output=True, text=True, env=os.environ)
+    # In a folder of its own: the Torque wrappers' qsub writes PBSCluster's output files
+    # (<script>.o<id>, .e<id>) where it runs.
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--trial", what, kind, str(n)],
+                         capture_output=True, text=True, env=os.environ, cwd=tempfile.mkdtemp())
     if out.returncode != 0:
         raise RuntimeError(f"{what} {kind} n={n} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.splitlines()[-1])
@@ -151,7 +158,7 @@ def table(results: dict[tuple[str, str, int], list[dict[str, Any]]], rows: list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--system", choices=["slurm", "sge"], default="slurm")
+    parser.add_argument("--system", choices=["slurm", "sge", "pbs"], default="slurm")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--submit-n", type=int, default=50)
@@ -170,7 +177,11 @@ def main() -> None:
     from dask_deploy_testing.slurm import local_slurm
 
     server: Any = local_sge if args.system == "sge" else local_slurm
-    anchor = "SGECluster" if args.system == "sge" else "SLURMCluster"
+    anchor = {"sge": "SGECluster", "pbs": "PBSCluster"}.get(args.system, "SLURMCluster")
+    if args.system == "pbs":  # the Torque wrappers, first on PATH for both contenders
+        from dask_deploy_testing.torque import torque_bin
+
+        os.environ["PATH"] = f"{torque_bin()}{os.pathsep}{os.environ['PATH']}"
     if args.system == "sge":
         args.submit_rounds = 0  # the submit50 trial reads SLURM's sdiag
     results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -88,6 +89,14 @@ def torque(slurm: LocalSlurm, monkeypatch: pytest.MonkeyPatch) -> Iterator[Local
         pytest.skip(f"no Torque wrappers here: {e}")
     monkeypatch.setenv("PATH", f"{path}{os.pathsep}{os.environ.get('PATH', '')}")
     yield slurm
+    # The wrappers' qstat shows a cancelled job that is still COMPLETING (its processes
+    # being killed, up to KillWait) as C, done, so a close returns before SLURM is through
+    # with it: wait for that here, before the ``slurm`` fixture's leak check, which counts
+    # COMPLETING jobs. A job still PENDING or RUNNING remains a leak.
+    deadline = time.monotonic() + 30
+    while slurm.run("squeue", "-h", "-r", "-t", "CG", "-o", "%i").strip() \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 @pytest.fixture

@@ -9,13 +9,18 @@ documentation shows (``qstat -f -F json``, ``bjobs -o``, ``condor_q -af:j``, ``s
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
+from pathlib import Path
 
 import pytest
 from dask_deploy import BackendError, ClusterSpec, Handle, Phase
 from dask_deploy_jobqueue._backend import JobqueueBackend, _last_error
 from dask_deploy_jobqueue._options import SLURMOptions
 from dask_deploy_jobqueue._systems import SYSTEMS, JobRequest, parse_job_name
+from hypothesis import given
+from hypothesis import strategies as hst
 
 S = SYSTEMS
 
@@ -128,6 +133,85 @@ def test_pbs() -> None:
     assert not pbs.partial_answer("", "Connection refused")
     with pytest.raises(BackendError, match="JSON"):
         pbs.parse_status("qstat: cannot connect to server")
+
+
+# -- Torque-style servers: the pbs backend's other dialect ------------------------------
+
+#: Recorded from slurm-wlm-torque's qstat -f over the test SLURM (one queued, one cancelled
+#: job: C without an exit status), then a real Torque's completed jobs (documented format:
+#: 4-space indent, exit_status, a comment wrapped onto a tab-indented line).
+QSTAT_TORQUE = """\
+Job Id:\t1
+\tJob_Name = dask-deploy.t1.worker
+\tJob_Owner = root@localhost
+\tjob_state = Q
+\tqueue = debug
+\tqtime = Wed Dec  2 19:17:30 2026
+\tResource_List.ncpus = 1
+
+Job Id:\t2
+\tJob_Name = dask-deploy.t1.worker
+\tJob_Owner = root@localhost
+\tjob_state = C
+\tctime = Wed Dec  2 19:17:30 2026
+
+Job Id: 3.torque01
+    Job_Name = dask-deploy.t1.worker
+    Job_Owner = alice@login01
+    job_state = C
+    exit_status = 271
+Job Id: 4.torque01
+    Job_Name = dask-deploy.t1.scheduler
+    Job_Owner = bob@login01
+    job_state = H
+    comment = held by user bo
+\tb
+Job Id: 5.torque01
+    Job_Name = dask-deploy.t1.worker
+    Job_Owner = alice@login01
+    job_state = C
+    exit_status = 0
+"""
+
+
+def test_torque() -> None:
+    from dask_deploy_jobqueue._systems import TORQUE
+
+    assert TORQUE.arrays is False and TORQUE.submit_in_log_dir and TORQUE.name == "pbs"
+    assert not S["pbs"].submit_in_log_dir and not S["slurm"].submit_in_log_dir
+    assert TORQUE.parse_submit("17\n") == "17"  # the wrappers: SLURM's job id
+    assert TORQUE.parse_submit("17.torque01\n") == "17.torque01"
+    assert TORQUE.submit_command_for(req("pbs", 1), "/l/j.sh") == [
+        "qsub", "-N", "dask-deploy.c1.worker", "-j", "oe", "/l/j.sh"]
+    from dask_deploy_jobqueue._options import PBSOptions
+
+    r = JobRequest("dask-deploy.c1.worker", "/logs/c1", 1, 2, 2**30, None, PBSOptions())
+    assert "#PBS -l nodes=1:ppn=2,mem=1024mb" in TORQUE.header(r)  # no PBS Pro select=
+    assert "#PBS -l x=1" in TORQUE.header(dataclasses.replace(r, options=PBSOptions(resource_spec="x=1")))
+    assert TORQUE.log_paths(req("pbs", 1), "17.torque01") == ["/logs/c1/dask-deploy.c1.worker.o17"]
+    assert TORQUE.status_command("n", ["1", "2"]) == ["qstat", "-f", "1", "2"]
+    st = TORQUE.parse_status(QSTAT_TORQUE)
+    assert st["1"] == (Phase.PENDING, "Q")
+    assert "2" not in st  # C without exit_status: judged by the job's output file
+    assert st["3.torque01"] == (Phase.FAILED, "exit status 271")
+    assert st["4.torque01"] == (Phase.PENDING, "H (held by user bob)")
+    assert st["5.torque01"] == (Phase.GONE, "")
+    owners = {j.element: j.owner for j in TORQUE.parse_listing(QSTAT_TORQUE)}
+    assert owners == {"1": "root", "3.torque01": "alice", "4.torque01": "bob", "5.torque01": "alice"}
+    # the wrappers' qstat exits 153 with nothing on stderr when it knows none of the ids
+    assert TORQUE.partial_answer("", "") and TORQUE.partial_answer("", "qstat: Unknown Job Id 9.t")
+    assert not TORQUE.partial_answer("", "Problem loading jobs.")
+    assert TORQUE.stop_commands(["1"], 5.0) == [["qdel", "1"]]
+    assert TORQUE.parse_status("qstat: cannot connect to server") == {}
+
+
+@given(hst.text())
+def test_qstat_full_text_never_raises(text: str) -> None:
+    from dask_deploy_jobqueue._systems import TORQUE, parse_qstat_full
+
+    for job in parse_qstat_full(text):
+        assert "Job Id" in job
+    TORQUE.parse_listing(text)
 
 
 # -- Grid Engine ------------------------------------------------------------------------
@@ -394,3 +478,21 @@ def test_last_error_prefers_error_lines() -> None:
     assert _last_error(text) == "ValueError: bad thing"
     assert _last_error("just this\n") == "just this"
     assert _last_error("") == "no output"
+
+
+@pytest.mark.parametrize(("version", "dialect"), [
+    ("pbs_version = 22.05.11", "PBS"),  # PBS Pro / OpenPBS
+    ("Version: 6.1.3\nCommit: 0fd6a6b", "Torque"),  # Torque
+    ("", "Torque")])  # SLURM's wrappers: "Unknown option: version" on stderr, exit 2
+def test_pbs_dialect_from_qstat_version(version: str, dialect: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    qstat = tmp_path / "qstat"
+    qstat.write_text(f"#!/bin/sh\nprintf '%s\\n' '{version}'\n[ -n '{version}' ] || exit 2\n")
+    qstat.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    backend = JobqueueBackend(ClusterSpec(backend="pbs", name="d"))
+    assert type(asyncio.run(backend._dialect())).__name__ == dialect
+    qstat.unlink()  # asked once per cluster
+    assert type(asyncio.run(backend._dialect())).__name__ == dialect

@@ -75,7 +75,7 @@ def test_plain_job_runs_with_its_pbs_directives(torque: LocalSlurm, tmp_path: Pa
 def test_array_directive_makes_a_slurm_array(torque: LocalSlurm, tmp_path: Path) -> None:
     """``#PBS -J 1-2`` becomes a SLURM array of two; but SLURM sets SLURM_ARRAY_TASK_ID,
     not PBS_ARRAY_INDEX, so each element finds no unit and fails at once: the limit of
-    the wrappers that keeps the pbs conformance run off them (README)."""
+    the wrappers that makes the pbs backend submit one job per unit there (README)."""
     job = qsub(script(tmp_path, 2))
     elements = [f"{job}_1", f"{job}_2"]
     for element in elements:

@@ -61,7 +61,7 @@ from ._options import (
     SLURMOptions,
     parse_walltime,
 )
-from ._systems import SYSTEMS, HTCondor, JobRequest, System, job_name, parse_job_name
+from ._systems import SYSTEMS, TORQUE, HTCondor, JobRequest, System, job_name, parse_job_name
 
 __all__ = ["OPTIONS", "JobqueueBackend"]
 
@@ -109,6 +109,7 @@ class JobqueueBackend:
         self.tls_dir = os.path.join(self.log_dir, "tls")
         self._scripts = 0
         self._tagged = False
+        self._probed = False
 
     # -- what one job asks for -----------------------------------------------------------
 
@@ -267,12 +268,13 @@ class JobqueueBackend:
 
     # -- running the system's commands --------------------------------------------------
 
-    async def _exec(self, argv: Sequence[str], stdin: str | None = None) -> tuple[int, str, str]:
+    async def _exec(self, argv: Sequence[str], stdin: str | None = None,
+                    cwd: str | None = None) -> tuple[int, str, str]:
         """Run one of the system's commands: (exit code, stdout, stderr)."""
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=cwd)
         except FileNotFoundError as e:
             raise BackendError(
                 f"{argv[0]} is not on PATH: the {self.system.name} backend runs the batch "
@@ -292,8 +294,9 @@ class JobqueueBackend:
         assert proc.returncode is not None
         return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace").strip()
 
-    async def _run(self, argv: Sequence[str], stdin: str | None = None, check: bool = True) -> str:
-        code, out, err = await self._exec(argv, stdin)
+    async def _run(self, argv: Sequence[str], stdin: str | None = None, check: bool = True,
+                   cwd: str | None = None) -> str:
+        code, out, err = await self._exec(argv, stdin, cwd)
         if check and code != 0:
             raise BackendError(f"{' '.join(argv)} failed (exit {code}): {err}")
         return out
@@ -376,8 +379,20 @@ class JobqueueBackend:
                 out[key] = value
         return out
 
+    async def _dialect(self) -> System:
+        """``pbs``: PBS Pro / OpenPBS, or a Torque-style server (Torque, SLURM's Torque
+        wrappers), told apart once by ``qstat --version`` (only PBS's names
+        ``pbs_version``); the two read and stop jobs differently (:class:`~._systems.Torque`)."""
+        if self.system is SYSTEMS["pbs"] and not self._probed:
+            _, out, err = await self._exec(["qstat", "--version"])
+            self._probed = True
+            if "pbs_version" not in out + err:
+                self.system = TORQUE
+        return self.system
+
     async def _submit(self, req: JobRequest, script: str) -> tuple[str, list[str], list[str]]:
         """Submit one job or array; return its id, element ids and output file paths."""
+        await self._dialect()
         self._ensure_dirs()
         self._scripts += 1
         path = os.path.join(self.log_dir, f"job-{os.getpid()}-{self._scripts}.sh")
@@ -390,7 +405,8 @@ class JobqueueBackend:
             with open(target, "w") as f:
                 f.write(self.system.submit_description(req, path))
         stdin = script if self.system.submit_stdin else None
-        out = await self._run(self.system.submit_command(target), stdin=stdin)
+        out = await self._run(self.system.submit_command_for(req, target), stdin=stdin,
+                              cwd=self.log_dir if self.system.submit_in_log_dir else None)
         job_id = self.system.parse_submit(out)
         return job_id, self.system.element_ids(job_id, req.count), self.system.log_paths(req, job_id)
 
@@ -413,7 +429,8 @@ class JobqueueBackend:
         groups: dict[tuple[str, str], list[Unit]] = {}
         for unit in units:  # (WorkerSpec holds mappings, so it is not hashable: key by repr)
             groups.setdefault((unit.pool, repr(unit.workers)), []).append(unit)
-        batches = [[u] for g in groups.values() for u in g] if not self.options.array \
+        arrays = self.options.array and (await self._dialect()).arrays
+        batches = [[u] for g in groups.values() for u in g] if not arrays \
             else list(groups.values())
         tasks = [asyncio.ensure_future(self._start_batch(scheduler_address, b)) for b in batches]
         try:
@@ -463,6 +480,7 @@ class JobqueueBackend:
                 await self._stop_batch(batch)
 
     async def _stop_batch(self, handles: Sequence[Handle]) -> None:
+        await self._dialect()
         ids = [h.backend_id for h in handles]
 
         async def run(commands: list[list[str]]) -> None:
@@ -482,6 +500,7 @@ class JobqueueBackend:
 
     async def _listing(self, handles: Sequence[Handle]) -> dict[str, tuple[Phase, str]]:
         """One status query per job name: element id -> (phase, reason)."""
+        await self._dialect()
         by_name: dict[str, list[str]] = {}
         for h in handles:
             by_name.setdefault(h.data.get("job") or job_name(h.cluster, "worker"), []).append(h.backend_id)
@@ -611,7 +630,7 @@ class JobqueueBackend:
         from any process, e.g. ``dask-deploy gc`` after the client was killed.
         """
         user = getpass.getuser()
-        out = await self._run(self.system.list_command(user))
+        out = await self._run((await self._dialect()).list_command(user))
         # The listing is this user's jobs: that is their owner (the submitting host is not
         # in it; without a creation time gc leaves them alone unless it can tell more).
         # The cluster's owner.json (under the log folder gc was given) adds the client's
@@ -620,7 +639,8 @@ class JobqueueBackend:
         tags: dict[str, dict[str, Any]] = {}
         for job in self.system.parse_listing(out):
             tag = parse_job_name(job.name)
-            if tag is None or job.phase not in (Phase.PENDING, Phase.RUNNING):
+            if tag is None or job.phase not in (Phase.PENDING, Phase.RUNNING) \
+                    or job.owner not in ("", user):
                 continue
             cid, role = tag
             if cluster_id is not None and cid != cluster_id:

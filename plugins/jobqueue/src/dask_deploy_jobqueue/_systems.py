@@ -70,6 +70,8 @@ class Listed:
     name: str
     phase: Phase
     reason: str = ""
+    #: The job's user where the listing names it and may hold other users' jobs.
+    owner: str = ""
 
 
 def _mib(n: int) -> int:
@@ -99,6 +101,11 @@ class System:
     first_index = 1
     #: How one-colon walltimes read (see :func:`~._options.parse_walltime`).
     walltime_colon = "minutes:seconds"
+    #: Whether many units may share one submission (a job array).
+    arrays = True
+    #: Whether the submit command runs in the log folder (else where the client runs,
+    #: which is also where SLURM, for one, starts the job).
+    submit_in_log_dir = False
     #: Whether the submit command reads the script from stdin instead of a path argument.
     submit_stdin = False
     #: The command that must be on PATH (named in the error when it is missing).
@@ -150,6 +157,10 @@ class System:
 
     def submit_command(self, script: str) -> list[str]:
         return [*self.submit_argv] if self.submit_stdin else [*self.submit_argv, script]
+
+    def submit_command_for(self, req: JobRequest, script: str) -> list[str]:
+        """The submit command for ``req`` (run in the log folder)."""
+        return self.submit_command(script)
 
     def parse_submit(self, out: str) -> str:
         m = re.search(self.job_id_regexp, out.strip(), re.M)
@@ -367,6 +378,99 @@ class PBS(System):
                 reason = str(attrs.get("comment", state))
             listed.append(Listed(element, attrs.get("Job_Name", ""), phase, reason))
         return listed
+
+
+#: Torque's ``qstat -f`` states; C (completed) is read from ``exit_status`` or, where the
+#: server gives none (SLURM's Torque wrappers), from the job's output file.
+_TORQUE_PHASE = {"Q": Phase.PENDING, "H": Phase.PENDING, "W": Phase.PENDING, "T": Phase.PENDING,
+                 "S": Phase.PENDING, "R": Phase.RUNNING, "E": Phase.RUNNING}
+
+
+def parse_qstat_full(out: str) -> list[dict[str, str]]:
+    """Torque's (and PBS's) ``qstat -f`` text: ``Job Id: <id>`` then ``key = value`` lines;
+    a long value goes on in lines that hold no `` = ``. Each job as a dict with ``Job Id``."""
+    jobs: list[dict[str, str]] = []
+    key = ""
+    for line in out.splitlines():
+        if line.startswith("Job Id:"):
+            jobs.append({"Job Id": line.partition(":")[2].strip()})
+            key = ""
+        elif jobs and " = " in line:
+            key, _, value = line.strip().partition(" = ")
+            jobs[-1][key] = value
+        elif jobs and key and line.strip():
+            jobs[-1][key] += line.strip()
+    return jobs
+
+
+class Torque(PBS):
+    """A Torque-style PBS server (Torque itself, or SLURM's ``slurm-wlm-torque`` wrappers):
+    the ``pbs`` backend switches to this when ``qstat --version`` names no ``pbs_version``.
+
+    Its ``qstat`` has no JSON (``-F json``) and its ``-x`` means XML, so status is read from
+    ``qstat -f`` text, and a completed job (``C``) from its ``exit_status`` or, where the
+    server gives none, from its output file. Each unit is a job of its own (as in
+    dask-jobqueue's ``PBSCluster``): the wrappers name array elements by SLURM's own job
+    ids, which say nothing of their index. ``qdel`` takes no grace (Torque sends SIGTERM,
+    then SIGKILL after its ``kill_delay``; the wrappers kill at once). ``-N`` and ``-j oe``
+    are also given on qsub's command line, and qsub runs in the log folder, because the
+    wrappers' qsub passes its own ``-o <name>.o<id>`` (relative to where it runs) over the
+    script's ``#PBS -o``: the output file is then the same one a real Torque writes.
+    """
+
+    arrays = False
+    submit_in_log_dir = True
+    cancel_argv: tuple[str, ...] = ("qdel",)
+    unknown_job_markers: tuple[str, ...] = ("Unknown Job Id",)
+
+    def directives(self, req: JobRequest) -> list[str]:
+        # Torque has no select=: its default resource request is nodes=1:ppn=<cores>
+        # (SLURM's sbatch reads both in #PBS lines).
+        lines = super().directives(req)
+        if not getattr(req.options, "resource_spec", None):
+            spec = f"nodes=1:ppn={req.cores}" + (f",mem={_mib(req.memory)}mb" if req.memory else "")
+            lines = [f"{self.directive} -l {spec}" if line.startswith(f"{self.directive} -l select=")
+                     else line for line in lines]
+        return lines
+
+    def submit_command_for(self, req: JobRequest, script: str) -> list[str]:
+        return ["qsub", "-N", self.word(req, req.name, "name"), "-j", "oe", script]
+
+    def status_command(self, name: str, job_ids: Sequence[str]) -> list[str]:
+        return ["qstat", "-f", *job_ids]
+
+    def partial_answer(self, out: str, err: str) -> bool:
+        # The wrappers' qstat exits 153 with nothing on stderr when it knows none of the ids.
+        return not err.strip() or super().partial_answer(out, err)
+
+    def stop_commands(self, ids: Sequence[str], grace: float) -> list[list[str]]:
+        return [["qdel", *ids]]
+
+    def list_command(self, user: str) -> list[str]:
+        # Not -u: the wrappers' qstat then prints its one-line format (names cut at 20).
+        return ["qstat", "-f"]
+
+    def parse_listing(self, out: str) -> list[Listed]:
+        listed = []
+        for job in parse_qstat_full(out):
+            state = job.get("job_state", "")
+            exit_status = job.get("exit_status")
+            if state == "C" and exit_status is None:
+                continue  # not judged here: the backend reads the job's output file
+            if state == "C":
+                phase = Phase.GONE if exit_status == "0" else Phase.FAILED
+                reason = "" if phase is Phase.GONE else f"exit status {exit_status}"
+            else:
+                phase = _TORQUE_PHASE.get(state, Phase.PENDING)
+                reason = f"{state} ({job['comment']})" if "comment" in job else state
+                reason = "" if phase is Phase.RUNNING else reason
+            owner = job.get("Job_Owner", "").partition("@")[0]
+            listed.append(Listed(job["Job Id"], job.get("Job_Name", ""), phase, reason, owner))
+        return listed
+
+
+#: The ``pbs`` backend's form for Torque-style servers (see :class:`Torque`).
+TORQUE = Torque()
 
 
 # --------------------------------------------------------------------------------------
