@@ -2,11 +2,11 @@
 
 Each is the ``fake`` backend with exactly one defect, and names the check(s) of the suite
 that must fail because of it (``BrokenBackend.fails``). ``conformance/tests/test_broken.py``
-runs the suite against each one and asserts that it fails on those checks. Most are the
+runs exactly those checks against each one and asserts that they fail (that the in-tree
+backends pass every check is the job of their own conformance classes). Most are the
 in-process ``fake`` with one defect; those whose defect only shows with real processes
 (a stop that does not wait, discovery from memory, an environment dropped) are the
-tutorial's ``shell`` backend (:mod:`dask_deploy_conformance._shell`) with one defect, and
-run only their named checks (``BrokenBackend.only``) to keep the meta-test short.
+tutorial's ``shell`` backend (:mod:`dask_deploy_conformance._shell`) with one defect.
 
 They are not registered as entry points (``dask-deploy backends`` should not list them).
 :func:`install` writes a throw-away distribution that registers them, so that
@@ -290,8 +290,6 @@ class BrokenBackend:
     defect: str
     #: Names of the suite's checks (test functions) that this defect must make fail.
     fails: tuple[str, ...]
-    #: Run only the ``fails`` checks (a slow, process-based backend), not the whole suite.
-    only: bool = False
 
 
 def _broken(name: str, cls: type[Any], fails: tuple[str, ...],
@@ -299,7 +297,7 @@ def _broken(name: str, cls: type[Any], fails: tuple[str, ...],
     base = _shell.INFO if issubclass(cls, _shell.ShellBackend) else FAKE
     info = dataclasses.replace(base, name=name, summary=f"BROKEN on purpose: {cls.__doc__}",
                                factory=cls, extra="", defaults={**base.defaults, **(defaults or {})})
-    return BrokenBackend(info, str(cls.__doc__), fails, only=base is _shell.INFO)
+    return BrokenBackend(info, str(cls.__doc__), fails)
 
 
 #: name -> BrokenBackend

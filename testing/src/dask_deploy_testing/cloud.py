@@ -161,8 +161,10 @@ class TaskRunner:
         self._thread: threading.Thread | None = None
         self._meta: http.server.ThreadingHTTPServer | None = None
         self._task_arns: dict[str, str] = {}
+        self._task_clusters: dict[str, str] = {}  # task id -> the cluster ARN it was listed in
         self._lock = threading.Lock()
         self._unpatch: list[Callable[[], None]] = []
+        self._logs: Any = None  # the Logs client of the shippers, made by the loop's thread
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -271,6 +273,9 @@ class TaskRunner:
         kw = {"endpoint_url": self.server.endpoint_url, "region_name": self.server.region,
               "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
         ecs, ec2 = session.client("ecs", **kw), session.client("ec2", **kw)
+        # One Logs client for every shipper thread (clients are thread-safe): a session and
+        # client per task cost ~0.12 CPU-s each in the test process.
+        self._logs = session.client("logs", **kw)
         while not self._stop.is_set():
             try:
                 self._tick_ecs(ecs)
@@ -282,10 +287,20 @@ class TaskRunner:
 
     def _tick_ecs(self, ecs: Any) -> None:
         for cluster in ecs.list_clusters()["clusterArns"]:
-            arns = ecs.list_tasks(cluster=cluster)["taskArns"]
+            # Only the tasks meant to run, as ECS lists by default: moto lists every task it
+            # ever had, and describing all of a session's stopped tasks ten times a second
+            # (moto's describe_tasks is quadratic) took the CPU of the test process, where
+            # the emulator serves, from the clusters under test.
+            arns = ecs.list_tasks(cluster=cluster, desiredStatus="RUNNING")["taskArns"]
             for i in range(0, len(arns), 100):
                 for task in ecs.describe_tasks(cluster=cluster, tasks=arns[i:i + 100])["tasks"]:
                     self._ecs_task(ecs, task)
+            # A task of this cluster that runs here but is no longer listed was told to stop.
+            listed = {arn.rsplit("/", 1)[-1] for arn in arns}
+            for tid, proc in list(self.procs.items()):
+                if proc.kind == "task" and self._task_clusters.get(tid) == cluster \
+                        and tid not in listed:
+                    self._stopping(proc)
 
     def _ecs_task(self, ecs: Any, task: dict[str, Any]) -> None:
         tid = task["taskArn"].rsplit("/", 1)[-1]
@@ -295,7 +310,12 @@ class TaskRunner:
                     and not self._held.is_set():
                 self._start_task(ecs, task)
             return
-        if task["desiredStatus"] == "STOPPED" and proc.kill_at is None:
+        if task["desiredStatus"] == "STOPPED":
+            self._stopping(proc)
+
+    def _stopping(self, proc: _Proc) -> None:
+        """SIGTERM now, SIGKILL after the container's ``stopTimeout`` (see :meth:`_reap`)."""
+        if proc.kill_at is None:
             proc.kill_at = time.monotonic() + proc.stop_timeout
             self._kill(proc, signal.SIGTERM)
 
@@ -314,6 +334,7 @@ class TaskRunner:
         group = options.get("awslogs-group")
         stream = f"{options.get('awslogs-stream-prefix')}/{container['name']}/{tid}" if group else None
         self._task_arns[tid] = arn
+        self._task_clusters[tid] = task["clusterArn"]
         self._launch("task", tid, command, env, group, stream, float(container.get("stopTimeout", 30)))
         model = self._task_model(arn)
         if model is not None:
@@ -372,11 +393,7 @@ class TaskRunner:
 
     def _ship(self, popen: subprocess.Popen[bytes], group: str | None, stream: str | None) -> None:
         """Copy the process's output to its CloudWatch log stream, line by line."""
-        import boto3
-
-        logs = boto3.session.Session().client(
-            "logs", endpoint_url=self.server.endpoint_url, region_name=self.server.region,
-            aws_access_key_id="testing", aws_secret_access_key="testing")
+        logs = self._logs
         if group and stream:
             with contextlib.suppress(Exception):
                 logs.create_log_group(logGroupName=group)

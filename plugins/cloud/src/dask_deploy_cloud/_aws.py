@@ -82,6 +82,24 @@ def owner_data(tags: Mapping[str, str]) -> dict[str, Any]:
     return data
 
 
+_loader: Any = None
+
+
+def _session() -> Any:
+    """A fresh aiobotocore session (credentials of its own) that shares one process-wide
+    loader of botocore's model files: a session of its own parses the endpoint and service
+    JSON again, ~0.12 CPU-s per client, ~0.6 s per cluster and per ``deploy_discover``."""
+    global _loader
+    from aiobotocore.session import get_session
+
+    session = get_session()
+    if _loader is None:
+        _loader = session.get_component("data_loader")
+    else:
+        session.register_component("data_loader", _loader)
+    return session
+
+
 class AWS:
     """The aiobotocore clients of one cluster, opened on first use and closed together.
 
@@ -99,12 +117,11 @@ class AWS:
         async with self._lock:  # the core calls no hook after teardown closed these
             if service not in self._clients:
                 from aiobotocore.config import AioConfig
-                from aiobotocore.session import get_session
 
                 config = AioConfig(retries={"mode": "standard", "max_attempts": 4},
                                    connect_timeout=10, read_timeout=60)
                 self._clients[service] = await self._stack.enter_async_context(
-                    get_session().create_client(service, region_name=self.region, config=config))
+                    _session().create_client(service, region_name=self.region, config=config))
             return self._clients[service]
 
     async def __call__(self, service: str, operation: str, **kwargs: Any) -> dict[str, Any]:
