@@ -270,3 +270,20 @@ def test_a_pool_record_made_in_python_cannot_smuggle_other_options() -> None:
         SpecCluster(bad, extensions={}, quiet=True)
     with pytest.raises(SpecError, match=r"pools\['b'\].backend_options"):  # another class
         dataclasses.replace(spec, pools=(Pool("b", backend_options=object()),))
+
+
+@pytest.mark.parametrize(("maximum", "ok"), [(0, True), (1, False), (3, False), (4, True)])
+def test_a_pool_of_multi_worker_units_is_bounded_in_whole_units(maximum: int, ok: bool) -> None:
+    """Units start whole: with two workers per unit, ``maximum=1`` could never start one
+    (adapt would fail every round), so it is refused when the cluster is made."""
+    from dask_deploy import SpecCluster
+
+    spec, _ = build_spec("fake", {"pools": {"a": {"maximum": maximum}}, "workers_per_unit": 2,
+                                  "name": "p"})
+    if ok:
+        SpecCluster(spec, extensions={}, quiet=True).close()
+        return
+    with pytest.raises(SpecError, match=rf"pools\['a'\].maximum={maximum}: each unit of this "
+                                        "pool runs 2 workers.*use a multiple of 2") as e:
+        SpecCluster(spec, extensions={}, quiet=True)
+    assert "\n" not in str(e.value)

@@ -137,6 +137,8 @@ class SpecCluster(Cluster):  # type: ignore[misc]
                 spec, worker=p.worker, backend_options=spec.options_of(p.name)))
                 for p in spec.all_pools}
             self._unit_template = next(iter(self._templates.values()))
+            for p in spec.pools:
+                _check_whole_units(p, len(self._templates[p.name]))
             self._pools = {p.name: p for p in spec.all_pools}
             # Distinct worker-name suffixes of all pools (for worker -> unit lookups).
             self._suffixes = tuple(dict.fromkeys(w.suffix for t in self._templates.values()
@@ -1231,6 +1233,16 @@ def _amount(value: object, option: str, what: str) -> float:
         raise SpecError(option, value, 'expected a size such as "64GB"' if what == "memory"
                         else "expected a number of cores >= 0")
     return float(amount)
+
+
+def _check_whole_units(pool: Pool, per_unit: int) -> None:
+    """A pool whose units run several workers (GPUs, processes per job) scales in whole
+    units, so its ``maximum`` must be a multiple of them: ``maximum=1`` with two workers
+    per unit could never start one (adapt would fail every round)."""
+    if pool.maximum is not None and pool.maximum % per_unit:
+        raise SpecError(f"pools[{pool.name!r}].maximum", pool.maximum,
+                        f"each unit of this pool runs {per_unit} workers, and units start "
+                        f"whole: use a multiple of {per_unit}")
 
 
 def _check_pool_options(spec: ClusterSpec, allowed: frozenset[str]) -> None:
