@@ -309,10 +309,15 @@ def test_detach_then_attach_from_another_process_through_a_port_forward(
     first.wait_for_workers(1, timeout=120)
     first.close()  # detached: the forward closes, the cluster stays
     script = textwrap.dedent(f"""
+        import urllib.request
         from dask_deploy import attach
         from distributed import Client
         c = attach({name!r})
         assert c.scheduler_address.startswith("tls://127.0.0.1:"), c.scheduler_address
+        # the dashboard through this process's proxy and its own new port-forward (the
+        # recorded one ended with the first process)
+        with urllib.request.urlopen(c.dashboard_link, timeout=60) as resp:
+            assert resp.status == 200 and b"Dask" in resp.read()
         c.scale(2)
         c.wait_for_workers(2, timeout=120)
         with Client(c) as client:

@@ -117,6 +117,8 @@ class K8sBackend:
         self.owner: dict[str, Any] | None = None  # set once the cluster's Secret is ours
         self.worker_address: str | None = None  # the scheduler as pods reach it
         self.forwards: list[PortForward] = []
+        #: This process's local end of the forward to the scheduler pod's dashboard, if open.
+        self.dashboard_forward: str | None = None
         self.logs: OrderedDict[str, str] = OrderedDict()  # of deleted pods
         self._connecting: asyncio.Lock | None = None
         #: Ownership annotations of everything this cluster creates (see ``deploy_discover``).
@@ -268,9 +270,7 @@ class K8sBackend:
             self.forwards.append(comm)
             address = f"{proto}://127.0.0.1:{await comm.start()}"
             if cluster.scheduler.dashboard_address is not None:
-                dash = PortForward(self.ws_api, self.namespace, name, m.DASHBOARD_PORT)
-                self.forwards.append(dash)
-                dashboard = f"127.0.0.1:{await dash.start()}"
+                dashboard = await self._forward_dashboard(name)
         else:
             address = self.worker_address
             if cluster.scheduler.dashboard_address is not None:
@@ -458,9 +458,21 @@ class K8sBackend:
         self.forwards.append(comm)
         return f"{proto}://127.0.0.1:{await comm.start()}"
 
+    async def _forward_dashboard(self, pod: str) -> str:
+        dash = PortForward(self.ws_api, self.namespace, pod, m.DASHBOARD_PORT)
+        self.forwards.append(dash)
+        self.dashboard_forward = f"127.0.0.1:{await dash.start()}"
+        return self.dashboard_forward
+
     @hookimpl
     async def deploy_dashboard_route(self, cluster: ClusterSpec, scheduler: SchedulerInfo) -> str | None:
-        return f"http://{scheduler.dashboard_address}" if scheduler.dashboard_address else None
+        if not scheduler.dashboard_address:
+            return None
+        if self._port_forward() and self.dashboard_forward is None:
+            # Re-attached: the recorded address is the end of the forward that the process
+            # which started the cluster held, gone with it; open this process's own.
+            return f"http://{await self._forward_dashboard(scheduler.handle.backend_id)}"
+        return f"http://{self.dashboard_forward or scheduler.dashboard_address}"
 
     @hookimpl
     async def deploy_discover(self, cluster: ClusterSpec, cluster_id: str | None) -> list[Handle]:
