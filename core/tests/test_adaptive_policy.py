@@ -3,6 +3,7 @@ worker, whole units only, no oscillation, queue-aware scale-up. No processes, no
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -157,6 +158,36 @@ def test_no_more_workers_than_can_start_in_time() -> None:
     # No work but a minimum: the minimum still holds.
     assert decide(snap(target=2, plan=set(), work=0.0), Memory(),
                   AdaptivePolicy(minimum=2, start_prior=60)).n == 2
+
+
+def test_a_guessed_duration_does_not_shrink_the_first_lump() -> None:
+    slow = AdaptivePolicy(start_prior=60.0)
+    # 500 tasks at the scheduler's 0.5 s guess, a 60 s queue: capped by the guess, 4
+    # workers; but no task has finished, the tasks may be long: the target stands.
+    assert decide(snap(target=50, plan=set(), work=250.0), Memory(), slow).n == 4
+    assert decide(snap(target=50, plan=set(), work=250.0, guessed=True), Memory(), slow).n == 50
+    # Once the duration is known, the cap is back.
+    assert decide(snap(target=50, plan=set(), work=250.0, guessed=False), Memory(), slow).n == 4
+
+
+def test_queued_units_are_cancelled_when_the_known_work_no_longer_needs_them() -> None:
+    plan = {"a", "b", "c", "d"}
+    # a connected and busy, b booting (out of the queue), c and d still queued; target 2.
+    s = snap(now=100, target=2, plan=plan, requested=plan, observed={"a"},
+             started_at={"a": 0, "b": 10, "c": 20, "d": 30}, queued=frozenset({"c", "d"}),
+             work=5.0)
+    rec = decide(s, Memory(), P)
+    assert (rec.status, rec.workers) == ("down", ("d", "c"))  # newest first; b is billed, kept
+    one = decide(dataclasses.replace(s, target=3), Memory(), P)
+    assert (one.status, one.workers) == ("down", ("d",))  # never below the target
+    # Work unknown (the scheduler's target alone): a queued unit keeps its place.
+    assert decide(dataclasses.replace(s, work=None), Memory(), P).status == "same"
+    # A unit of several workers is cancelled whole or not at all.
+    units = snap(now=100, target=1, plan={"a", "c-0", "c-1"}, requested={"a", "c-0", "c-1"},
+                 observed={"a"}, unit_of={"c-0": "c", "c-1": "c"}, queued=frozenset({"c-0", "c-1"}),
+                 work=5.0)
+    assert decide(units, Memory(), P).workers == ("c-0", "c-1")
+    assert decide(dataclasses.replace(units, target=2), Memory(), P).status == "same"
 
 
 def test_units_queued_past_queue_timeout_are_not_capacity() -> None:
