@@ -112,6 +112,15 @@ def test_work_that_keeps_arriving_gets_workers_to_keep_up() -> None:
     assert decide(s, lump, slow).n == 10 + 13  # (2020 - 10 * 60) / 60 - 10 = 13.7
 
 
+def test_a_backlog_on_top_of_a_stream_gets_workers_for_both() -> None:
+    slow = AdaptivePolicy(start_prior=60.0)
+    # 10 threads keep up with 10/s, and 2020 thread-seconds are queued: the 600 that arrive
+    # while a new worker starts are work too: (2020 + 10 * 60 - 10 * 60) / 60 - 10 = 23.7.
+    stream = Memory(work_at=(0.0, 2020.0), arrivals=(10.0,) * 5)
+    s = snap(now=1.0, target=50, observed={f"w{i}" for i in range(10)}, work=2020.0, busy=10.0)
+    assert decide(s, stream, slow).n == 10 + 23
+
+
 def test_a_constant_target_never_changes_the_plan() -> None:
     # Whatever the scheduler suggests as idle, a target equal to the plan does nothing.
     recs = run([snap(now=t, target=2, observed={"a", "b"}, idle=("a",)) for t in range(50)])

@@ -23,9 +23,9 @@ suggestions, ``interval`` apart; starting workers closed first):
   second.
 * **No oscillation.** A worker is retired only after ``cooldown`` seconds of uninterrupted
   idleness, and never before its unit has lived ``min_lifetime`` seconds (default: the
-  cooldown); no step both starts and retires; a unit that is still starting (queued,
-  booting) is never retired (the reconciler fails it after ``start_timeout`` /
-  ``queue_timeout``). So a load whose idle gaps are shorter than the cooldown never
+  cooldown); no step both starts and retires; a unit that is booting is never retired
+  (the reconciler fails it after ``start_timeout``), one still queued only when the known
+  work no longer needs it (below). So a load whose idle gaps are shorter than the cooldown never
   retires a worker, and a constant load never changes the plan.
 * **Graceful retirement.** Retiring goes through the scheduler's ``retire_workers``, which
   copies data held only by the retiring worker to another worker first, and keeps the
@@ -39,10 +39,21 @@ suggestions, ``interval`` apart; starting workers closed first):
   expected start time ``L`` (queue included) and should then have at least ``L`` seconds
   of work (rent or buy again), so with ``W`` thread-seconds of work, ``c`` threads
   connected or on their way and ``t`` threads per worker, at most
-  ``(max(0, W - c_connected * L) / L - c) / t`` workers are added for the work queued now,
-  or, if more, enough to keep up with the rate at which work has been arriving (the
-  median over the last 15 steps, so that a lump of work is not taken for a stream); a
-  cluster with no worker and work to do always gets one.
+  ``(max(0, W + r * L - c_connected * L) / L - c) / t`` workers are added, ``r`` being
+  the rate at which work has been arriving (thread-seconds per second, the median over
+  the last 15 steps, so that a lump of work is not taken for a stream; what arrives
+  while a new worker starts is work for it too), or, if more, enough to keep up with
+  ``r``; a cluster with no worker and work to do always gets one.
+* **No cap on a guess.** While part of the queued work is tasks of a kind none of which
+  has finished yet, its size is the scheduler's guess (0.5 s a task): the cap would size
+  the first lump by it and submit a few units where the tasks may take minutes (and
+  with random queue delays the first result comes from the fastest of the units
+  submitted). Until a duration is known, the scheduler's target stands.
+* **Cancel what is still queued.** When the target falls below the plan and the work is
+  known, units still in the backend's queue (not running, not billed) are cancelled
+  first, the last submitted first, whole units only; then idle workers past the cooldown
+  are retired. A unit that left the queue (booting, billed) is never retired while it
+  starts; without a known amount of work a queued unit keeps its place.
 """
 
 from __future__ import annotations
@@ -177,7 +188,9 @@ def _useful_new_workers(s: Snapshot, p: AdaptivePolicy, counted: int, rate: floa
     t = p.threads_per_worker
     # Work that keeps arriving needs threads to keep up with it, whatever is queued now.
     keep_up = max(0, math.ceil((rate - counted * t) / t))
-    lump = _useful_count(s.work, len(s.observed) * t, counted * t, start_estimate(s, p), t)
+    latency = start_estimate(s, p)
+    # The work that arrives while a new worker starts is work for it too.
+    lump = _useful_count(s.work + rate * latency, len(s.observed) * t, counted * t, latency, t)
     if counted == 0:
         lump = max(1, lump)  # nothing runs or comes: at least one, whatever the estimate
     return max(lump, keep_up)
