@@ -114,11 +114,11 @@ def test_work_that_keeps_arriving_gets_workers_to_keep_up() -> None:
 
 def test_a_backlog_on_top_of_a_stream_gets_workers_for_both() -> None:
     slow = AdaptivePolicy(start_prior=60.0)
-    # 10 threads keep up with 10/s, and 2020 thread-seconds are queued: the 600 that arrive
-    # while a new worker starts are work too: (2020 + 10 * 60 - 10 * 60) / 60 - 10 = 23.7.
+    # 10 threads keep up with 10/s, and 2020 thread-seconds are queued: half of the 600 that
+    # arrive while a new worker starts are work for it: (2020 + 300 - 10 * 60) / 60 - 10 = 18.7.
     stream = Memory(work_at=(0.0, 2020.0), arrivals=(10.0,) * 5)
     s = snap(now=1.0, target=50, observed={f"w{i}" for i in range(10)}, work=2020.0, busy=10.0)
-    assert decide(s, stream, slow).n == 10 + 23
+    assert decide(s, stream, slow).n == 10 + 18
 
 
 def test_a_constant_target_never_changes_the_plan() -> None:
