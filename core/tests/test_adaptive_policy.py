@@ -267,3 +267,43 @@ def test_decide_is_deterministic() -> None:
     m = Memory({"b": 0.0, "c": 10.0})
     assert decide(s, m, P) == decide(s, m, P)
     assert decide(s, m, P).workers == ("c", "b")
+
+
+def test_the_scheduler_says_when_durations_are_a_guess() -> None:
+    """``Adaptive._work`` on a real in-process scheduler: tasks of a kind none of which has
+    finished are a guess; once one finished, they are not. (In-process worker, ~1 s.)"""
+    import asyncio
+
+    from dask_deploy._adaptive import Adaptive
+    from distributed import Client, Scheduler, Worker
+
+    def slow(x: int) -> int:
+        return x
+
+    class _Cluster:
+        scheduler: Scheduler
+
+    async def main() -> tuple[tuple[float | None, float, bool], tuple[float | None, float, bool]]:
+        async with Scheduler(host="127.0.0.1", dashboard_address=":0") as sched, \
+                Client(sched.address, asynchronous=True) as client:
+            adaptive = Adaptive.__new__(Adaptive)  # no periodic callback: _work alone
+            cluster: Any = _Cluster()
+            cluster.scheduler = sched
+            adaptive.cluster, adaptive.pool = cluster, None
+            first = client.map(slow, range(5), pure=False)
+            while len(sched.unrunnable) + len(sched.queued) < 5:
+                await asyncio.sleep(0.01)
+            before = adaptive._work()
+            async with Worker(sched.address, nthreads=1):
+                await client.gather(first)
+            more = client.map(slow, range(5, 10), pure=False)
+            while len(sched.unrunnable) + len(sched.queued) < 5:
+                await asyncio.sleep(0.01)
+            after = adaptive._work()
+            del more
+            adaptive.state = "stopped"  # as if stop() had run (distributed's __del__ stops it)
+            return before, after
+
+    before, after = asyncio.run(main())
+    assert before[0] is not None and before[0] > 0 and before[2] is True
+    assert after[2] is False
