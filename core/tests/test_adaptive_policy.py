@@ -307,3 +307,23 @@ def test_the_scheduler_says_when_durations_are_a_guess() -> None:
     before, after = asyncio.run(main())
     assert before[0] is not None and before[0] > 0 and before[2] is True
     assert after[2] is False
+
+
+def test_the_snapshot_marks_units_still_in_the_queue() -> None:
+    from collections import deque
+    from types import SimpleNamespace
+
+    from dask_deploy._adaptive import Adaptive
+    from dask_deploy._reconcile import Observed
+    from dask_deploy._specs import Phase
+
+    cluster: Any = SimpleNamespace(
+        plan={"q", "b", "r"}, requested={"q", "b", "r"}, observed={"r"},
+        units={n: SimpleNamespace(worker_names=[n]) for n in ("q", "b", "r")},
+        _observed={"q": Observed(Phase.PENDING, 1.0), "b": Observed(Phase.RUNNING, 2.0, "", 3.0),
+                   "r": Observed(Phase.RUNNING, 0.0, "", 1.0, 2.0, True)})
+    adaptive = Adaptive.__new__(Adaptive)  # no scheduler, no periodic callback
+    adaptive.cluster, adaptive.pool, adaptive.state = cluster, None, "stopped"
+    adaptive._start_times, adaptive._boot_times, adaptive._measured = deque(), deque(), set()
+    s = adaptive.snapshot(target=1, idle=[])
+    assert s.queued == {"q"} and s.work is None and not s.guessed
