@@ -213,7 +213,9 @@ def simulate(tasks: list[Task], backend: Backend, policy: str, *, seed: int = 0,
                     idle=tuple(idle(max(0, target - starting))) if target < len(plan) else (),
                     started_at={n: units[n].started for n in requested},
                     start_times=tuple(start_times), boot_times=tuple(boot_times),
-                    work=occupancy + ready * mean_duration, busy=float(running))
+                    work=occupancy + ready * mean_duration, busy=float(running),
+                    guessed=not learned and bool(ready),
+                    queued=frozenset(n for n in requested if now < units[n].running_at))
                 rec = decide(snapshot, memory, ours)
                 memory = rec.memory
                 status, up_to, retire = rec.status, rec.n, set(rec.workers)

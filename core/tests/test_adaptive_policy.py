@@ -3,6 +3,7 @@ worker, whole units only, no oscillation, queue-aware scale-up. No processes, no
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -111,6 +112,15 @@ def test_work_that_keeps_arriving_gets_workers_to_keep_up() -> None:
     assert decide(s, lump, slow).n == 10 + 13  # (2020 - 10 * 60) / 60 - 10 = 13.7
 
 
+def test_a_backlog_on_top_of_a_stream_gets_workers_for_both() -> None:
+    slow = AdaptivePolicy(start_prior=60.0)
+    # 10 threads keep up with 10/s, and 2020 thread-seconds are queued: half of the 600 that
+    # arrive while a new worker starts are work for it: (2020 + 300 - 10 * 60) / 60 - 10 = 18.7.
+    stream = Memory(work_at=(0.0, 2020.0), arrivals=(10.0,) * 5)
+    s = snap(now=1.0, target=50, observed={f"w{i}" for i in range(10)}, work=2020.0, busy=10.0)
+    assert decide(s, stream, slow).n == 10 + 18
+
+
 def test_a_constant_target_never_changes_the_plan() -> None:
     # Whatever the scheduler suggests as idle, a target equal to the plan does nothing.
     recs = run([snap(now=t, target=2, observed={"a", "b"}, idle=("a",)) for t in range(50)])
@@ -157,6 +167,36 @@ def test_no_more_workers_than_can_start_in_time() -> None:
     # No work but a minimum: the minimum still holds.
     assert decide(snap(target=2, plan=set(), work=0.0), Memory(),
                   AdaptivePolicy(minimum=2, start_prior=60)).n == 2
+
+
+def test_a_guessed_duration_does_not_shrink_the_first_lump() -> None:
+    slow = AdaptivePolicy(start_prior=60.0)
+    # 500 tasks at the scheduler's 0.5 s guess, a 60 s queue: capped by the guess, 4
+    # workers; but no task has finished, the tasks may be long: the target stands.
+    assert decide(snap(target=50, plan=set(), work=250.0), Memory(), slow).n == 4
+    assert decide(snap(target=50, plan=set(), work=250.0, guessed=True), Memory(), slow).n == 50
+    # Once the duration is known, the cap is back.
+    assert decide(snap(target=50, plan=set(), work=250.0, guessed=False), Memory(), slow).n == 4
+
+
+def test_queued_units_are_cancelled_when_the_known_work_no_longer_needs_them() -> None:
+    plan = {"a", "b", "c", "d"}
+    # a connected and busy, b booting (out of the queue), c and d still queued; target 2.
+    s = snap(now=100, target=2, plan=plan, requested=plan, observed={"a"},
+             started_at={"a": 0, "b": 10, "c": 20, "d": 30}, queued=frozenset({"c", "d"}),
+             work=5.0)
+    rec = decide(s, Memory(), P)
+    assert (rec.status, rec.workers) == ("down", ("d", "c"))  # newest first; b is billed, kept
+    one = decide(dataclasses.replace(s, target=3), Memory(), P)
+    assert (one.status, one.workers) == ("down", ("d",))  # never below the target
+    # Work unknown (the scheduler's target alone): a queued unit keeps its place.
+    assert decide(dataclasses.replace(s, work=None), Memory(), P).status == "same"
+    # A unit of several workers is cancelled whole or not at all.
+    units = snap(now=100, target=1, plan={"a", "c-0", "c-1"}, requested={"a", "c-0", "c-1"},
+                 observed={"a"}, unit_of={"c-0": "c", "c-1": "c"}, queued=frozenset({"c-0", "c-1"}),
+                 work=5.0)
+    assert decide(units, Memory(), P).workers == ("c-0", "c-1")
+    assert decide(dataclasses.replace(units, target=2), Memory(), P).status == "same"
 
 
 def test_units_queued_past_queue_timeout_are_not_capacity() -> None:
@@ -227,3 +267,63 @@ def test_decide_is_deterministic() -> None:
     m = Memory({"b": 0.0, "c": 10.0})
     assert decide(s, m, P) == decide(s, m, P)
     assert decide(s, m, P).workers == ("c", "b")
+
+
+def test_the_scheduler_says_when_durations_are_a_guess() -> None:
+    """``Adaptive._work`` on a real in-process scheduler: tasks of a kind none of which has
+    finished are a guess; once one finished, they are not. (In-process worker, ~1 s.)"""
+    import asyncio
+
+    from dask_deploy._adaptive import Adaptive
+    from distributed import Client, Scheduler, Worker
+
+    def slow(x: int) -> int:
+        return x
+
+    class _Cluster:
+        scheduler: Scheduler
+
+    async def main() -> tuple[tuple[float | None, float, bool], tuple[float | None, float, bool]]:
+        async with Scheduler(host="127.0.0.1", dashboard_address=":0") as sched, \
+                Client(sched.address, asynchronous=True) as client:
+            adaptive = Adaptive.__new__(Adaptive)  # no periodic callback: _work alone
+            cluster: Any = _Cluster()
+            cluster.scheduler = sched
+            adaptive.cluster, adaptive.pool = cluster, None
+            first = client.map(slow, range(5), pure=False)
+            while len(sched.unrunnable) + len(sched.queued) < 5:
+                await asyncio.sleep(0.01)
+            before = adaptive._work()
+            async with Worker(sched.address, nthreads=1):
+                await client.gather(first)
+            more = client.map(slow, range(5, 10), pure=False)
+            while len(sched.unrunnable) + len(sched.queued) < 5:
+                await asyncio.sleep(0.01)
+            after = adaptive._work()
+            del more
+            adaptive.state = "stopped"  # as if stop() had run (distributed's __del__ stops it)
+            return before, after
+
+    before, after = asyncio.run(main())
+    assert before[0] is not None and before[0] > 0 and before[2] is True
+    assert after[2] is False
+
+
+def test_the_snapshot_marks_units_still_in_the_queue() -> None:
+    from collections import deque
+    from types import SimpleNamespace
+
+    from dask_deploy._adaptive import Adaptive
+    from dask_deploy._reconcile import Observed
+    from dask_deploy._specs import Phase
+
+    cluster: Any = SimpleNamespace(
+        plan={"q", "b", "r"}, requested={"q", "b", "r"}, observed={"r"},
+        units={n: SimpleNamespace(worker_names=[n]) for n in ("q", "b", "r")},
+        _observed={"q": Observed(Phase.PENDING, 1.0), "b": Observed(Phase.RUNNING, 2.0, "", 3.0),
+                   "r": Observed(Phase.RUNNING, 0.0, "", 1.0, 2.0, True)})
+    adaptive = Adaptive.__new__(Adaptive)  # no scheduler, no periodic callback
+    adaptive.cluster, adaptive.pool, adaptive.state = cluster, None, "stopped"
+    adaptive._start_times, adaptive._boot_times, adaptive._measured = deque(), deque(), set()
+    s = adaptive.snapshot(target=1, idle=[])
+    assert s.queued == {"q"} and s.work is None and not s.guessed

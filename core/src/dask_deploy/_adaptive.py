@@ -23,9 +23,9 @@ suggestions, ``interval`` apart; starting workers closed first):
   second.
 * **No oscillation.** A worker is retired only after ``cooldown`` seconds of uninterrupted
   idleness, and never before its unit has lived ``min_lifetime`` seconds (default: the
-  cooldown); no step both starts and retires; a unit that is still starting (queued,
-  booting) is never retired (the reconciler fails it after ``start_timeout`` /
-  ``queue_timeout``). So a load whose idle gaps are shorter than the cooldown never
+  cooldown); no step both starts and retires; a unit that is booting is never retired
+  (the reconciler fails it after ``start_timeout``), one still queued only when the known
+  work no longer needs it (below). So a load whose idle gaps are shorter than the cooldown never
   retires a worker, and a constant load never changes the plan.
 * **Graceful retirement.** Retiring goes through the scheduler's ``retire_workers``, which
   copies data held only by the retiring worker to another worker first, and keeps the
@@ -39,10 +39,26 @@ suggestions, ``interval`` apart; starting workers closed first):
   expected start time ``L`` (queue included) and should then have at least ``L`` seconds
   of work (rent or buy again), so with ``W`` thread-seconds of work, ``c`` threads
   connected or on their way and ``t`` threads per worker, at most
-  ``(max(0, W - c_connected * L) / L - c) / t`` workers are added for the work queued now,
-  or, if more, enough to keep up with the rate at which work has been arriving (the
-  median over the last 15 steps, so that a lump of work is not taken for a stream); a
-  cluster with no worker and work to do always gets one.
+  ``(max(0, W + r * L / 2 - c_connected * L) / L - c) / t`` workers are added, ``r``
+  being the rate at which work has been arriving (thread-seconds per second, the median
+  over the last 15 steps, so that a lump of work is not taken for a stream), or, if
+  more, enough to keep up with ``r``; a cluster with no worker and work to do always
+  gets one. ``r * L / 2``: what arrives while a new worker starts is work for it too,
+  half of it (the units already on their way arrive, on average, halfway through and
+  take the first half). Measured on the simulator's steady load: without it a backlog
+  built while task durations were unknown was never worked off (the last result 7-37 s
+  late on batch); with all of ``r * L`` the cluster overshoots (worker-seconds no
+  longer below distributed's).
+* **No cap on a guess.** While part of the queued work is tasks of a kind none of which
+  has finished yet, its size is the scheduler's guess (0.5 s a task): the cap would size
+  the first lump by it and submit a few units where the tasks may take minutes (and
+  with random queue delays the first result comes from the fastest of the units
+  submitted). Until a duration is known, the scheduler's target stands.
+* **Cancel what is still queued.** When the target falls below the plan and the work is
+  known, units still in the backend's queue (not running, not billed) are cancelled
+  first, the last submitted first, whole units only; then idle workers past the cooldown
+  are retired. A unit that left the queue (booting, billed) is never retired while it
+  starts; without a known amount of work a queued unit keeps its place.
 """
 
 from __future__ import annotations
@@ -58,6 +74,8 @@ from typing import Any, Literal
 
 from distributed.deploy.adaptive import Adaptive as _DistributedAdaptive
 from distributed.protocol import pickle
+
+from ._specs import Phase
 
 __all__ = ["Adaptive", "AdaptivePolicy", "BackendDefaults", "Memory", "Recommendation", "Snapshot",
            "backend_defaults", "decide", "pool_load"]
@@ -109,6 +127,10 @@ class Snapshot:
     work: float | None = None
     #: Threads busy with a task now.
     busy: float = 0.0
+    #: Part of ``work`` is a guess: tasks of a kind none of which has finished yet.
+    guessed: bool = False
+    #: Requested workers whose unit is still in the backend's queue (not running, not billed).
+    queued: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -163,10 +185,18 @@ def _useful_new_workers(s: Snapshot, p: AdaptivePolicy, counted: int, rate: floa
         return None
     if s.work <= 0:
         return 0
+    if s.guessed:
+        # The scheduler has guessed how long tasks take (none of their kind has finished):
+        # a lump sized by the guess is too small when the tasks are long, and the first
+        # result comes from the fastest of the units submitted. Until it knows, no cap.
+        return None
     t = p.threads_per_worker
     # Work that keeps arriving needs threads to keep up with it, whatever is queued now.
     keep_up = max(0, math.ceil((rate - counted * t) / t))
-    lump = _useful_count(s.work, len(s.observed) * t, counted * t, start_estimate(s, p), t)
+    latency = start_estimate(s, p)
+    # Work that arrives while a new worker starts is work for it too, half of it: the units
+    # already on their way arrive, on average, halfway through and take the first half.
+    lump = _useful_count(s.work + rate * latency / 2, len(s.observed) * t, counted * t, latency, t)
     if counted == 0:
         lump = max(1, lump)  # nothing runs or comes: at least one, whatever the estimate
     return max(lump, keep_up)
@@ -214,6 +244,20 @@ def decide(s: Snapshot, memory: Memory, p: AdaptivePolicy) -> Recommendation:
     never = sorted(s.plan - s.requested)[:excess]
     excess -= len(never)
     retire: list[str] = []
+    if excess > 0 and s.work is not None and s.queued:
+        # Still in the queue, not billed: cancelled when the known work no longer needs
+        # it, the last submitted first (it has waited least). Without a known amount of
+        # work (the scheduler's target alone) a queued unit is kept, as before.
+        waiting: dict[str, list[str]] = {}
+        for w in s.requested:
+            waiting.setdefault(s.unit_of.get(w, w), []).append(w)
+        cancel = sorted((u for u, ms in waiting.items()
+                         if all(m in s.queued and m not in s.observed for m in ms)),
+                        key=lambda u: (-max(s.started_at.get(m, 0.0) for m in waiting[u]), u))
+        for unit in cancel:
+            if len(waiting[unit]) <= excess:  # whole units, never below target
+                retire.extend(sorted(waiting[unit]))
+                excess -= len(waiting[unit])
     if excess > 0 and idle_since:
         wait = cooldown(s, p)
         lifetime = wait if p.min_lifetime is None else p.min_lifetime
@@ -394,29 +438,31 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
         self._pool_load = (list(idle), float(work), float(busy))
         return int(target)
 
-    def _work(self) -> tuple[float | None, float]:
-        """Thread-seconds of queued and running work and the busy threads, from an
-        in-process scheduler ((None, 0): unknown)."""
+    def _work(self) -> tuple[float | None, float, bool]:
+        """Thread-seconds of queued and running work, the busy threads and whether part of
+        the work is a guess, from an in-process scheduler ((None, 0, False): unknown)."""
         if self.pool is not None:
-            return (None, 0.0) if self._pool_load is None else self._pool_load[1:]
+            return (None, 0.0, False) if self._pool_load is None else (*self._pool_load[1:], False)
         sched = getattr(self.cluster, "scheduler", None)
         if sched is None:
-            return None, 0.0
+            return None, 0.0, False
         try:
             from itertools import chain, islice
 
             limit = sum(ws.memory_limit for ws in sched.workers.values())
             if limit and sum(ws.nbytes for ws in sched.workers.values()) > 0.6 * limit:
-                return None, 0.0  # the scheduler asks for workers for memory: no cap by work
+                return None, 0.0, False  # the scheduler asks for workers for memory: no cap
             ready = len(sched.queued) + len(sched.unrunnable)
             sample = list(islice(chain(sched.queued, sched.unrunnable), 100))
             queued = sum(sched._get_prefix_duration(ts.prefix) for ts in sample)
             if ready > 100:
                 queued *= ready / 100
             busy = sum(min(len(ws.processing), ws.nthreads) for ws in sched.workers.values())
-            return float(sched.total_occupancy + queued), float(busy)
+            # No task of the kind has finished: the scheduler's duration is a guess.
+            guessed = any(ts.prefix.duration_average < 0 for ts in sample)
+            return float(sched.total_occupancy + queued), float(busy), guessed
         except Exception:  # a distributed without these internals: no cap
-            return None, 0.0
+            return None, 0.0, False
 
     def snapshot(self, target: int, idle: list[str]) -> Snapshot:
         cluster = self.cluster
@@ -425,7 +471,8 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
         unit_of: dict[str, str] = {}
         started_at: dict[str, float] = {}
         observed_units = getattr(cluster, "_observed", {})
-        work, busy = self._work()
+        work, busy, guessed = self._work()
+        queued: set[str] = set()
         for name, unit in getattr(cluster, "units", {}).items():
             obs = observed_units.get(name)
             for w in unit.worker_names:
@@ -433,11 +480,14 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
                     unit_of[w] = name
                 if obs is not None:
                     started_at[w] = obs.started_at
+                    if obs.phase is Phase.PENDING:
+                        queued.add(w)
         return Snapshot(now=now, target=target, plan=frozenset(self.plan),
                         requested=frozenset(self.requested), observed=frozenset(self.observed),
                         idle=tuple(idle), unit_of=unit_of, started_at=started_at,
                         start_times=tuple(self._start_times),
-                        boot_times=tuple(self._boot_times), work=work, busy=busy)
+                        boot_times=tuple(self._boot_times), work=work, busy=busy,
+                        guessed=guessed, queued=frozenset(queued))
 
     async def recommendations(self, target: int) -> dict[str, Any]:
         observed = self.observed
