@@ -367,6 +367,7 @@ FAKE_WORKER = textwrap.dedent("""\
     name=$5
     echo "start $name" >> "$FAKE_LOG"
     if [ "$name" = "$FAKE_FAIL" ]; then echo "boom: $name failed" >&2; exit 3; fi
+    if [ -n "$FAKE_QUICK" ]; then exit 0; fi
     if [ -n "$FAKE_STUBBORN" ]; then trap 'echo "ignored $name" >> "$FAKE_LOG"' TERM
     else trap 'echo "term $name" >> "$FAKE_LOG"; exit 0' TERM; fi
     while :; do sleep 0.05; done
@@ -422,6 +423,26 @@ def test_body_ends_the_job_when_one_worker_fails(tmp_path: Path, fake: tuple[Pat
     assert proc.returncode == 3, out
     assert "boom: golden-0-1 failed" in out
     assert out.rstrip().endswith("dask-deploy: job finished (exit 3)")
+
+
+@pytest.mark.parametrize("fail", ["", "golden-0-1"])
+def test_body_reads_the_status_of_workers_that_ended_before_it_waits(
+        tmp_path: Path, fake: tuple[Path, Path], fail: str) -> None:
+    """Workers that end before the loop's ``wait -n`` (bash then answers 127, "no child"):
+    the job's status is still theirs. Under load this happened by chance and such jobs
+    ended 127; a DEBUG trap (through ``BASH_ENV``) makes it certain: it holds the script
+    at ``wait -n`` until bash has reaped both workers."""
+    python, log = fake
+    hold = tmp_path / "hold.sh"
+    hold.write_text("""trap 'if [ "$BASH_COMMAND" = "wait -n" ]; then for p in $pids; do """
+                    """while kill -0 "$p" 2>/dev/null; do sleep 0.01; done; done; fi' DEBUG\n""")
+    proc = run_script(tmp_path, str(python), log, {"SLURM_ARRAY_TASK_ID": "1", "FAKE_QUICK": "1",
+                                                   "FAKE_FAIL": fail, "BASH_ENV": str(hold)})
+    out, _ = proc.communicate(timeout=30)
+    code = 3 if fail else 0
+    assert proc.returncode == code, out
+    assert sorted(lines(log)) == ["start golden-0-0", "start golden-0-1"]
+    assert out.rstrip().endswith(f"dask-deploy: job finished (exit {code})")
 
 
 def test_body_reports_a_missing_interpreter(tmp_path: Path, fake: tuple[Path, Path]) -> None:
