@@ -110,3 +110,15 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     path = str(tmp_path_factory.mktemp("state"))
     monkeypatch.setenv("DASK_DEPLOY_STATE_DIR", path)
     return path
+
+
+# The conformance classes here (slurm, pbs, sge) run every worker as a batch job and an
+# interpreter on 2 shared cores: generous timeouts, and few workers to keep within minutes.
+@pytest.fixture
+def deploy_timeout() -> float:
+    return 120.0
+
+
+@pytest.fixture
+def deploy_max_workers() -> int:
+    return 2

@@ -36,14 +36,6 @@ class TestSlurmConformance(ConformanceSuite):
         return {**deploy_options, "cores": 1, "memory": "512MiB", "log_directory": str(tmp_path),
                 "poll_interval": 0.5, "stop_grace": 5.0}
 
-    @pytest.fixture
-    def deploy_timeout(self) -> float:
-        return 120.0
-
-    @pytest.fixture
-    def deploy_max_workers(self) -> int:
-        return 2  # each worker is a job and an interpreter: keep the run within minutes
-
 
 class TestSlurmTwoProcessesConformance:
     """Jobs of two worker processes each (``processes=2``): only the checks whose outcome
@@ -69,10 +61,6 @@ class TestSlurmTwoProcessesConformance:
                        tmp_path: Path) -> dict[str, Any]:
         return {**deploy_options, "cores": 2, "processes": 2, "memory": "1GiB",
                 "log_directory": str(tmp_path), "poll_interval": 0.5, "stop_grace": 5.0}
-
-    @pytest.fixture
-    def deploy_timeout(self) -> float:
-        return 120.0
 
     @pytest.fixture
     def deploy_max_workers(self) -> int:

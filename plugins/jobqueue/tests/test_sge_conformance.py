@@ -31,11 +31,3 @@ class TestSgeConformance(ConformanceSuite):
                        tmp_path: Path) -> dict[str, Any]:
         return {**deploy_options, "cores": 1, "memory": "512MiB", "log_directory": str(tmp_path),
                 "queue": sge.queue, "poll_interval": 0.5, "stop_grace": 5.0}
-
-    @pytest.fixture
-    def deploy_timeout(self) -> float:
-        return 120.0
-
-    @pytest.fixture
-    def deploy_max_workers(self) -> int:
-        return 2
