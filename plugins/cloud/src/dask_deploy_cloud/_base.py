@@ -24,6 +24,7 @@ from dask_deploy import (
     ClusterSpec,
     Handle,
     Phase,
+    Pool,
     SchedulerInfo,
     SpecError,
     Status,
@@ -75,14 +76,6 @@ class MachineBackend:
     options_class: ClassVar[type[AWSOptions]] = AWSOptions
 
     def __init__(self, spec: ClusterSpec) -> None:
-        for pool in spec.pools:
-            # The task definition / instance type and the container image are the cluster's,
-            # made once: a pool's own would be dropped, so it is refused instead.
-            for option, field in (("image", "image"), ("gpus", "gpus")):
-                if getattr(pool.worker, field) != getattr(spec.worker, field):
-                    raise SpecError(f"pools[{pool.name!r}].{option}", getattr(pool.worker, field),
-                                    f"the {spec.backend} backend starts every pool's workers "
-                                    f"with the cluster's {option}: set it for the whole cluster")
         self.spec = spec
         self.options: Any = as_options(spec.backend_options, self.options_class)
         self.aws = AWS(self.options.region_name)
@@ -98,8 +91,12 @@ class MachineBackend:
     async def _prepare(self) -> None:
         """Create what this kind of machine needs (task definitions, roles, AMI lookup)."""
 
-    async def _start(self, role: str, count: int, command: list[str]) -> tuple[list[Machine], str]:
-        """Start ``count`` machines running ``command``; the started ones and why any are missing."""
+    async def _start(self, role: str, count: int, command: list[str], pool: str | None = None
+                     ) -> tuple[list[Machine], str]:
+        """Start ``count`` machines running ``command``; the started ones and why any are missing.
+
+        ``pool``: whose workers they run (its image, gpus and ``options_of(pool)``); None
+        for the scheduler."""
         raise NotImplementedError
 
     async def _describe(self, handles: Sequence[Handle], public: bool = False) -> dict[str, Machine]:
@@ -127,6 +124,17 @@ class MachineBackend:
         """How a batch member finds its own id (``--identity`` of the entry)."""
         raise NotImplementedError
 
+    def _pool(self, name: str | None) -> Pool:
+        """The pool of that name (its worker spec); for None (the scheduler) the cluster's
+        own worker spec and options."""
+        found = [p for p in self.spec.all_pools if p.name == name]
+        return found[0] if found else Pool("scheduler", self.spec.worker)
+
+    def _options_of(self, pool: str | None) -> Any:
+        """The backend options of a pool's workers (None: the cluster's own)."""
+        own = self.spec.options_of(pool) if pool is not None else None
+        return own if isinstance(own, self.options_class) else self.options
+
     # -- preparation --------------------------------------------------------------------
 
     def _client_ports(self) -> list[int] | None:
@@ -140,10 +148,12 @@ class MachineBackend:
     async def deploy_prepare(self, cluster: ClusterSpec) -> None:
         # What this makes is tagged with the cluster; teardown deletes it by those tags
         # (the core calls teardown only after this returned or raised).
-        if not (self.spec.worker.image or "").strip():
-            raise SpecError("image", self.spec.worker.image,
-                            "expected a container image with dask-deploy[cloud] installed "
-                            "(e.g. built FROM ghcr.io/dask/dask with pip install 'dask-deploy[cloud]')")
+        for option, image in [("image", self.spec.worker.image),
+                              *((f"pools[{p.name!r}].image", p.worker.image) for p in self.spec.pools)]:
+            if not (image or "").strip():
+                raise SpecError(option, image, "expected a container image with dask-deploy[cloud] "
+                                "installed (e.g. built FROM ghcr.io/dask/dask with pip install "
+                                "'dask-deploy[cloud]')")
         infra = self.infra
         await infra.network()
         await asyncio.gather(infra.security_group(self._client_ports()), infra.secret(cluster.tls),
@@ -321,7 +331,7 @@ class MachineBackend:
                    "--claim-timeout", str(self.spec.start_timeout)])
         command = [*ENTRY, "worker", *self._common_args(), "--host", "0.0.0.0",
                    "--scheduler", worker_address, "--workers", json.dumps(workers), *naming]
-        machines, why = await self._start("worker", len(batch), command)
+        machines, why = await self._start("worker", len(batch), command, batch[0].pool)
         if len(batch) > 1 and machines:
             try:
                 await self._publish(publish_to, batch_id,

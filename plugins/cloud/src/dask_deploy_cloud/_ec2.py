@@ -65,21 +65,25 @@ class EC2Backend(MachineBackend):
     def __init__(self, spec: ClusterSpec) -> None:
         super().__init__(spec)
         self.options: EC2Options
-        self.amis: dict[str, str] = {}
+        #: The AMI of each pool's workers by pool name; None: the scheduler's.
+        self.amis: dict[str | None, str] = {}
         self.profile: dict[str, str] = {}
         self.root_device: dict[str, str] = {}
         self._subnet = itertools.count()
 
     async def _prepare(self) -> None:
         opts, infra, spec = self.options, self.infra, self.spec
-        gpus = spec.worker.gpus > 0
-        for role, param in (("scheduler", AMI_PARAMETER),
-                            ("worker", GPU_AMI_PARAMETER if gpus else AMI_PARAMETER)):
-            if opts.ami:
-                self.amis[role] = opts.ami
-            else:
-                got = await self.aws("ssm", "get_parameter", Name=param)
-                self.amis[role] = got["Parameter"]["Value"]
+        # Each pool's own ami option, else the latest public one for CPU or GPU workers
+        # (each looked up once).
+        wanted: dict[str | None, tuple[str | None, str]] = {None: (opts.ami, AMI_PARAMETER)}
+        for p in spec.all_pools:
+            wanted[p.name] = (self._options_of(p.name).ami,
+                              GPU_AMI_PARAMETER if p.worker.gpus else AMI_PARAMETER)
+        public: dict[str, str] = {}
+        for param in sorted({param for ami, param in wanted.values() if not ami}):
+            got = await self.aws("ssm", "get_parameter", Name=param)
+            public[param] = got["Parameter"]["Value"]
+        self.amis = {key: ami or public[param] for key, (ami, param) in wanted.items()}
         images = await self.aws("ec2", "describe_images", ImageIds=sorted(set(self.amis.values())))
         self.root_device = {i["ImageId"]: i["RootDeviceName"] for i in images["Images"]
                             if i.get("RootDeviceName")}
@@ -97,9 +101,12 @@ class EC2Backend(MachineBackend):
     def _identity(self) -> str:
         return "env"
 
-    def user_data(self, role: str, command: Sequence[str]) -> str:
-        """The boot script: start the container, shut down when it ends. No secrets."""
+    def user_data(self, role: str, command: Sequence[str], pool: str | None = None) -> str:
+        """The boot script: start the container, shut down when it ends. No secrets.
+
+        ``pool``: whose image, env and gpus a worker has (None: the scheduler)."""
         spec, opts, infra = self.spec, self.options, self.infra
+        worker = self._pool(pool).worker
         metadata = "http://169.254.169.254/latest"
         lines = [
             "#!/bin/bash",
@@ -120,27 +127,30 @@ class EC2Backend(MachineBackend):
                   f"--log-opt {shlex.quote('awslogs-group=' + opts.cloudwatch_logs_group)}",
                   f'--log-opt "awslogs-stream={spec.name}/$DASK_DEPLOY_INSTANCE_ID"',
                   "-e DASK_DEPLOY_INSTANCE_ID",
-                  *(f"-e {shlex.quote(f'{k}={v}')}" for k, v in spec.worker.env.items()),
-                  *(["--gpus all"] if role == "worker" and spec.worker.gpus else []),
-                  shlex.quote(spec.worker.image or ""), shlex.join(command)]
+                  *(f"-e {shlex.quote(f'{k}={v}')}" for k, v in worker.env.items()),
+                  *(["--gpus all"] if role == "worker" and worker.gpus else []),
+                  shlex.quote(worker.image or ""), shlex.join(command)]
         lines += [" ".join(docker), "shutdown -h now"]
         return "\n".join(lines) + "\n"
 
-    def _instance_type(self, role: str) -> str:
-        opts, gpus = self.options, self.spec.worker.gpus
+    def _instance_type(self, role: str, pool: str | None = None) -> str:
         if role == "scheduler":
-            return opts.scheduler_instance_type
+            return self.options.scheduler_instance_type
+        opts, gpus = self._options_of(pool), self._pool(pool).worker.gpus
         if gpus:
             return opts.gpu_instance_type or gpu_instance_type(gpus)
         return opts.worker_instance_type
 
-    async def _start(self, role: str, count: int, command: list[str]) -> tuple[list[Machine], str]:
-        infra, opts = self.infra, self.options
-        ami = self.amis[role]
+    async def _start(self, role: str, count: int, command: list[str], pool: str | None = None
+                     ) -> tuple[list[Machine], str]:
+        infra = self.infra
+        opts = self._options_of(pool)
+        ami = self.amis[pool]
         tags = tag_list(kind_tags(infra, role))
         kwargs: dict[str, Any] = {
-            "ImageId": ami, "InstanceType": self._instance_type(role), "MinCount": count, "MaxCount": count,
-            "UserData": self.user_data(role, command), "IamInstanceProfile": self.profile,
+            "ImageId": ami, "InstanceType": self._instance_type(role, pool),
+            "MinCount": count, "MaxCount": count,
+            "UserData": self.user_data(role, command, pool), "IamInstanceProfile": self.profile,
             "InstanceInitiatedShutdownBehavior": "terminate",
             "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
             "NetworkInterfaces": [{

@@ -1,10 +1,12 @@
 """The ``ecs`` and ``fargate`` backends: the scheduler and each worker unit as an ECS task.
 
-Two task definitions per cluster (scheduler, worker) carry no secret: the container command
-comes per start as an override, and the TLS identity is read by the container from Secrets
-Manager with the cluster's task role. Workers start ``run_task`` ``count`` (up to 10) at a
-time; tasks use ``awsvpc`` networking (an address each), log with the ``awslogs`` driver to
-``<group>/<cluster>/dask/<task id>``, and are tagged ``dask-deploy:cluster=<name>``.
+Task definitions, two families per cluster (scheduler, worker: one revision per distinct
+pool worker, with the pool's image, env, ``worker_cpu``/``worker_mem`` and gpus), carry no
+secret: the container command comes per start as an override, and the TLS identity is read
+by the container from Secrets Manager with the cluster's task role. Workers start
+``run_task`` ``count`` (up to 10) at a time; tasks use ``awsvpc`` networking (an address
+each), log with the ``awslogs`` driver to ``<group>/<cluster>/dask/<task id>``, and are
+tagged ``dask-deploy:cluster=<name>``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dask_deploy import ClusterSpec, Handle, Phase, SpecError, Status
@@ -76,6 +79,17 @@ def _eni(task: dict[str, Any]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Definition:
+    """What a task definition holds besides the cluster's roles and logs."""
+
+    image: str
+    env: tuple[tuple[str, str], ...]
+    cpu: int
+    mem: int
+    gpus: int
+
+
 class ECSBackend(MachineBackend):
     """``ecs``: tasks on the EC2 container instances of an existing cluster (``cluster_arn``)."""
 
@@ -86,8 +100,16 @@ class ECSBackend(MachineBackend):
     def __init__(self, spec: ClusterSpec) -> None:
         super().__init__(spec)
         self.options: ECSOptions
+        for pool in spec.all_pools if self.fargate else ():
+            if pool.worker.gpus:
+                option = f"pools[{pool.name!r}].gpus" if spec.pools else "gpus"
+                raise SpecError(option, pool.worker.gpus, "Fargate has no GPUs: use the ecs "
+                                "backend with GPU container instances, or ec2")
         self.cluster_arn: str | None = self.options.cluster_arn
+        #: Task definition ARNs by role (``"worker"``: the default pool's), and those of
+        #: each pool's workers by pool name.
         self.task_definitions: dict[str, str] = {}
+        self.pool_definitions: dict[str, str] = {}
 
     # -- preparation --------------------------------------------------------------------
 
@@ -97,11 +119,9 @@ class ECSBackend(MachineBackend):
             raise SpecError("cluster_arn", None, "the ecs backend runs tasks on the container "
                             "instances of an existing ECS cluster: pass cluster_arn=, or use the "
                             "fargate backend (which creates a cluster)")
-        if self.fargate and spec.worker.gpus:
-            raise SpecError("gpus", spec.worker.gpus, "Fargate has no GPUs: use the ecs backend "
-                            "with GPU container instances, or ec2")
         if not self.cluster_arn:
-            providers = ["FARGATE", "FARGATE_SPOT"] if opts.fargate_spot else ["FARGATE"]
+            spot = any(self._options_of(p.name).fargate_spot for p in spec.all_pools)
+            providers = ["FARGATE", "FARGATE_SPOT"] if spot else ["FARGATE"]
             created = await self.aws("ecs", "create_cluster", clusterName=f"dask-deploy-{spec.name}",
                                      capacityProviders=providers,
                                      tags=tag_list(infra.kind_tags("ecs-cluster"), "key", "value"))
@@ -111,31 +131,50 @@ class ECSBackend(MachineBackend):
         task_role = opts.task_role_arn or (await infra.role(
             "task", "ecs-tasks.amazonaws.com", infra.secret_statement()) if infra.secret_arn else None)
         roles = {"executionRoleArn": execution, **({"taskRoleArn": task_role} if task_role else {})}
-        register = [("worker", opts.worker_cpu, opts.worker_mem, spec.worker.gpus)]
+        # One worker task definition per distinct pool worker (image, env, cpu, memory,
+        # gpus), each a revision of the cluster's one worker family, so that discovery and
+        # teardown find them all by that family's name.
+        keys = {p.name: self._definition(p.name) for p in spec.all_pools}
+        distinct = list(dict.fromkeys(keys.values()))
+        register = [("worker", key) for key in distinct]
         if spec.scheduler.placement == "remote":
-            register.append(("scheduler", opts.scheduler_cpu, opts.scheduler_mem, 0))
-        arns = await asyncio.gather(*(self._register(role, cpu, mem, gpus, roles)
-                                      for role, cpu, mem, gpus in register))
-        self.task_definitions = {r[0]: arn for r, arn in zip(register, arns, strict=True)}
+            register.append(("scheduler", self._definition(None)))
+        arns = await asyncio.gather(*(self._register(role, key, roles) for role, key in register))
+        by_key = {key: arn for (role, key), arn in zip(register, arns, strict=True)
+                  if role == "worker"}
+        self.pool_definitions = {pool: by_key[key] for pool, key in keys.items()}
+        self.task_definitions = {role: arn for (role, _), arn in zip(register, arns, strict=True)
+                                 if role == "scheduler"}
+        self.task_definitions["worker"] = next(iter(self.pool_definitions.values()))
 
-    async def _register(self, role: str, cpu: int, mem: int, gpus: int, roles: dict[str, str]) -> str:
+    def _definition(self, pool: str | None) -> _Definition:
+        """What the task definition of a pool's workers (None: the scheduler's) holds."""
+        p = self._pool(pool)
+        opts = self._options_of(pool)
+        if pool is None:
+            return _Definition(p.worker.image or "", tuple(p.worker.env.items()),
+                               opts.scheduler_cpu, opts.scheduler_mem, 0)
+        return _Definition(p.worker.image or "", tuple(p.worker.env.items()),
+                           opts.worker_cpu, opts.worker_mem, p.worker.gpus)
+
+    async def _register(self, role: str, d: _Definition, roles: dict[str, str]) -> str:
         infra = self.infra
         container: dict[str, Any] = {
-            "name": CONTAINER, "image": self.spec.worker.image, "essential": True,
+            "name": CONTAINER, "image": d.image, "essential": True,
             # Container-level cpu/memory as well as task-level: Fargate wants the task's,
             # ECS on EC2 places by the container's.
-            "cpu": cpu, "memory": mem, "command": ENTRY, "stopTimeout": self.options.stop_timeout,
-            "environment": [{"name": k, "value": v} for k, v in self.spec.worker.env.items()],
+            "cpu": d.cpu, "memory": d.mem, "command": ENTRY, "stopTimeout": self.options.stop_timeout,
+            "environment": [{"name": k, "value": v} for k, v in d.env],
             "logConfiguration": {"logDriver": "awslogs", "options": {
                 "awslogs-group": self.options.cloudwatch_logs_group,
                 "awslogs-region": infra.region, "awslogs-stream-prefix": self.spec.name}},
         }
-        if gpus:
-            container["resourceRequirements"] = [{"type": "GPU", "value": str(gpus)}]
+        if d.gpus:
+            container["resourceRequirements"] = [{"type": "GPU", "value": str(d.gpus)}]
         created = await self.aws(
             "ecs", "register_task_definition", family=self._family(self.spec.name, role),
             networkMode="awsvpc", requiresCompatibilities=["FARGATE" if self.fargate else "EC2"],
-            cpu=str(cpu), memory=str(mem), containerDefinitions=[container], **roles,
+            cpu=str(d.cpu), memory=str(d.mem), containerDefinitions=[container], **roles,
             tags=tag_list(infra.kind_tags("task-definition"), "key", "value"))
         return str(created["taskDefinition"]["taskDefinitionArn"])
 
@@ -147,13 +186,16 @@ class ECSBackend(MachineBackend):
     def _identity(self) -> str:
         return "ecs"
 
-    async def _start(self, role: str, count: int, command: list[str]) -> tuple[list[Machine], str]:
-        opts, infra = self.options, self.infra
+    async def _start(self, role: str, count: int, command: list[str], pool: str | None = None
+                     ) -> tuple[list[Machine], str]:
+        opts, infra = self._options_of(pool), self.infra
+        definition = (self.pool_definitions[pool] if pool is not None
+                      else self.task_definitions[role])
         vpc: dict[str, Any] = {"subnets": infra.subnets, "securityGroups": infra.security_groups}
         if self.fargate:
             vpc["assignPublicIp"] = "DISABLED" if opts.use_private_ip else "ENABLED"
         kwargs: dict[str, Any] = {
-            "cluster": self.cluster_arn, "taskDefinition": self.task_definitions[role], "count": count,
+            "cluster": self.cluster_arn, "taskDefinition": definition, "count": count,
             "overrides": {"containerOverrides": [{"name": CONTAINER, "command": command}]},
             "networkConfiguration": {"awsvpcConfiguration": vpc}, "startedBy": "dask-deploy",
             "tags": tag_list(kind_tags(infra, role), "key", "value"),

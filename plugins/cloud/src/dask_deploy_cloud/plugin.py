@@ -16,6 +16,14 @@ __all__ = ["DEFAULT_IDLE_TIMEOUT", "deploy_backends"]
 _CAPABILITIES = frozenset({"scale", "logs_after_death", "dashboard", "detach", "nanny"})
 
 
+#: Options a pool may set for its own workers (``pools={"big": {"worker_cpu": 8192}}``),
+#: besides the generic ``image``, ``gpus``, ``env``, ...: each pool's workers get a task
+#: definition (ecs, fargate) or instance launch (ec2) of their own.
+_ECS_POOL = frozenset({"worker_cpu", "worker_mem"})
+_FARGATE_POOL = _ECS_POOL | {"fargate_spot"}
+_EC2_POOL = frozenset({"worker_instance_type", "gpu_instance_type", "ami", "filesystem_size"})
+
+
 def _remote(options: dict[str, Any]) -> bool:
     return options.get("scheduler", "remote") == "remote"
 
@@ -71,13 +79,15 @@ def deploy_backends() -> list[BackendInfo]:
         BackendInfo(
             name="ecs", factory=_ecs, options=ECSOptions, capabilities=_CAPABILITIES, extra="cloud",
             summary="AWS ECS: scheduler and workers as tasks on an existing cluster's EC2 instances",
-            defaults=_defaults(threads_per_worker=_threads("worker_cpu", 4096))),
+            defaults=_defaults(threads_per_worker=_threads("worker_cpu", 4096)),
+            pool_options=_ECS_POOL),
         BackendInfo(
             name="fargate", factory=_fargate, options=ECSOptions, capabilities=_CAPABILITIES,
             extra="cloud", summary="AWS Fargate: scheduler and workers as serverless ECS tasks",
-            defaults=_defaults(threads_per_worker=_threads("worker_cpu", 4096))),
+            defaults=_defaults(threads_per_worker=_threads("worker_cpu", 4096)),
+            pool_options=_FARGATE_POOL),
         BackendInfo(
             name="ec2", factory=_ec2, options=EC2Options, capabilities=_CAPABILITIES, extra="cloud",
             summary="AWS EC2: scheduler and each worker unit on a VM of its own, running a container",
-            defaults=_defaults(threads_per_worker=lambda o: 2)),
+            defaults=_defaults(threads_per_worker=lambda o: 2), pool_options=_EC2_POOL),
     ]
