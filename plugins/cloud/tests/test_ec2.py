@@ -93,3 +93,31 @@ def test_ec2_gpus_pick_gpu_instances(ec2_options: dict[str, Any], boto: Any, run
         assert "--gpus all" in user_data(boto, inst["InstanceId"])
         assert cluster.backend.aws.calls["ec2.run_instances"] == 1
     assert discover("ec2", name) == []
+
+
+def test_ec2_pools_launch_their_own_instance_types(ec2_options: dict[str, Any], boto: Any,
+                                                   runner: Any, discover: Any, name: str,
+                                                   wait_until: Any) -> None:
+    """Each pool's instances carry its instance type and image; scaling one pool leaves the
+    other's instances alone. About the launches only: nothing needs to run."""
+    pools = {"cpu": {"n_workers": 1},
+             "big": {"n_workers": 1, "worker_instance_type": "m5.2xlarge", "image": "other:2"}}
+
+    def live() -> dict[str, str]:
+        return {i["InstanceId"]: i["InstanceType"] for i in instances_of(boto, name)
+                if i["State"]["Name"] in ("pending", "running")}
+
+    with runner.holding(), Cluster.from_name("ec2", scheduler="local", pools=pools,
+                                             **{**ec2_options, "dashboard_address": None}) as cluster:
+        wait_until(lambda: len(live()) == 2, what="one instance per pool")
+        (cpu,) = [i for i, t in live().items() if t == "t3.xlarge"]
+        (big,) = [i for i, t in live().items() if t == "m5.2xlarge"]
+        assert " dask-deploy:test python " in user_data(boto, cpu)
+        assert " other:2 python " in user_data(boto, big)
+        cluster.scale(3, pool="big")
+        wait_until(lambda: sorted(live().values()) == ["m5.2xlarge"] * 3 + ["t3.xlarge"],
+                   what="two more instances of pool big")
+        cluster.scale(0, pool="big")
+        wait_until(lambda: live() == {cpu: "t3.xlarge"}, what="pool big's instances terminated")
+    assert {i["State"]["Name"] for i in instances_of(boto, name)} == {"terminated"}
+    assert discover("ec2", name) == []

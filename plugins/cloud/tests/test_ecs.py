@@ -326,3 +326,45 @@ def test_sigkilled_clients_cluster_ends_after_its_idle_timeout(options: dict[str
     assert all(h.data.get("scheduler_running") is False for h in leftovers)
     run_hook("fargate", "deploy_stop_workers", handles=leftovers)
     assert discover("fargate", name) == []
+
+
+def test_pools_get_task_definitions_of_their_own(options: dict[str, Any], boto: Any, discover: Any,
+                                                 name: str, wait_until: Any) -> None:
+    """Each pool's workers run its own task definition (cpu, memory, image); scaling one
+    pool leaves the other's tasks alone; close deregisters every revision."""
+    pools = {"cpu": {"n_workers": 1},
+             "big": {"n_workers": 1, "worker_cpu": 512, "worker_mem": 1024,
+                     "image": "dask-deploy:big", "resources": {"BIG": 1}}}
+    ecs = boto("ecs")
+
+    def running() -> dict[str, tuple[str, str, str]]:
+        """Task ARN -> (cpu, memory, image) of its task definition, as ECS reports them."""
+        out = {}
+        for t in tasks_of(boto, name):
+            if t["lastStatus"] != "STOPPED":
+                td = ecs.describe_task_definition(taskDefinition=t["taskDefinitionArn"])["taskDefinition"]
+                out[t["taskArn"]] = (td["cpu"], td["memory"], td["containerDefinitions"][0]["image"])
+        return out
+
+    with Cluster.from_name("fargate", scheduler="local", pools=pools,
+                           **{**options, "dashboard_address": None}) as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(2, timeout=120)
+        assert client.submit(lambda: 1, resources={"BIG": 1}).result() == 1
+        tasks = running()
+        by_unit = {n: h.backend_id for n, h in cluster.handles.items()}
+        assert tasks[by_unit[f"{name}-cpu-0"]] == ("256", "512", "dask-deploy:test")
+        assert tasks[by_unit[f"{name}-big-1"]] == ("512", "1024", "dask-deploy:big")
+        family = f"dask-deploy-fargate-{name}-worker"
+        assert len(ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"]) == 2
+
+        cluster.scale(2, pool="big")
+        wait_until(lambda: len(running()) == 3, what="a second task of pool big")
+        assert sorted(running().values()) == [("256", "512", "dask-deploy:test"),
+                                              *[("512", "1024", "dask-deploy:big")] * 2]
+        cluster.scale(0, pool="big")
+        wait_until(lambda: list(running()) == [by_unit[f"{name}-cpu-0"]],
+                   what="pool big's tasks stopped, pool cpu's untouched")
+        assert len(client.scheduler_info()["workers"]) == 1
+    assert ecs.list_task_definitions(familyPrefix=family, status="ACTIVE")["taskDefinitionArns"] == []
+    assert discover("fargate", name) == []

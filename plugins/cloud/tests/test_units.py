@@ -122,19 +122,31 @@ def test_to_loopback_rewrites_every_emulator_address() -> None:
 
 
 @pytest.mark.parametrize(("backend", "pool", "option"), [
-    ("ecs", {"gpus": 1}, "gpus"), ("ec2", {"image": "other:1"}, "image"),
+    ("ecs", {"scheduler_cpu": 2048}, "scheduler_cpu"), ("ecs", {"fargate_spot": True}, "fargate_spot"),
+    ("fargate", {"cluster_arn": "c"}, "cluster_arn"), ("ec2", {"key_name": "k"}, "key_name"),
+    ("ec2", {"scheduler_instance_type": "m5.large"}, "scheduler_instance_type"),
 ])
-def test_a_pool_with_its_own_image_or_gpus_is_refused(backend: str, pool: dict[str, object],
-                                                      option: str) -> None:
-    """One task definition / instance type per cluster: a pool's own would be dropped."""
+def test_what_a_pool_may_not_set_is_refused(backend: str, pool: dict[str, object],
+                                            option: str) -> None:
+    """Options that are the cluster's (its scheduler, network, ECS cluster) are refused per
+    pool in one line naming the option and the fix."""
     from dask_deploy._options import build_spec
-    from dask_deploy_cloud._ec2 import EC2Backend
-    from dask_deploy_cloud._ecs import ECSBackend
 
-    spec, _ = build_spec(backend, {"name": "p", "region_name": "us-east-1", "image": "img:1",
-                                   "pools": {"a": {}, "b": pool}})
     with pytest.raises(SpecError, match=rf"pools\['b'\].{option}=.*set it for the whole cluster"):
-        (ECSBackend if backend == "ecs" else EC2Backend)(spec)
+        build_spec(backend, {"name": "p", "region_name": "us-east-1", "image": "img:1",
+                             "pools": {"a": {}, "b": pool}})
+
+
+def test_pool_options_are_checked_and_fargate_pools_have_no_gpus() -> None:
+    from dask_deploy._options import build_spec
+    from dask_deploy_cloud._ecs import FargateBackend
+
+    with pytest.raises(SpecError, match=r"pools\['b'\].worker_cpu=64.*>= 128"):
+        build_spec("fargate", {"name": "p", "pools": {"a": {}, "b": {"worker_cpu": 64}}})
+    spec, _ = build_spec("fargate", {"name": "p", "region_name": "us-east-1", "image": "img:1",
+                                     "pools": {"a": {}, "b": {"gpus": 1}}})
+    with pytest.raises(SpecError, match=r"pools\['b'\].gpus=1.*Fargate has no GPUs"):
+        FargateBackend(spec)
 
 
 def test_a_batch_holds_the_units_of_one_pool() -> None:
