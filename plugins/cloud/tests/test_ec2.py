@@ -98,10 +98,14 @@ def test_ec2_gpus_pick_gpu_instances(ec2_options: dict[str, Any], boto: Any, run
 def test_ec2_pools_launch_their_own_instance_types(ec2_options: dict[str, Any], boto: Any,
                                                    runner: Any, discover: Any, name: str,
                                                    wait_until: Any) -> None:
-    """Each pool's instances carry its instance type and image; scaling one pool leaves the
-    other's instances alone. About the launches only: nothing needs to run."""
+    """Each pool's instances carry its instance type, image and AMI (a GPU pool's the GPU
+    one); scaling one pool leaves the others' instances alone. About the launches only:
+    nothing needs to run."""
+    gpu_ami = boto("ssm").get_parameter(
+        Name="/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id")["Parameter"]["Value"]
     pools = {"cpu": {"n_workers": 1},
-             "big": {"n_workers": 1, "worker_instance_type": "m5.2xlarge", "image": "other:2"}}
+             "big": {"n_workers": 1, "worker_instance_type": "m5.2xlarge", "image": "other:2"},
+             "gpu": {"n_workers": 1, "gpus": 1, "gpu_instance_type": "g5.xlarge"}}
 
     def live() -> dict[str, str]:
         return {i["InstanceId"]: i["InstanceType"] for i in instances_of(boto, name)
@@ -109,15 +113,19 @@ def test_ec2_pools_launch_their_own_instance_types(ec2_options: dict[str, Any], 
 
     with runner.holding(), Cluster.from_name("ec2", scheduler="local", pools=pools,
                                              **{**ec2_options, "dashboard_address": None}) as cluster:
-        wait_until(lambda: len(live()) == 2, what="one instance per pool")
-        (cpu,) = [i for i, t in live().items() if t == "t3.xlarge"]
-        (big,) = [i for i, t in live().items() if t == "m5.2xlarge"]
+        wait_until(lambda: len(live()) == 3, what="one instance per pool")
+        by_type = {t: i for i, t in live().items()}
+        cpu, big, gpu = by_type["t3.xlarge"], by_type["m5.2xlarge"], by_type["g5.xlarge"]
         assert " dask-deploy:test python " in user_data(boto, cpu)
         assert " other:2 python " in user_data(boto, big)
+        assert "--gpus all" in user_data(boto, gpu) and "--gpus" not in user_data(boto, big)
+        images = {i["InstanceId"]: i["ImageId"] for i in instances_of(boto, name)}
+        assert images[gpu] == gpu_ami != images[cpu] == images[big]
         cluster.scale(3, pool="big")
-        wait_until(lambda: sorted(live().values()) == ["m5.2xlarge"] * 3 + ["t3.xlarge"],
+        wait_until(lambda: sorted(live().values()) == ["g5.xlarge", *["m5.2xlarge"] * 3, "t3.xlarge"],
                    what="two more instances of pool big")
         cluster.scale(0, pool="big")
-        wait_until(lambda: live() == {cpu: "t3.xlarge"}, what="pool big's instances terminated")
+        wait_until(lambda: live() == {cpu: "t3.xlarge", gpu: "g5.xlarge"},
+                   what="pool big's instances terminated, the others untouched")
     assert {i["State"]["Name"] for i in instances_of(boto, name)} == {"terminated"}
     assert discover("ec2", name) == []
