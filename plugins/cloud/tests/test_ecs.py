@@ -330,20 +330,23 @@ def test_sigkilled_clients_cluster_ends_after_its_idle_timeout(options: dict[str
 
 def test_pools_get_task_definitions_of_their_own(options: dict[str, Any], boto: Any, discover: Any,
                                                  name: str, wait_until: Any) -> None:
-    """Each pool's workers run its own task definition (cpu, memory, image); scaling one
-    pool leaves the other's tasks alone; close deregisters every revision."""
+    """Each pool's workers run its own task definition (cpu, memory, image) and capacity
+    (Fargate Spot for one); scaling one pool leaves the other's tasks alone; close
+    deregisters every revision."""
     pools = {"cpu": {"n_workers": 1},
-             "big": {"n_workers": 1, "worker_cpu": 512, "worker_mem": 1024,
+             "big": {"n_workers": 1, "worker_cpu": 512, "worker_mem": 1024, "fargate_spot": True,
                      "image": "dask-deploy:big", "resources": {"BIG": 1}}}
     ecs = boto("ecs")
 
-    def running() -> dict[str, tuple[str, str, str]]:
-        """Task ARN -> (cpu, memory, image) of its task definition, as ECS reports them."""
+    def running() -> dict[str, tuple[str, str, str, str]]:
+        """Task ARN -> (cpu, memory, image) of its task definition and its capacity, as ECS
+        reports them."""
         out = {}
         for t in tasks_of(boto, name):
             if t["lastStatus"] != "STOPPED":
                 td = ecs.describe_task_definition(taskDefinition=t["taskDefinitionArn"])["taskDefinition"]
-                out[t["taskArn"]] = (td["cpu"], td["memory"], td["containerDefinitions"][0]["image"])
+                out[t["taskArn"]] = (td["cpu"], td["memory"], td["containerDefinitions"][0]["image"],
+                                     t.get("capacityProviderName") or t["launchType"])
         return out
 
     with Cluster.from_name("fargate", scheduler="local", pools=pools,
@@ -353,15 +356,17 @@ def test_pools_get_task_definitions_of_their_own(options: dict[str, Any], boto: 
         assert client.submit(lambda: 1, resources={"BIG": 1}).result() == 1
         tasks = running()
         by_unit = {n: h.backend_id for n, h in cluster.handles.items()}
-        assert tasks[by_unit[f"{name}-cpu-0"]] == ("256", "512", "dask-deploy:test")
-        assert tasks[by_unit[f"{name}-big-1"]] == ("512", "1024", "dask-deploy:big")
+        assert tasks[by_unit[f"{name}-cpu-0"]] == ("256", "512", "dask-deploy:test", "FARGATE")
+        assert tasks[by_unit[f"{name}-big-1"]] == ("512", "1024", "dask-deploy:big", "FARGATE_SPOT")
         family = f"dask-deploy-fargate-{name}-worker"
+        (ecs_cluster,) = ecs.describe_clusters(clusters=[cluster.backend.cluster_arn])["clusters"]
+        assert set(ecs_cluster["capacityProviders"]) == {"FARGATE", "FARGATE_SPOT"}
         assert len(ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"]) == 2
 
         cluster.scale(2, pool="big")
         wait_until(lambda: len(running()) == 3, what="a second task of pool big")
-        assert sorted(running().values()) == [("256", "512", "dask-deploy:test"),
-                                              *[("512", "1024", "dask-deploy:big")] * 2]
+        assert sorted(running().values()) == [("256", "512", "dask-deploy:test", "FARGATE"),
+                                              *[("512", "1024", "dask-deploy:big", "FARGATE_SPOT")] * 2]
         cluster.scale(0, pool="big")
         wait_until(lambda: list(running()) == [by_unit[f"{name}-cpu-0"]],
                    what="pool big's tasks stopped, pool cpu's untouched")
