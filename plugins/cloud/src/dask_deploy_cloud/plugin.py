@@ -5,6 +5,7 @@ Cheap to import: aiobotocore is imported only when a cluster is built (the facto
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from dask_deploy import BackendInfo, ClusterSpec, hookimpl
@@ -35,8 +36,15 @@ DEFAULT_IDLE_TIMEOUT = 1200.0
 
 
 def _threads(cpu_option: str, default_units: int) -> Any:
-    # One thread per vCPU of the task, like a LocalCluster on a machine that size.
-    return lambda o: max(1, int(o.get(cpu_option, default_units)) // 1024)
+    # One thread per vCPU of the task, like a LocalCluster on a machine that size. A value
+    # that is no count of CPU units gives 1 here: the options class then refuses it in
+    # one line naming the option (this runs first).
+    def threads(o: Mapping[str, Any]) -> int:
+        units = o.get(cpu_option, default_units)
+        if isinstance(units, bool) or not isinstance(units, int):
+            return 1
+        return max(1, units // 1024)
+    return threads
 
 
 def _defaults(**extra: Any) -> dict[str, Any]:
