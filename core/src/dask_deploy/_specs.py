@@ -185,6 +185,11 @@ class WorkerSpec:
                 raise SpecError(f"env[{key!r}]", val, "expected a string value without NUL")
         object.__setattr__(self, "env", env)
         object.__setattr__(self, "options", _frozen_map(self.options, "worker_options"))
+        # It becomes a word of a shell line (ec2 user data), a task definition or a pod.
+        if self.image is not None and (not isinstance(self.image, str) or not self.image.isprintable()
+                                       or any(c.isspace() for c in self.image)):
+            raise SpecError("image", self.image, "expected a container image name such as "
+                            "'ghcr.io/dask/dask:latest' (no spaces) or None")
 
     def replace(self, **changes: Any) -> WorkerSpec:
         """A copy with ``changes`` applied (and validated)."""

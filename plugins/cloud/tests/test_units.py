@@ -10,6 +10,8 @@ from dask_deploy_cloud._base import STOP_REASON
 from dask_deploy_cloud._ec2 import instance_status
 from dask_deploy_cloud._ecs import task_status
 from dask_deploy_testing.cloud import to_loopback
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def test_backends_registered_lazily() -> None:
@@ -147,6 +149,38 @@ def test_pool_options_are_checked_and_fargate_pools_have_no_gpus() -> None:
                                      "pools": {"a": {}, "b": {"gpus": 1}}})
     with pytest.raises(SpecError, match=r"pools\['b'\].gpus=1.*Fargate has no GPUs"):
         FargateBackend(spec)
+
+
+@settings(max_examples=60, deadline=None)
+@given(option=st.sampled_from(["worker_instance_type", "gpu_instance_type", "ami",
+                               "filesystem_size", "image"]),
+       value=st.one_of(st.text(max_size=12), st.integers(-2, 64), st.none(), st.booleans(),
+                       st.lists(st.text(max_size=4), max_size=2)))
+def test_hostile_pool_options_are_refused_or_stay_one_word(option: str, value: object) -> None:
+    """A pool's value is refused in one line naming the pool's option, or reaches only that
+    pool's launches; an image stays one word of its boot script, whatever it holds."""
+    import shlex
+
+    from dask_deploy._options import build_spec
+    from dask_deploy_cloud._ec2 import EC2Backend
+
+    try:
+        spec, _ = build_spec("ec2", {"name": "p", "region_name": "us-east-1", "image": "img:1",
+                                     "pools": {"a": {}, "b": {option: value}}})
+        backend = EC2Backend(spec)
+    except SpecError as e:
+        # (the core names a pool's generic option, image, like the cluster's)
+        assert str(e).startswith((f"invalid pools['b'].{option}", "invalid image=")), e
+        assert "\n" not in str(e), e
+        return
+    if option == "image":
+        (b,) = [p for p in spec.pools if p.name == "b"]
+        script = backend.user_data("worker", ["python", "-m", "x"], "b")
+        if b.worker.image:
+            assert shlex.quote(b.worker.image) + " python -m x" in script.split("\n")[-3]
+    else:
+        assert getattr(spec.options_of("b"), option) == value
+        assert getattr(spec.options_of("a"), option) == getattr(spec.backend_options, option)
 
 
 def test_a_batch_holds_the_units_of_one_pool() -> None:
