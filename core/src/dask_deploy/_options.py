@@ -111,12 +111,15 @@ _POOL_BOUNDS = ("n_workers", "minimum", "maximum")
 
 def _build_pools(value: object, base: WorkerSpec, n_workers: int | None,
                  info: BackendInfo | None = None, backend_options: Any = None,
-                 ) -> tuple[Pool, ...]:
+                 given: Mapping[str, Any] | None = None) -> tuple[Pool, ...]:
     """``pools={"name": {option: value}}`` as Pool records: each pool's worker is the
     cluster's (the generic options) with its own options applied, and its backend options
     the cluster's with the ones the backend lets a pool set (``info.pool_options``)
     replaced, checked by the backend's own options class. The first is the default pool:
-    ``n_workers`` of the cluster start there unless it gives its own."""
+    ``n_workers`` of the cluster start there unless it gives its own. ``given``: the
+    cluster's options with their defaults, when ``threads_per_worker`` was not given: the
+    backend's default for it (from a task's CPUs) is computed again with a pool's own
+    backend options."""
     if value is None:
         return ()
     if not isinstance(value, Mapping) or not value:
@@ -139,8 +142,12 @@ def _build_pools(value: object, base: WorkerSpec, n_workers: int | None,
                 raise SpecError(shown, opts[k], f"backend {info.name!r} cannot set {k} per pool: "
                                 f"set it for the whole cluster (a pool takes {takes})")
             raise SpecError(shown, opts[k], f"not a pool option; a pool takes {takes}")
-        worker = base.replace(**{_POOL_WORKER[k]: v for k, v in opts.items() if k in _POOL_WORKER})
         own = {k: v for k, v in opts.items() if k in per_pool}
+        changes = {_POOL_WORKER[k]: v for k, v in opts.items() if k in _POOL_WORKER}
+        threads = info.defaults.get("threads_per_worker") if info is not None else None
+        if own and callable(threads) and given is not None and "threads_per_worker" not in opts:
+            changes.setdefault("nthreads", threads({**given, **own}))
+        worker = base.replace(**changes)
         pool_backend = None
         if own:
             try:
@@ -189,6 +196,7 @@ def build_spec(backend: str, options: Mapping[str, Any], *, stacklevel: int = 2,
     explicit = translate(table, options, where="option", stacklevel=stacklevel + 1)
     merged = {**config, **explicit}
 
+    threads_given = merged.get("threads_per_worker") is not None
     # Checked before the defaults below compute with them (threads per worker from n_workers).
     for key, low in (("n_workers", 0), ("threads_per_worker", 1)):
         if merged.get(key) is not None:
@@ -196,6 +204,8 @@ def build_spec(backend: str, options: Mapping[str, Any], *, stacklevel: int = 2,
     for key, default in info.defaults.items():
         if key not in merged:
             merged[key] = default(merged) if callable(default) else default
+    # What a pool's defaults are computed again from, with its own backend options.
+    given = None if threads_given else dict(merged)
     unknown = sorted(set(merged) - known)
     if unknown:
         name = unknown[0]
@@ -223,7 +233,8 @@ def build_spec(backend: str, options: Mapping[str, Any], *, stacklevel: int = 2,
     if worker.nanny and "nanny" not in info.capabilities:
         raise SpecError("nanny", True, f"backend {backend!r} cannot run workers under a nanny; "
                         "leave nanny=False (workers without a nanny start faster)")
-    pools = _build_pools(g.get("pools"), worker, g.get("n_workers"), info, backend_options)
+    pools = _build_pools(g.get("pools"), worker, g.get("n_workers"), info, backend_options,
+                         given)
     if any(p.worker.nanny for p in pools) and "nanny" not in info.capabilities:
         raise SpecError("nanny", True, f"backend {backend!r} cannot run workers under a nanny")
     scheduler = SchedulerSpec(

@@ -183,6 +183,20 @@ def test_hostile_pool_options_are_refused_or_stay_one_word(option: str, value: o
         assert getattr(spec.options_of("a"), option) == getattr(spec.backend_options, option)
 
 
+def test_a_pool_s_own_worker_cpu_sets_its_threads() -> None:
+    """One thread per vCPU of the pool's own task, unless threads_per_worker is given."""
+    from dask_deploy._options import build_spec
+
+    def threads(**options: object) -> dict[str, int]:
+        spec, _ = build_spec("fargate", {"name": "p", **options})
+        return {p.name: p.worker.nthreads for p in spec.pools}
+
+    pools = {"a": {}, "b": {"worker_cpu": 8192}, "c": {"worker_cpu": 8192, "threads_per_worker": 3}}
+    assert threads(pools=pools) == {"a": 4, "b": 8, "c": 3}
+    assert threads(pools=pools, worker_cpu=1024) == {"a": 1, "b": 8, "c": 3}
+    assert threads(pools=pools, threads_per_worker=2) == {"a": 2, "b": 2, "c": 3}
+
+
 def test_a_batch_holds_the_units_of_one_pool() -> None:
     """A batch starts every unit with its first unit's workers: pools never share one."""
     from dask_deploy import Unit, WorkerSpec
