@@ -5,7 +5,8 @@ Each instance runs ``image`` with docker (host networking, ``awslogs`` driver to
 container ends. The user data is a short script with **no secret** in it: the container
 reads the TLS identity from Secrets Manager with the cluster's instance profile. Workers start
 ``run_instances`` ``MinCount=MaxCount=n`` at a time (all or none: a refused batch is retried
-by the core with backoff); IMDSv2 only; tagged with the cluster.
+by the core with backoff); IMDSv2 only; tagged with the cluster. A batch holds one pool's
+units: they launch with that pool's instance type, AMI, root volume and image.
 """
 
 from __future__ import annotations
