@@ -142,12 +142,15 @@ class _DistributedPolicy:
 
 def simulate(tasks: list[Task], backend: Backend, policy: str, *, seed: int = 0,
              maximum: int = 100, threads: int = 1, dt: float = 0.1,
-             target_duration: float = 5.0, horizon: float = 3600.0) -> Result:
-    """Run one workload to completion (or ``horizon``); see the module docstring."""
+             target_duration: float = 5.0, horizon: float = 3600.0,
+             knobs: dict[str, Any] | None = None) -> Result:
+    """Run one workload to completion (or ``horizon``); see the module docstring.
+    ``knobs``: fields of our ``AdaptivePolicy`` to change (``useful_share=0.1``, ...)."""
     rng = random.Random(seed)
     defaults = backend_defaults(backend.capabilities)
     ours = AdaptivePolicy(minimum=0, maximum=maximum, start_prior=defaults.start_prior,
-                          cooldown_max=defaults.cooldown_max, threads_per_worker=threads)
+                          cooldown_max=defaults.cooldown_max, threads_per_worker=threads,
+                          **(knobs or {}))
     interval = defaults.interval if policy == "ours" else 1.0
     theirs = _DistributedPolicy()
     rec_policy = Policy(start_timeout=600.0, max_failures=10_000, backoff_base=0.5,
@@ -165,8 +168,9 @@ def simulate(tasks: list[Task], backend: Backend, policy: str, *, seed: int = 0,
     counter = starts = stops = 0
     worker_seconds = 0.0
     memory = Memory()
-    start_times: collections.deque[float] = collections.deque(maxlen=20)
-    boot_times: collections.deque[float] = collections.deque(maxlen=20)
+    start_times: collections.deque[float] = collections.deque(maxlen=100)
+    boot_times: collections.deque[float] = collections.deque(maxlen=100)
+    measured: set[str] = set()
     mean_duration = 0.5  # distributed's guess for a task prefix it has not seen finish
     learned = False
     now = 0.0
@@ -178,6 +182,11 @@ def simulate(tasks: list[Task], backend: Backend, policy: str, *, seed: int = 0,
         while pending and pending[0].arrival <= now:
             queue.append(pending.popleft().duration)
         connected = [n for n, u in units.items() if u.stopped_at is None and u.connect_at <= now]
+        for n in connected:  # measured as the Adaptive does: once, when the unit connects
+            if n not in measured:
+                measured.add(n)
+                start_times.append(units[n].connect_at - units[n].started)
+                boot_times.append(units[n].connect_at - units[n].running_at)
         # Hand queued tasks to free threads.
         for n in connected:
             u = units[n]
@@ -214,8 +223,11 @@ def simulate(tasks: list[Task], backend: Backend, policy: str, *, seed: int = 0,
                     started_at={n: units[n].started for n in requested},
                     start_times=tuple(start_times), boot_times=tuple(boot_times),
                     work=occupancy + ready * mean_duration, busy=float(running),
+                    ready=ready * mean_duration,
                     guessed=not learned and bool(ready),
-                    queued=frozenset(n for n in requested if now < units[n].running_at))
+                    queued=frozenset(n for n in requested if now < units[n].running_at),
+                    booting_since={n: units[n].running_at for n in requested - obs
+                                   if units[n].running_at <= now})
                 rec = decide(snapshot, memory, ours)
                 memory = rec.memory
                 status, up_to, retire = rec.status, rec.n, set(rec.workers)
@@ -249,9 +261,12 @@ def simulate(tasks: list[Task], backend: Backend, policy: str, *, seed: int = 0,
             u.stopped_at = now
             stops += 1
             worker_seconds += max(0.0, now - u.running_at)
+            if n not in measured:  # gone before it connected: it would have taken longer
+                start_times.append(now - u.started)
             queue.extendleft(reversed(u.tasks))  # tasks of a lost worker run again
             u.tasks = []
             observed.pop(n, None)
+            measured.discard(n)
             del units[n]
         for n in decision.start:
             queued = rng.uniform(*backend.queue)
@@ -261,9 +276,6 @@ def simulate(tasks: list[Task], backend: Backend, policy: str, *, seed: int = 0,
                 u.fail_at, u.connect_at = now + queued + boot / 2, math.inf
             units[n] = u
             starts += 1
-            if u.connect_at < math.inf:
-                start_times.append(u.connect_at - now)  # measured when it connects, here in advance
-                boot_times.append(u.connect_at - u.running_at)
         # Run the tasks for one step.
         now += dt
         for n in connected:

@@ -12,8 +12,10 @@ from dask_deploy._adaptive import (
     Memory,
     Recommendation,
     Snapshot,
+    boot_estimate,
     cooldown,
     decide,
+    learned_cooldown,
     start_estimate,
 )
 from hypothesis import given
@@ -81,12 +83,49 @@ def test_units_of_several_workers_go_whole_or_not_at_all() -> None:
     assert decide(s, Memory({"u0-a": 0, "u0-b": 0}), P).workers == ("u0-a", "u0-b")
 
 
-def test_auto_cooldown_is_the_boot_time_within_bounds() -> None:
+def test_the_boot_estimate_is_the_median_boot_within_bounds() -> None:
     auto = AdaptivePolicy(start_prior=0.5, cooldown_min=0.3, cooldown_max=60)
-    assert cooldown(snap(), auto) == 0.5  # nothing measured yet: the backend's prior
-    assert cooldown(snap(boot_times=(0.1, 0.2, 0.1)), auto) == 0.3  # fast boots: the floor
-    assert cooldown(snap(boot_times=(20, 40, 45), start_times=(300,)), auto) == 40  # the median
-    assert cooldown(snap(boot_times=(500, 900)), auto) == 60
+    assert boot_estimate(snap(), auto) == 0.5  # nothing measured yet: the backend's prior
+    assert boot_estimate(snap(boot_times=(0.1, 0.2, 0.1)), auto) == 0.3  # fast boots: the floor
+    assert boot_estimate(snap(boot_times=(20, 40, 45), start_times=(300,)), auto) == 40
+    assert boot_estimate(snap(boot_times=(500, 900)), auto) == 60
+
+
+def test_the_auto_cooldown_is_learned_from_idle_spells() -> None:
+    auto = AdaptivePolicy(start_prior=0.5, cooldown_min=0.3, cooldown_max=60)
+    boot = snap(boot_times=(20, 20))
+    assert cooldown(boot, auto) == 0.3  # no spell seen: no sign that work comes back
+    assert cooldown(boot, auto, gaps=(1.0, 4.0, 2.5)) == 4.0  # work always came back: wait
+    assert cooldown(boot, auto, gaps=(math.inf,) * 3) == 0.3  # it never did within a boot
+    assert cooldown(boot, auto, gaps=(30.0, 4.0)) == 4.0  # spells past the boot never count
+    assert cooldown(boot, AdaptivePolicy(cooldown=7.0), gaps=(1.0,)) == 7.0  # given: it stands
+    # Rent or buy over the spells seen: waiting 2 s costs 2 s on each long spell and saves a
+    # 20 s boot on each short one.
+    assert learned_cooldown((math.inf,) * 9 + (2.0,), 20, 0.3) == 2.0  # 9 * 22 + 2 < 10 * 20.3
+    assert learned_cooldown((math.inf,) * 20 + (2.0,), 20, 0.3) == 0.3  # 20 * 22 + 2 > 21 * 20.3
+
+
+def test_a_load_that_comes_back_within_a_boot_retires_once() -> None:
+    """Work comes back 0.8 s after each burst, a boot takes 20 s: the first idle spell is
+    ended by a retirement (no spell seen yet), the next ones keep the workers."""
+    auto = AdaptivePolicy(start_prior=0.5, cooldown_min=0.3, cooldown_max=60)
+    memory, plan, out = Memory(), {"a", "b"}, []
+    for i in range(100):
+        t = round(i * 0.1, 1)
+        idle = (t % 2.0) >= 1.2  # busy 1.2 s, idle 0.8 s
+        work = 0.0 if idle else 10.0 - (t % 2.0)
+        s = snap(now=t, target=0 if idle else 2, plan=plan, observed=plan,
+                 idle=tuple(sorted(plan)) if idle else (), started_at={"a": -60, "b": -60},
+                 boot_times=(20.0,), work=work)
+        rec = decide(s, memory, auto)
+        memory = rec.memory
+        if rec.status == "down":
+            plan = plan - set(rec.workers)
+            out.append((t, rec.workers))
+        elif rec.status == "up":
+            plan = plan | {f"n{i}-{k}" for k in range(rec.n - len(plan))}
+    assert out == [(1.5, ("a", "b"))], out  # once, then the cooldown is the 0.8 s spell
+    assert memory.gaps and max(memory.gaps) < 1.0 and cooldown(s, auto, memory.gaps) >= 0.8
 
 
 def test_the_start_estimate_includes_a_slower_queue() -> None:
@@ -99,26 +138,28 @@ def test_the_start_estimate_includes_a_slower_queue() -> None:
 
 
 def test_work_that_keeps_arriving_gets_workers_to_keep_up() -> None:
-    slow = AdaptivePolicy(start_prior=60.0)
+    slow = AdaptivePolicy(start_prior=60.0)  # and no start measured: every unit takes 60 s
     # 10 busy threads, and the work queued stays at 20 s: 10 thread-seconds arrive per second.
     memory = Memory(work_at=(0.0, 20.0), arrivals=(10.0,) * 5)
     s = snap(now=1.0, target=15, observed={f"w{i}" for i in range(10)}, work=20.0, busy=10.0)
     assert decide(s, memory, slow).status == "same"  # 10 threads keep up with 10/s
     memory = Memory(work_at=(0.0, 20.0), arrivals=(14.0,) * 5)
     assert decide(s, memory, slow).n == 14  # arrivals of 14/s need 14 threads
-    # One lump of 1000 thread-seconds is not a stream: the lump rule alone sizes it.
+    # One lump of 2020 thread-seconds is not a stream: the lump rule alone sizes it. Every
+    # new unit would connect before it is done; their boots, billed together, stay within
+    # the work: 33 * 60 <= 2020.
     lump = Memory(work_at=(0.0, 20.0), arrivals=(0.0,) * 5)
     s = snap(now=1.0, target=50, observed={f"w{i}" for i in range(10)}, work=2020.0, busy=10.0)
-    assert decide(s, lump, slow).n == 10 + 13  # (2020 - 10 * 60) / 60 - 10 = 13.7
+    assert decide(s, lump, slow).n == 10 + 33
 
 
 def test_a_backlog_on_top_of_a_stream_gets_workers_for_both() -> None:
     slow = AdaptivePolicy(start_prior=60.0)
     # 10 threads keep up with 10/s, and 2020 thread-seconds are queued: half of the 600 that
-    # arrive while a new worker starts are work for it: (2020 + 300 - 10 * 60) / 60 - 10 = 18.7.
+    # arrive while a new worker starts are work for it too: 38 * 60 <= 2020 + 300.
     stream = Memory(work_at=(0.0, 2020.0), arrivals=(10.0,) * 5)
     s = snap(now=1.0, target=50, observed={f"w{i}" for i in range(10)}, work=2020.0, busy=10.0)
-    assert decide(s, stream, slow).n == 10 + 18
+    assert decide(s, stream, slow).n == 10 + 38
 
 
 def test_a_constant_target_never_changes_the_plan() -> None:
@@ -156,9 +197,12 @@ def test_no_more_workers_than_can_start_in_time() -> None:
     one = snap(now=10, target=8, plan={"a"}, requested={"a"}, observed=set(),
                started_at={"a": 5}, work=8.0)
     assert decide(one, Memory(), slow).status == "same"
-    # 1000 s of work, 60 s to start, 2 connected: (1000 - 2*60) / 60 - 2 = 12 more, within target.
+    # 1000 s of work, 60 s to start, 2 connected: 16 more connect before it is done and
+    # are billed 16 * 60 s of boot, within the work; a 17th would not pay for its boot.
     busy = snap(target=30, observed={"a", "b"}, work=1000.0)
-    assert decide(busy, Memory(), slow).n == 2 + 12
+    assert decide(busy, Memory(), slow).n == 2 + 16
+    # Work the connected workers finish before a new one could connect: none.
+    assert decide(snap(target=30, observed={"a", "b"}, work=100.0), Memory(), slow).status == "same"
     # Fast starts: the scheduler's target stands.
     fast = AdaptivePolicy(start_prior=0.3)
     assert decide(snap(target=8, plan=set(), work=8.0), Memory(), fast).n == 8
@@ -199,6 +243,42 @@ def test_queued_units_are_cancelled_when_the_known_work_no_longer_needs_them() -
     assert decide(dataclasses.replace(units, target=2), Memory(), P).status == "same"
 
 
+def test_units_that_would_connect_after_the_work_was_started_are_cancelled() -> None:
+    plan = {"a", "b", "c", "d", "e"}
+    # a, b connected; c booting since 1 s of an 8 s boot; d, e queued. 6 thread-seconds wait:
+    # a and b have started all of it within 3 s, before any of the others could connect.
+    s = snap(now=100, target=5, plan=plan, requested=plan, observed={"a", "b"},
+             started_at={"a": 50, "b": 50, "c": 97, "d": 98, "e": 99}, boot_times=(8.0,),
+             queued=frozenset({"d", "e"}), booting_since={"c": 99.0}, work=10.0, ready=6.0)
+    rec = decide(s, Memory(), P)
+    assert (rec.status, rec.workers) == ("down", ("e", "d", "c"))  # the last to arrive first
+    # 15 thread-seconds: a and b need 7.5 s, c connects in 7 and is kept; d and e still go.
+    assert decide(dataclasses.replace(s, ready=15.0), Memory(), P).workers == ("e", "d")
+    # A stream of 3 threads' worth per second needs one more unit than a and b: the one that
+    # arrives first (c) stays.
+    stream = Memory(work_at=(99.0, 10.0), arrivals=(3.0,) * 5)
+    assert decide(dataclasses.replace(s, busy=2.0, work=11.0), stream, P).workers == ("e", "d")
+    # Work unknown, or a guess: nothing is judged late.
+    assert decide(dataclasses.replace(s, work=None, ready=None), Memory(), P).status == "same"
+    assert decide(dataclasses.replace(s, guessed=True), Memory(), P).status == "same"
+
+
+def test_a_lump_asks_for_the_fastest_of_many_but_not_for_late_ones() -> None:
+    # Starts measured from 10 s to 100 s (random queue waits), 400 thread-seconds, nothing
+    # connected: 32 units, the fastest half of which connect before the work is done.
+    starts = tuple(10.0 * i for i in range(1, 11))
+    s = snap(target=80, plan=set(), work=400.0, start_times=starts, boot_times=(1.0,))
+    assert decide(s, Memory(), AdaptivePolicy()).n == 32
+    # Asking for fewer, more of them are useful, and the work takes longer.
+    assert decide(s, Memory(), AdaptivePolicy(useful_share=0.9)).n < 32
+    # Every start takes 55 s: all would connect before the work is done; their boots (5 s
+    # each) are within the 400 thread-seconds for all 80.
+    same = dataclasses.replace(s, start_times=(55.0,), boot_times=(5.0,))
+    assert decide(same, Memory(), AdaptivePolicy()).n == 80
+    # 20 s boots: only 20 such boots fit in the work.
+    assert decide(dataclasses.replace(same, boot_times=(20.0,)), Memory(), AdaptivePolicy()).n == 20
+
+
 def test_units_queued_past_queue_timeout_are_not_capacity() -> None:
     p = AdaptivePolicy(queue_timeout=30.0, start_prior=1.0)
     s = snap(now=100, target=2, plan={"a", "b"}, requested={"a", "b"}, observed={"a"},
@@ -221,16 +301,23 @@ def snapshots(draw: st.DrawFn) -> tuple[Snapshot, Memory]:
     plan = draw(names)
     requested = plan & draw(names)
     observed = requested & draw(names)
+    queued = (requested - observed) & draw(names)
     idle = tuple(sorted(observed & draw(names)))
     now = draw(st.floats(0, 1000))
     started_at = {w: draw(st.floats(0, now)) for w in requested}
-    idle_since = {w: draw(st.floats(0, now)) for w in idle if draw(st.booleans())}
+    booting_since = {w: draw(st.floats(started_at[w], now)) for w in requested - observed - queued}
+    idle_since = {w: draw(st.floats(0, now)) for w in idle | booting_since.keys()
+                  if draw(st.booleans())}
+    work = draw(st.one_of(st.none(), st.floats(0, 1e4)))
     s = Snapshot(now=now, target=draw(st.integers(0, 10)), plan=frozenset(plan),
                  requested=frozenset(requested), observed=frozenset(observed), idle=idle,
                  started_at=started_at,
                  start_times=tuple(draw(st.lists(st.floats(0, 100), max_size=5))),
-                 work=draw(st.one_of(st.none(), st.floats(0, 1e4))))
-    return s, Memory(idle_since)
+                 boot_times=tuple(draw(st.lists(st.floats(0, 100), max_size=5))),
+                 work=work, ready=None if work is None else draw(st.floats(0, work)),
+                 queued=frozenset(queued), booting_since=booting_since)
+    gaps = tuple(draw(st.lists(st.one_of(st.floats(0, 100), st.just(math.inf)), max_size=5)))
+    return s, Memory(idle_since, gaps=gaps)
 
 
 policies = st.builds(AdaptivePolicy, minimum=st.integers(0, 2),
@@ -244,16 +331,22 @@ policies = st.builds(AdaptivePolicy, minimum=st.integers(0, 2),
 def test_decisions_are_safe(sm: tuple[Snapshot, Memory], p: AdaptivePolicy) -> None:
     s, memory = sm
     rec = decide(s, memory, p)
-    assert set(rec.memory.idle_since) <= set(s.idle)  # only surplus idle workers are remembered
+    # Only surplus workers (idle, or booting) are remembered.
+    assert set(rec.memory.idle_since) <= set(s.idle) | set(s.booting_since)
     if rec.status == "up":
         assert len(s.plan) < rec.n <= max(s.target, len(s.plan))
         assert not rec.workers
     elif rec.status == "down":
         retired = set(rec.workers)
         assert rec.n == 0 and retired <= s.plan
-        assert not retired & (s.requested - s.observed), "a starting worker was retired"
-        assert len(s.plan) - len(retired) >= s.target, "retired below the target"
-        wait = cooldown(s, p)
+        starting = retired & (s.requested - s.observed)
+        assert starting <= s.queued | set(s.booting_since), "a starting worker was retired"
+        # A queued unit (not billed, it keeps its place in the queue) only for known work;
+        # a booting one is surplus like an idle worker.
+        assert not starting & s.queued or s.work is not None, "cancelled without knowing the work"
+        # Below the target only by cancelling units that have not connected (too late).
+        assert len(s.plan) - len(retired) >= s.target or retired <= (s.plan - s.observed)
+        wait = cooldown(s, p, rec.memory.gaps)
         life = wait if p.min_lifetime is None else p.min_lifetime
         for w in retired & s.observed:
             assert w in s.idle and s.now - rec.memory.idle_since[w] >= wait
@@ -283,7 +376,9 @@ def test_the_scheduler_says_when_durations_are_a_guess() -> None:
     class _Cluster:
         scheduler: Scheduler
 
-    async def main() -> tuple[tuple[float | None, float, bool], tuple[float | None, float, bool]]:
+    Work = tuple[float | None, float, float | None, bool]
+
+    async def main() -> tuple[Work, Work]:
         async with Scheduler(host="127.0.0.1", dashboard_address=":0") as sched, \
                 Client(sched.address, asynchronous=True) as client:
             adaptive = Adaptive.__new__(Adaptive)  # no periodic callback: _work alone
@@ -305,8 +400,9 @@ def test_the_scheduler_says_when_durations_are_a_guess() -> None:
             return before, after
 
     before, after = asyncio.run(main())
-    assert before[0] is not None and before[0] > 0 and before[2] is True
-    assert after[2] is False
+    assert before[0] is not None and before[0] > 0 and before[3] is True
+    assert before[2] == before[0]  # nothing runs: all of it is work a new worker could take
+    assert after[3] is False
 
 
 def test_the_snapshot_marks_units_still_in_the_queue() -> None:
@@ -325,5 +421,11 @@ def test_the_snapshot_marks_units_still_in_the_queue() -> None:
     adaptive = Adaptive.__new__(Adaptive)  # no scheduler, no periodic callback
     adaptive.cluster, adaptive.pool, adaptive.state = cluster, None, "stopped"
     adaptive._start_times, adaptive._boot_times, adaptive._measured = deque(), deque(), set()
+    adaptive._waiting = {}
     s = adaptive.snapshot(target=1, idle=[])
     assert s.queued == {"q"} and s.work is None and not s.guessed
+    assert s.booting_since == {"b": 3.0}  # out of the queue at 3.0, not connected yet
+    # "q" is cancelled before it connects: it would have taken at least as long as it waited.
+    del cluster._observed["q"]
+    adaptive._observe_starts()
+    assert len(adaptive._start_times) == 2 and min(adaptive._start_times) == 2.0  # "r": 0 -> 2

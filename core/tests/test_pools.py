@@ -96,12 +96,14 @@ def test_reconcile_treats_units_of_every_pool_alike() -> None:
 class _Task:
     """The two attributes of a scheduler's TaskState that pool_load reads (hashable)."""
 
-    def __init__(self, prefix: str, need: dict[str, float] | None) -> None:
-        self.prefix, self.resource_restrictions = prefix, need
+    def __init__(self, prefix: str, need: dict[str, float] | None, seen: bool = True) -> None:
+        # duration_average < 0: no task of the prefix has finished (the duration is a guess)
+        self.prefix = SimpleNamespace(name=prefix, duration_average=1.0 if seen else -1.0)
+        self.resource_restrictions = need
 
 
-def _task(prefix: str, **need: float) -> _Task:
-    return _Task(prefix, need or None)
+def _task(prefix: str, seen: bool = True, **need: float) -> _Task:
+    return _Task(prefix, need or None, seen)
 
 
 def _scheduler(queued: list[Any], unrunnable: list[Any], workers: dict[str, list[Any]],
@@ -117,8 +119,9 @@ def test_pool_load_gives_tasks_to_the_pools_whose_resources_fit() -> None:
     plain = [_task("p") for _ in range(6)]
     sched = _scheduler(plain, big_tasks, {})
     # big: 1 BIG per worker, so one such task at a time per worker, whatever its threads.
-    target, idle, work, busy = pool_load(sched, frozenset(), {"BIG": 1}, 2, False, 1.0)
-    assert (target, idle, work, busy) == (4, [], 4.0, 0.0)
+    target, idle, work, busy, ready, guessed = pool_load(sched, frozenset(), {"BIG": 1}, 2,
+                                                         False, 1.0)
+    assert (target, idle, work, busy, ready, guessed) == (4, [], 4.0, 0.0, 4.0, False)
     # The general pool takes the unrestricted tasks only (2 threads: 3 workers' worth).
     assert pool_load(sched, frozenset(), {}, 2, True, 1.0)[:3] == (3, [], 6.0)
     # A pool without BIG never scales for BIG tasks; target_duration spreads the work.
@@ -132,10 +135,17 @@ def test_pool_load_gives_tasks_to_the_pools_whose_resources_fit() -> None:
 def test_pool_load_keeps_busy_workers_and_offers_idle_ones() -> None:
     sched = _scheduler([], [], {"c-big-1": [_task("b", BIG=1)], "c-big-2": [],
                                 "c-big-33": [], "c-small-0": []})
-    target, idle, work, busy = pool_load(sched, frozenset({"c-big-1", "c-big-2", "c-big-33"}),
-                                         {"BIG": 1}, 2, False, 5.0)
+    target, idle, work, busy, ready, _ = pool_load(
+        sched, frozenset({"c-big-1", "c-big-2", "c-big-33"}), {"BIG": 1}, 2, False, 5.0)
     assert target == 1 and busy == 1.0 and work == 1.0
+    assert ready == 0.0  # the one task runs: nothing a new worker could take
     assert idle == ["c-big-2", "c-big-33"]  # only its own workers, least data first
+
+
+def test_pool_load_says_when_its_waiting_work_is_a_guess() -> None:
+    sched = _scheduler([_task("new", seen=False, GPU=1)], [_task("p")], {})
+    assert pool_load(sched, frozenset(), {"GPU": 1}, 1, False, 5.0)[4:] == (1.0, True)
+    assert pool_load(sched, frozenset(), {}, 1, True, 5.0)[4:] == (1.0, False)  # not its task
 
 
 def test_two_pools_on_the_fake_backend(wait_until: Any) -> None:

@@ -173,6 +173,7 @@ def test_adaptive_never_closes_a_starting_worker() -> None:
         adaptive.policy = AdaptivePolicy(cooldown=0)  # an idle worker goes at once
         adaptive.memory = Memory()
         adaptive._start_times, adaptive._boot_times, adaptive._measured = (), (), set()
+        adaptive._waiting = {}
         asked = []
 
         async def workers_to_close(target: int) -> list[str]:

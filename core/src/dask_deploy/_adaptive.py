@@ -10,59 +10,67 @@ simulator (``benchmarks/simulate.py``) on thousands of workers in seconds.
 Its rules, against distributed's ``Adaptive`` (close after ``wait_count`` consecutive
 suggestions, ``interval`` apart; starting workers closed first):
 
-* **Scale down fast, without flapping (ski rental).** A surplus worker is retired once it
-  has been idle, without interruption, for ``cooldown`` seconds. By default (``"auto"``)
-  the cooldown is what a replacement would be billed: the median boot time of this
-  cluster's units (from leaving the queue to connected), bounded to [``cooldown_min``,
-  ``cooldown_max``]; before any unit was measured, a prior per kind of backend (see
-  :func:`backend_defaults`). Keeping an idle worker as long as a new one takes to boot is
-  the rent-or-buy rule: never more than twice the cost of the best choice made with
-  hindsight. The queue wait is not part of it (a queued job is not billed): it is what
-  the queue-aware scale-up below accounts for. On backends that run on this machine
-  (local, cuda, fake) the cooldown is 0.3-0.5 s, so idle workers are gone well within a
-  second.
-* **No oscillation.** A worker is retired only after ``cooldown`` seconds of uninterrupted
-  idleness, and never before its unit has lived ``min_lifetime`` seconds (default: the
-  cooldown); no step both starts and retires; a unit that is booting is never retired
-  (the reconciler fails it after ``start_timeout``), one still queued only when the known
-  work no longer needs it (below). So a load whose idle gaps are shorter than the cooldown never
-  retires a worker, and a constant load never changes the plan.
+* **Scale down fast, and learn when not to (ski rental with the spells seen).** A surplus
+  worker is retired once it has been idle, without interruption, for ``cooldown`` seconds.
+  By default (``"auto"``) the cooldown is learned from how this cluster's idle spells
+  ended: a spell ends when work comes back (there is more work than at the last step and
+  a surplus worker is needed again, or the scheduler wants more workers than a retirement
+  left), or, for a retired worker, as soon as it has lasted longer than a boot (``boot``:
+  the median boot time of the cluster's units, from leaving the queue to connected, what
+  a replacement is billed; bounded to [``cooldown_min``, ``cooldown_max``]). Over the
+  last 20 spells the cooldown is the idle time that would have cost least: keeping a
+  worker ``T`` seconds costs ``min(spell, T)``, retiring it costs a new ``boot`` when work
+  came back after ``T``. No spell seen, or spells longer than a boot: ``cooldown_min``
+  (0.3 s, one step). Work that comes back within a boot: the cooldown rises to the
+  longest such spell. Measured on the simulator: a load that never comes back (the long
+  tail) no longer pays a boot time of idleness per worker (cloud: +13% worker-seconds
+  against distributed before, -2% now), and bursts that come back before a boot keep
+  their workers.
+* **No oscillation.** A worker is retired only after ``cooldown`` seconds of
+  uninterrupted idleness, and never before its unit has lived ``min_lifetime`` seconds
+  (default: the cooldown); no step both starts and retires. A load whose idle spells are
+  shorter than a boot retires at most until the first such spell was seen (one
+  retirement), then keeps its workers; a constant load never changes the plan.
 * **Graceful retirement.** Retiring goes through the scheduler's ``retire_workers``, which
   copies data held only by the retiring worker to another worker first, and keeps the
   worker if it cannot; the scheduler's own choice (``workers_to_close``) prefers idle
   workers that hold the least data. A unit with several workers is retired only when all
-  of them are retire-ready (never a busy sibling with it).
+  of them are retire-ready (never a busy sibling with it). A booting unit (billed, no data
+  yet) that is surplus is treated as an idle worker, before the connected ones.
 * **Queue-aware scale-up.** Units that are starting (queued jobs, unscheduled pods) count
   towards the target, as planned capacity; ones queued past ``queue_timeout`` do not (the
-  reconciler replaces them). When the queued work is known (an in-process scheduler), no
-  more workers are requested than can still be useful: a new worker arrives after the
-  expected start time ``L`` (queue included) and should then have at least ``L`` seconds
-  of work (rent or buy again), so with ``W`` thread-seconds of work, ``c`` threads
-  connected or on their way and ``t`` threads per worker, at most
-  ``(max(0, W + r * L / 2 - c_connected * L) / L - c) / t`` workers are added, ``r``
-  being the rate at which work has been arriving (thread-seconds per second, the median
-  over the last 15 steps, so that a lump of work is not taken for a stream), or, if
-  more, enough to keep up with ``r``; a cluster with no worker and work to do always
-  gets one. ``r * L / 2``: what arrives while a new worker starts is work for it too,
-  half of it (the units already on their way arrive, on average, halfway through and
-  take the first half). Measured on the simulator's steady load: without it a backlog
-  built while task durations were unknown was never worked off (the last result 7-37 s
-  late on batch); with all of ``r * L`` the cluster overshoots (worker-seconds no
-  longer below distributed's).
+  reconciler replaces them). When the queued work is known (an in-process scheduler, or a
+  pool's load), new units are asked for only if they can still be useful: of ``k`` new
+  units, the i-th is expected to connect at the ``(i + 0.5) / k`` quantile of the
+  cluster's measured start times (so with random queue waits asking for more gets the
+  fastest of many), and ``k`` is the most for which at least ``useful_share`` (default
+  half) of them connect before the work that no worker has started yet is done, and for
+  which the ones that do are billed, together, no more boot time than that work (rent or
+  buy). The work counts half of what the stream brings while a unit starts (the units on
+  their way arrive, on average, halfway and take the first half); at least enough
+  workers to keep up with the stream (``r`` thread-seconds per second, the median over the
+  last 15 steps, so that a lump is not taken for a stream) are always asked for; a
+  cluster with no worker and work to do always gets one. This is the issue's "no more
+  units than the backend can start in the time the queued work would take", with random
+  queue waits: the others are cancelled while still queued (below).
 * **No cap on a guess.** While part of the queued work is tasks of a kind none of which
   has finished yet, its size is the scheduler's guess (0.5 s a task): the cap would size
-  the first lump by it and submit a few units where the tasks may take minutes (and
-  with random queue delays the first result comes from the fastest of the units
-  submitted). Until a duration is known, the scheduler's target stands.
-* **Cancel what is still queued.** When the target falls below the plan and the work is
-  known, units still in the backend's queue (not running, not billed) are cancelled
-  first, the last submitted first, whole units only; then idle workers past the cooldown
-  are retired. A unit that left the queue (booting, billed) is never retired while it
-  starts; without a known amount of work a queued unit keeps its place.
+  the first lump by it and submit a few units where the tasks may take minutes. Until a
+  duration is known, the scheduler's target stands.
+* **Cancel what would come too late.** When the work is known, a unit on its way that
+  could connect only after the connected workers have started all the waiting work (a
+  queued unit is at least a boot away, a booting one the rest of a boot) is cancelled,
+  the last to arrive first, keeping as many as the stream needs: it would be billed a
+  boot and idle for nothing. When the target falls below the plan, units still in the
+  queue (not running, not billed) are cancelled first, the last submitted first, whole
+  units only; then surplus booting units and idle workers past the cooldown are retired.
+  Start times of units cancelled before they connected are recorded as what they waited
+  (they would have taken at least that): otherwise only the fast starts would be measured.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import statistics
@@ -99,6 +107,10 @@ class AdaptivePolicy:
     threads_per_worker: int = 1
     #: Cap scale-up by the queued work (when the snapshot has it).
     queue_aware: bool = True
+    #: A lump of new units is asked for only if at least this share of them is expected to
+    #: connect before the work is done (the others are cancelled while still queued).
+    #: Lower: earlier results, more submissions; higher: fewer of both.
+    useful_share: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -127,10 +139,14 @@ class Snapshot:
     work: float | None = None
     #: Threads busy with a task now.
     busy: float = 0.0
+    #: The part of ``work`` no worker has started: what a new worker could take (None: all).
+    ready: float | None = None
     #: Part of ``work`` is a guess: tasks of a kind none of which has finished yet.
     guessed: bool = False
     #: Requested workers whose unit is still in the backend's queue (not running, not billed).
     queued: frozenset[str] = frozenset()
+    #: Requested workers not connected yet whose unit left the queue -> when it did.
+    booting_since: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -143,6 +159,11 @@ class Memory:
     work_at: tuple[float, float] | None = None
     #: Thread-seconds of work that arrived per second, at each of the last steps.
     arrivals: tuple[float, ...] = ()
+    #: How long recent idle spells lasted until work came back (seconds; one longer than
+    #: the boot time is recorded as soon as it is: its exact length changes nothing).
+    gaps: tuple[float, ...] = ()
+    #: Retirements still watched: (when their workers became idle, the plan they left).
+    retired: tuple[tuple[float, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,50 +192,135 @@ def start_estimate(s: Snapshot, p: AdaptivePolicy) -> float:
     return estimate
 
 
-def cooldown(s: Snapshot, p: AdaptivePolicy) -> float:
-    """Idle seconds before a surplus worker is retired (see the module docstring)."""
-    if p.cooldown is not None:
-        return p.cooldown
+def boot_estimate(s: Snapshot, p: AdaptivePolicy) -> float:
+    """What a new unit is billed before it works: the median boot time (queue excluded),
+    bounded to [``cooldown_min``, ``cooldown_max``]; the start prior before any was measured."""
     boot = statistics.median(s.boot_times) if s.boot_times else p.start_prior
     return min(max(boot, p.cooldown_min), p.cooldown_max)
 
 
-def _useful_new_workers(s: Snapshot, p: AdaptivePolicy, counted: int, rate: float) -> int | None:
-    """How many more workers can still pay for their start (None: no limit known)."""
-    if s.work is None or not p.queue_aware:
+def cooldown(s: Snapshot, p: AdaptivePolicy, gaps: tuple[float, ...] = ()) -> float:
+    """Idle seconds before a surplus worker is retired (see the module docstring)."""
+    if p.cooldown is not None:
+        return p.cooldown
+    return learned_cooldown(gaps, boot_estimate(s, p), p.cooldown_min)
+
+
+def learned_cooldown(gaps: tuple[float, ...], boot: float, floor: float) -> float:
+    """The idle time that would have cost least over the idle spells seen (``gaps``).
+
+    Keeping an idle worker ``T`` seconds costs ``min(g, T)`` for a spell of ``g``
+    seconds; retiring it, when work comes back after ``g > T``, costs a new worker's
+    ``boot``. Without a spell seen there is no sign that work comes back: ``floor``.
+    """
+    if not gaps:
+        return floor
+
+    def cost(t: float) -> float:
+        return sum(min(g, t) + (boot if g > t else 0.0) for g in gaps)
+
+    return min((floor, *(g for g in gaps if floor < g <= boot)), key=cost)
+
+
+@dataclass(frozen=True)
+class _Outlook:
+    """The known work as a new worker would see it (see :func:`_outlook`)."""
+
+    #: Thread-seconds a worker arriving now could take: work no worker has started, and
+    #: half of what the stream brings while a new worker starts (the units already on
+    #: their way arrive, on average, halfway through and take the first half).
+    work: float
+    #: Seconds until each worker on its way is expected to connect: the median of the
+    #: start times longer than its age (0 if it is later than all of them).
+    coming: list[float]
+    #: The measured start times, sorted (the prior alone before any).
+    samples: list[float]
+
+
+def _outlook(s: Snapshot, p: AdaptivePolicy, rate: float) -> _Outlook | None:
+    """What the scale-up cap and the cancelling of late units both reason on (None: the
+    work is unknown or a guess, or the cap is off)."""
+    if s.work is None or s.guessed or not p.queue_aware:
         return None
-    if s.work <= 0:
+    samples = sorted(s.start_times) or [p.start_prior]
+    coming = []
+    for w in s.requested - s.observed:
+        age = s.now - s.started_at.get(w, s.now)
+        later = samples[bisect.bisect_right(samples, age):]
+        coming.append(statistics.median(later) - age if later else 0.0)
+    # A running task stays where it is: only work not started can go to a new worker.
+    ready = s.work if s.ready is None else s.ready
+    return _Outlook(ready + rate * start_estimate(s, p) / 2, sorted(coming), samples)
+
+
+def _useful_new_workers(s: Snapshot, p: AdaptivePolicy, counted: int, rate: float) -> int | None:
+    """How many more workers can still be useful (None: no limit known)."""
+    if s.work is not None and s.work <= 0:
         return 0
-    if s.guessed:
-        # The scheduler has guessed how long tasks take (none of their kind has finished):
-        # a lump sized by the guess is too small when the tasks are long, and the first
-        # result comes from the fastest of the units submitted. Until it knows, no cap.
+    # While the scheduler guesses how long tasks take (none of their kind has finished), a
+    # lump sized by the guess is too small when the tasks are long, and the first result
+    # comes from the fastest of the units submitted: until it knows, no cap.
+    seen = _outlook(s, p, rate)
+    if seen is None:
         return None
     t = p.threads_per_worker
     # Work that keeps arriving needs threads to keep up with it, whatever is queued now.
     keep_up = max(0, math.ceil((rate - counted * t) / t))
-    latency = start_estimate(s, p)
-    # Work that arrives while a new worker starts is work for it too, half of it: the units
-    # already on their way arrive, on average, halfway through and take the first half.
-    lump = _useful_count(s.work + rate * latency / 2, len(s.observed) * t, counted * t, latency, t)
+    lump = _useful_count(seen.work, len(s.observed) * t, seen.coming, seen.samples, t,
+                         max(0, s.target - counted), p.useful_share, boot_estimate(s, p))
     if counted == 0:
         lump = max(1, lump)  # nothing runs or comes: at least one, whatever the estimate
     return max(lump, keep_up)
 
 
-def _useful_count(work: float, connected: int, coming: int, latency: float, t: int) -> int:
-    latency = max(latency, 1e-3)
-    left = max(0.0, work - connected * latency)  # what is left when a new one arrives
-    return max(0, math.floor((left / latency - coming) / t))
+def _useful_count(work: float, threads: int, coming: list[float], samples: list[float],
+                  t: int, most: int, share: float, boot: float) -> int:
+    """The most new units (up to ``most``) of which at least ``share`` are expected to
+    connect before the work is done, and whose ones that do are billed, together, no more
+    boot time than the work there is (rent or buy: a unit does its boot's worth of work).
+
+    New units connect at the quantiles of the measured start times (``samples``, sorted):
+    the i-th of k at the ``(i + 0.5) / k`` quantile, so asking for more gets earlier
+    arrivals (the fastest of many) and an earlier end, and a smaller share of useful ones.
+    """
+
+    def enough(k: int) -> bool:
+        new = [samples[min(len(samples) - 1, int((i + 0.5) * len(samples) / k))] for i in range(k)]
+        end = _finish(work, threads, sorted(coming + new), t)  # coming: sorted
+        useful = sum(1 for a in new if a < end)
+        return useful >= share * k and useful * boot * t <= work
+
+    if most <= 0 or not enough(1):
+        return 0
+    if enough(most):
+        return most
+    low, high = 1, most  # enough(low), not enough(high)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if enough(mid) else (low, mid)
+    return low
+
+
+def _finish(work: float, threads: int, arrivals: list[float], t: int) -> float:
+    """When ``work`` thread-seconds are done by ``threads`` now and ``t`` more at each of
+    the (sorted) ``arrivals``."""
+    now = 0.0
+    for a in arrivals:
+        if threads and work <= threads * (a - now):
+            break
+        work -= threads * (a - now)
+        now, threads = a, threads + t
+    return now + work / threads if threads else math.inf
 
 
 _RATE_WINDOW = 15
+#: Start and boot times kept: enough for the quantiles of a lump of units.
+_SAMPLES = 100
 
 
 def decide(s: Snapshot, memory: Memory, p: AdaptivePolicy) -> Recommendation:
     """One adaptive step: scale up to a target, retire idle surplus workers, or nothing."""
     now = s.now
-    idle_since = {w: memory.idle_since.get(w, now) for w in s.idle if w in s.observed}
     arrivals = memory.arrivals
     if s.work is not None and memory.work_at is not None and now > memory.work_at[0]:
         # Work changes by what arrives minus what the busy threads do.
@@ -223,7 +329,13 @@ def decide(s: Snapshot, memory: Memory, p: AdaptivePolicy) -> Recommendation:
     # The median of the last steps: a stream that keeps coming, not one lump (a burst, or
     # the scheduler learning how long a task takes), which the lump rule above covers.
     rate = statistics.median(arrivals) if arrivals else 0.0
-    mem = Memory(idle_since, None if s.work is None else (now, s.work), arrivals)
+    # Work came back at this step: there is more than at the last step (unknown work: any
+    # change of the surplus counts). More, not "some arrived": while a cluster drains, the
+    # scheduler's estimates of the tasks it starts move a little up and down.
+    came = s.work is None or (memory.work_at is not None and s.work > memory.work_at[1])
+    gaps, watched = _idle_spells(s, memory, boot_estimate(s, p), came)
+    mem = Memory({w: memory.idle_since.get(w, now) for w in s.idle if w in s.observed},
+                 None if s.work is None else (now, s.work), arrivals, gaps, watched)
     planned = len(s.plan)
     if s.target > planned:
         # Starting units count as capacity unless queued past queue_timeout.
@@ -237,41 +349,58 @@ def decide(s: Snapshot, memory: Memory, p: AdaptivePolicy) -> Recommendation:
         if n > planned:
             return Recommendation("up", n=n, memory=mem, why=f"target {s.target}")
         return Recommendation("same", memory=mem, why="queued work covered by starting units")
-    if s.target == planned:
+    late, stream = _too_late(s, p, rate)
+    if s.target == planned and not late:
         return Recommendation("same", memory=mem)
-    excess = planned - s.target
+    excess = max(0, planned - s.target)
     # Planned but never started: nothing to lose, dropped at once.
     never = sorted(s.plan - s.requested)[:excess]
     excess -= len(never)
-    retire: list[str] = []
+    members: dict[str, list[str]] = {}  # unit -> its requested or connected workers
+    for w in s.observed | s.requested:
+        members.setdefault(s.unit_of.get(w, w), []).append(w)
+
+    def newest_first(units: list[str]) -> list[str]:
+        return sorted(units, key=lambda u: (-max(s.started_at.get(m, 0.0) for m in members[u]), u))
+
+    cancel: list[str] = []
     if excess > 0 and s.work is not None and s.queued:
         # Still in the queue, not billed: cancelled when the known work no longer needs
         # it, the last submitted first (it has waited least). Without a known amount of
         # work (the scheduler's target alone) a queued unit is kept, as before.
-        waiting: dict[str, list[str]] = {}
-        for w in s.requested:
-            waiting.setdefault(s.unit_of.get(w, w), []).append(w)
-        cancel = sorted((u for u, ms in waiting.items()
-                         if all(m in s.queued and m not in s.observed for m in ms)),
-                        key=lambda u: (-max(s.started_at.get(m, 0.0) for m in waiting[u]), u))
-        for unit in cancel:
-            if len(waiting[unit]) <= excess:  # whole units, never below target
-                retire.extend(sorted(waiting[unit]))
-                excess -= len(waiting[unit])
-    if excess > 0 and idle_since:
-        wait = cooldown(s, p)
+        for unit in newest_first([u for u, ms in members.items()
+                                  if all(m in s.queued and m not in s.observed for m in ms)]):
+            if len(members[unit]) <= excess:  # whole units, never below target
+                cancel.extend(sorted(members[unit]))
+                excess -= len(members[unit])
+    if late:
+        # Units that would connect after the connected workers have started all the work:
+        # cancelled, the last to arrive first, but as many as the stream of new work needs.
+        by_arrival = sorted(late, reverse=True, key=lambda u: (
+            late[u], max(s.started_at.get(m, 0.0) for m in members.get(u, [u])), u))
+        for unit in by_arrival[:max(0, len(late) - stream)]:
+            if unit not in cancel and members.get(unit):
+                cancel.extend(sorted(members[unit]))
+                excess = max(0, excess - len(members[unit]))
+    retire: list[str] = []
+    # Surplus past the queue: units booting (billed, no data yet) newest first, then the
+    # connected idle workers the scheduler would close, each from when it became surplus.
+    booting = newest_first([u for u, ms in members.items() if all(
+        m in s.booting_since and m not in s.observed for m in ms)]) if excess > 0 else []
+    candidates = [w for u in booting for w in sorted(members[u])] + [w for w in s.idle if w in s.observed]
+    since = {w: memory.idle_since.get(w, now) for w in candidates}
+    mem = dataclasses.replace(mem, idle_since=since)
+    if excess > 0 and candidates:
+        wait = cooldown(s, p, gaps)
         lifetime = wait if p.min_lifetime is None else p.min_lifetime
 
         def ready(w: str) -> bool:
-            return (w in idle_since and now - idle_since[w] >= wait
+            return (w in since and now - since[w] >= wait
                     and now - s.started_at.get(w, -math.inf) >= lifetime)
 
         # Whole units only: all of a unit's workers are ready, or none is retired.
-        members: dict[str, list[str]] = {}
-        for w in s.observed | s.requested:
-            members.setdefault(s.unit_of.get(w, w), []).append(w)
         done: set[str] = set()
-        for w in s.idle:
+        for w in candidates:
             unit = s.unit_of.get(w, w)
             if excess <= 0:
                 break
@@ -282,11 +411,67 @@ def decide(s: Snapshot, memory: Memory, p: AdaptivePolicy) -> Recommendation:
                 retire.extend(sorted(group))
                 excess -= len(group)
                 done.add(unit)
-    workers = tuple(never) + tuple(retire)
-    if workers:
-        return Recommendation("down", workers=workers, memory=mem,
-                              why=f"target {s.target}; idle past the cooldown: {retire}")
-    return Recommendation("same", memory=mem)
+    workers = (*never, *cancel, *retire)
+    if not workers:
+        return Recommendation("same", memory=mem)
+    if retire:  # watched: does work come back for them, and when?
+        watched = (*watched, (max(since[w] for w in retire), planned - len(workers)))[-_GAPS:]
+        mem = dataclasses.replace(mem, retired=watched)
+    return Recommendation("down", workers=workers, memory=mem,
+                          why=f"target {s.target}; idle past the cooldown: {retire}")
+
+
+def _too_late(s: Snapshot, p: AdaptivePolicy, rate: float) -> tuple[dict[str, float], int]:
+    """Units on their way that could connect only after the connected workers have
+    started all the work a new worker could take (unit -> seconds until it could connect
+    at the earliest), and how many units the stream of new work still needs.
+
+    At the earliest: a queued unit is a boot away, a booting one the rest of the median
+    boot. Cancelling such a unit saves that and its idle time after, and loses no work.
+    """
+    seen = _outlook(s, p, rate)
+    if seen is None or not s.observed:
+        return {}, 0
+    t = p.threads_per_worker
+    started = seen.work / (len(s.observed) * t)
+    boot = boot_estimate(s, p)
+    eta: dict[str, float] = {}
+    for w in s.requested - s.observed:
+        unit = s.unit_of.get(w, w)
+        if w in s.queued:
+            eta[unit] = max(eta.get(unit, 0.0), boot)
+        elif w in s.booting_since:
+            eta[unit] = max(eta.get(unit, 0.0), boot - (s.now - s.booting_since[w]))
+    late = {u: e for u, e in eta.items() if e > started}
+    return late, max(0, math.ceil(rate / t) - len(s.observed))
+
+
+_GAPS = 20
+
+
+def _idle_spells(s: Snapshot, memory: Memory, boot: float, came: bool,
+                 ) -> tuple[tuple[float, ...], tuple[tuple[float, int], ...]]:
+    """The idle spells that ended at this step (added to ``memory.gaps``) and the
+    retirements still watched.
+
+    A spell ends when work comes back: a surplus idle worker, still planned and connected,
+    is no longer surplus (the longest such spell is recorded), or the scheduler wants more
+    workers than a retirement left (the spell of its workers). A retirement whose workers
+    have been idle longer than ``boot`` is recorded then: retiring them was right, however
+    long the spell turns out to be.
+    """
+    ended = [s.now - t for w, t in memory.idle_since.items()
+             if came and w in s.plan and w in s.observed and w not in s.idle]
+    watched = []
+    for since, left in memory.retired:
+        if s.now - since > boot:
+            ended.append(math.inf)  # longer than a boot: how much longer changes nothing
+        elif came and s.target > left:
+            ended.append(s.now - since)
+        else:
+            watched.append((since, left))
+    gaps = (*memory.gaps, max(ended))[-_GAPS:] if ended else memory.gaps
+    return gaps, tuple(watched)
 
 
 @dataclass(frozen=True)
@@ -347,8 +532,9 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
 
     #: The pool this instance scales (None: the cluster's only pool).
     pool: str | None = None
-    #: The last :func:`pool_load` of the pool: (idle workers, work, busy threads).
-    _pool_load: tuple[list[str], float, float] | None = None
+    #: The last :func:`pool_load` of the pool: (idle workers, work, busy threads, ready
+    #: work, guessed).
+    _pool_load: tuple[list[str], float, float, float, bool] | None = None
 
     def __init__(self, cluster: Any = None, interval: Any = None, minimum: int | None = None,
                  maximum: float | None = None, wait_count: int | None = None,
@@ -381,18 +567,30 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
             queue_timeout=getattr(spec, "queue_timeout", None),
             threads_per_worker=template[0].nthreads if template else 1, queue_aware=queue_aware)
         self.memory = Memory()
-        self._start_times: deque[float] = deque(maxlen=20)
-        self._boot_times: deque[float] = deque(maxlen=20)
+        self._start_times: deque[float] = deque(maxlen=_SAMPLES)
+        self._boot_times: deque[float] = deque(maxlen=_SAMPLES)
         self._measured: set[str] = set()
+        self._waiting: dict[str, float] = {}  # unit -> started at, not connected yet
 
     def _observe_starts(self) -> None:
         """Record how long each unit took from start to connected (once per unit)."""
         observed = getattr(self.cluster, "_observed", {})
+        now = time.monotonic()
+        for name, started in list(self._waiting.items()):
+            if name not in observed:
+                # Gone before it connected (cancelled while slow, or failed): it would have
+                # taken at least this long. Without it the slow ones, which are the ones
+                # cancelled, would never be measured and starts would look fast.
+                self._start_times.append(now - started)
+                del self._waiting[name]
         for name, obs in observed.items():
             if obs.connected_at is not None and name not in self._measured:
                 self._measured.add(name)
+                self._waiting.pop(name, None)
                 self._start_times.append(obs.connected_at - obs.started_at)
                 self._boot_times.append(obs.connected_at - (obs.running_at or obs.started_at))
+            elif obs.connected_at is None and name not in self._measured:
+                self._waiting[name] = obs.started_at
         self._measured &= set(observed)
 
     # -- one pool of several: its own plan, target and idle workers -------------------------
@@ -422,7 +620,7 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
         args = (frozenset(self.plan), dict(worker.resources), worker.nthreads,
                 self.pool in cluster._general_pools(), float(self.target_duration))
         if cluster.scheduler is not None:  # in this process: read it directly
-            target, idle, work, busy = pool_load(cluster.scheduler, *args)
+            target, idle, work, busy, ready, guessed = pool_load(cluster.scheduler, *args)
         else:
             from distributed.protocol.pickle import dumps, loads
 
@@ -434,24 +632,26 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
                 kwargs=dumps(dict(zip(names, args, strict=True))))
             if reply.get("status") != "OK":
                 raise RuntimeError(f"pool_load failed on the scheduler: {loads(reply['exception'])}")
-            target, idle, work, busy = reply["result"]
-        self._pool_load = (list(idle), float(work), float(busy))
+            target, idle, work, busy, ready, guessed = reply["result"]
+        self._pool_load = (list(idle), float(work), float(busy), float(ready), bool(guessed))
         return int(target)
 
-    def _work(self) -> tuple[float | None, float, bool]:
-        """Thread-seconds of queued and running work, the busy threads and whether part of
-        the work is a guess, from an in-process scheduler ((None, 0, False): unknown)."""
+    def _work(self) -> tuple[float | None, float, float | None, bool]:
+        """Thread-seconds of queued and running work, the busy threads, the thread-seconds
+        no worker has started, and whether part of the work is a guess, from an in-process
+        scheduler or the pool's load ((None, 0, None, False): unknown)."""
+        unknown = (None, 0.0, None, False)
         if self.pool is not None:
-            return (None, 0.0, False) if self._pool_load is None else (*self._pool_load[1:], False)
+            return unknown if self._pool_load is None else self._pool_load[1:]
         sched = getattr(self.cluster, "scheduler", None)
         if sched is None:
-            return None, 0.0, False
+            return unknown
         try:
             from itertools import chain, islice
 
             limit = sum(ws.memory_limit for ws in sched.workers.values())
             if limit and sum(ws.nbytes for ws in sched.workers.values()) > 0.6 * limit:
-                return None, 0.0, False  # the scheduler asks for workers for memory: no cap
+                return unknown  # the scheduler asks for workers for memory: no cap
             ready = len(sched.queued) + len(sched.unrunnable)
             sample = list(islice(chain(sched.queued, sched.unrunnable), 100))
             queued = sum(sched._get_prefix_duration(ts.prefix) for ts in sample)
@@ -460,9 +660,9 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
             busy = sum(min(len(ws.processing), ws.nthreads) for ws in sched.workers.values())
             # No task of the kind has finished: the scheduler's duration is a guess.
             guessed = any(ts.prefix.duration_average < 0 for ts in sample)
-            return float(sched.total_occupancy + queued), float(busy), guessed
+            return float(sched.total_occupancy + queued), float(busy), float(queued), guessed
         except Exception:  # a distributed without these internals: no cap
-            return None, 0.0, False
+            return unknown
 
     def snapshot(self, target: int, idle: list[str]) -> Snapshot:
         cluster = self.cluster
@@ -471,8 +671,9 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
         unit_of: dict[str, str] = {}
         started_at: dict[str, float] = {}
         observed_units = getattr(cluster, "_observed", {})
-        work, busy, guessed = self._work()
+        work, busy, ready, guessed = self._work()
         queued: set[str] = set()
+        booting_since: dict[str, float] = {}
         for name, unit in getattr(cluster, "units", {}).items():
             obs = observed_units.get(name)
             for w in unit.worker_names:
@@ -482,12 +683,14 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
                     started_at[w] = obs.started_at
                     if obs.phase is Phase.PENDING:
                         queued.add(w)
+                    elif obs.running_at is not None and not obs.connected:
+                        booting_since[w] = obs.running_at
         return Snapshot(now=now, target=target, plan=frozenset(self.plan),
                         requested=frozenset(self.requested), observed=frozenset(self.observed),
                         idle=tuple(idle), unit_of=unit_of, started_at=started_at,
                         start_times=tuple(self._start_times),
-                        boot_times=tuple(self._boot_times), work=work, busy=busy,
-                        guessed=guessed, queued=frozenset(queued))
+                        boot_times=tuple(self._boot_times), work=work, busy=busy, ready=ready,
+                        guessed=guessed, queued=frozenset(queued), booting_since=booting_since)
 
     async def recommendations(self, target: int) -> dict[str, Any]:
         observed = self.observed
@@ -567,7 +770,7 @@ class Adaptive(_DistributedAdaptive):  # type: ignore[misc]
 
 def pool_load(dask_scheduler: Any, names: frozenset[str], resources: Mapping[str, float],
               nthreads: int, general: bool, target_duration: float,
-              ) -> tuple[int, list[str], float, float]:
+              ) -> tuple[int, list[str], float, float, float, bool]:
     """The load of one pool of workers, read from a ``distributed.Scheduler``.
 
     A task belongs to the pool when the pool's worker ``resources`` satisfy its resource
@@ -575,9 +778,10 @@ def pool_load(dask_scheduler: Any, names: frozenset[str], resources: Mapping[str
     unrestricted work). Returns the workers the pool needs to run its work within
     ``target_duration`` (as the scheduler's ``adaptive_target``, with as many tasks at
     once per worker as its threads and resources allow, and never more workers than
-    tasks), its connected idle workers (least data first), the thread-seconds of its work
-    and its busy threads. Runs on the scheduler (pickled for a remote one): plain values in
-    and out.
+    tasks), its connected idle workers (least data first), the thread-seconds of its work,
+    its busy threads, the thread-seconds of its work no worker has started, and whether
+    part of that is a guess (a kind of task none of which has finished). Runs on the
+    scheduler (pickled for a remote one): plain values in and out.
     """
     from itertools import chain
 
@@ -594,19 +798,24 @@ def pool_load(dask_scheduler: Any, names: frozenset[str], resources: Mapping[str
     workers = [ws for ws in dask_scheduler.workers.values() if ws.name in names]
     worker_seconds = 0.0  # of work at the pool's concurrency
     width = 0.0  # workers that could be busy at once
-    work = 0.0
-    for ts in chain(dask_scheduler.queued, dask_scheduler.unrunnable,
-                    (ts for ws in workers for ts in ws.processing)):
-        n = slots(ts)
-        if n:
-            d = duration(ts.prefix)
-            work += d
-            worker_seconds += d / n
-            width += 1 / n
+    work = ready = 0.0
+    guessed = False
+    waiting = chain(dask_scheduler.queued, dask_scheduler.unrunnable)
+    for running, tasks in ((False, waiting), (True, (ts for ws in workers for ts in ws.processing))):
+        for ts in tasks:
+            n = slots(ts)
+            if n:
+                d = duration(ts.prefix)
+                work += d
+                worker_seconds += d / n
+                width += 1 / n
+                if not running:
+                    ready += d
+                    guessed = guessed or ts.prefix.duration_average < 0
     target = min(math.ceil(worker_seconds / max(target_duration, 1e-3)), math.ceil(width))
     if width and not workers:
         target = max(1, target)
     idle = sorted((ws for ws in workers if not ws.processing), key=lambda ws: ws.nbytes)
     target = max(target, len(workers) - len(idle))  # busy workers stay
     busy = float(sum(min(len(ws.processing), ws.nthreads) for ws in workers))
-    return target, [str(ws.name) for ws in idle], work, busy
+    return target, [str(ws.name) for ws in idle], work, busy, ready, guessed
