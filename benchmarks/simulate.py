@@ -20,6 +20,7 @@ result and to the last, and the number of units started and stopped.
 
     uv run python benchmarks/simulate.py            # the summary table (benchmarks/README.md)
     uv run python benchmarks/simulate.py --big      # plus one run with 10,000 workers
+    uv run python benchmarks/simulate.py --seeds 8  # ours vs distributed over 8 seeds
 """
 
 from __future__ import annotations
@@ -309,13 +310,42 @@ def table(rows: Iterable[tuple[str, str, str, Result]]) -> str:
     return "\n".join(out)
 
 
+def spread(seeds: int) -> str:
+    """Per workload and backend, over ``seeds`` seeds: our worker-seconds against
+    distributed's (ratio - 1) and our last and first result minus theirs, as min..max."""
+    out = ["| workload | backend | worker-seconds, ours vs distributed | last result | "
+           "first result | starts (ours / distributed, mean) |", "|---|---|---|---|---|---|"]
+    for wname, make in WORKLOADS.items():
+        for bname, backend in BACKENDS.items():
+            ws, last, first, starts = [], [], [], [0, 0]
+            for seed in range(seeds):
+                ours, theirs = (simulate(make(random.Random(seed)), backend, p, seed=seed)
+                                for p in ("ours", "distributed"))
+                ws.append(ours.worker_seconds / theirs.worker_seconds - 1)
+                last.append(ours.completion - theirs.completion)
+                first.append(ours.first_result - theirs.first_result)
+                starts[0] += ours.starts
+                starts[1] += theirs.starts
+            out.append(f"| {wname} | {bname} | {min(ws):+.1%} .. {max(ws):+.1%} | "
+                       f"{min(last):+.1f} .. {max(last):+.1f} s | "
+                       f"{min(first):+.1f} .. {max(first):+.1f} s | "
+                       f"{starts[0] / seeds:.0f} / {starts[1] / seeds:.0f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--big", action="store_true", help="also 10,000 workers")
+    parser.add_argument("--seeds", type=int, default=0, metavar="N",
+                        help="instead: ours vs distributed over seeds 0..N-1, as ranges")
     args = parser.parse_args()
-    rows = []
     t0 = time.perf_counter()
+    if args.seeds:
+        print(spread(args.seeds))
+        print(f"\n(simulated in {time.perf_counter() - t0:.1f} s)")
+        return
+    rows = []
     for wname, make in WORKLOADS.items():
         for bname, backend in BACKENDS.items():
             for policy in ("ours", "distributed"):
@@ -332,7 +362,7 @@ def main() -> None:
     print(f"\n(simulated in {time.perf_counter() - t0:.1f} s)")
 
 
-__all__ = ["BACKENDS", "WORKLOADS", "Backend", "Result", "Task", "simulate", "table"]
+__all__ = ["BACKENDS", "WORKLOADS", "Backend", "Result", "Task", "simulate", "spread", "table"]
 
 if __name__ == "__main__":
     main()

@@ -355,6 +355,29 @@ def test_decisions_are_safe(sm: tuple[Snapshot, Memory], p: AdaptivePolicy) -> N
         assert not rec.workers
 
 
+@given(st.integers(0, 8), st.integers(1, 60), st.floats(0, 5000),
+       st.lists(st.floats(1, 200), min_size=1, max_size=8), st.floats(0.3, 50),
+       st.floats(0.05, 1.0))
+def test_units_asked_for_are_not_cancelled_as_late_next(
+        connected: int, target: int, work: float, starts: list[float], boot: float,
+        share: float) -> None:
+    """No flapping between the scale-up cap and the cancelling of late units: what one step
+    asks for, the next (nothing else changed) does not cancel."""
+    p = AdaptivePolicy(useful_share=share)
+    observed = {f"c{i}" for i in range(connected)}
+    s = snap(now=100, target=max(target, connected), observed=observed, work=work,
+             start_times=tuple(starts), boot_times=(boot,))
+    rec = decide(s, Memory(), p)
+    if rec.status != "up":
+        return
+    new = {f"n{i}" for i in range(rec.n - connected)}
+    after = dataclasses.replace(s, now=100.0, plan=frozenset(observed | new),
+                                requested=frozenset(observed | new), queued=frozenset(new),
+                                started_at=dict.fromkeys(new, 100.0))
+    again = decide(after, rec.memory, p)
+    assert not set(again.workers) & new, (rec, again)
+
+
 def test_decide_is_deterministic() -> None:
     s = snap(now=50, target=1, observed={"a", "b", "c"}, idle=("c", "b"))
     m = Memory({"b": 0.0, "c": 10.0})

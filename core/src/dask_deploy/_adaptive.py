@@ -422,9 +422,10 @@ def decide(s: Snapshot, memory: Memory, p: AdaptivePolicy) -> Recommendation:
 
 
 def _too_late(s: Snapshot, p: AdaptivePolicy, rate: float) -> tuple[dict[str, float], int]:
-    """Units on their way that could connect only after the connected workers have
-    started all the work a new worker could take (unit -> seconds until it could connect
-    at the earliest), and how many units the stream of new work still needs.
+    """Units on their way that could connect only after the connected workers, and the
+    ones on their way that could arrive sooner, have started all the work a new worker
+    could take (unit -> seconds until it could connect at the earliest), and how many
+    units the stream of new work still needs.
 
     At the earliest: a queued unit is a boot away, a booting one the rest of the median
     boot. Cancelling such a unit saves that and its idle time after, and loses no work.
@@ -433,7 +434,6 @@ def _too_late(s: Snapshot, p: AdaptivePolicy, rate: float) -> tuple[dict[str, fl
     if seen is None or not s.observed:
         return {}, 0
     t = p.threads_per_worker
-    started = seen.work / (len(s.observed) * t)
     boot = boot_estimate(s, p)
     eta: dict[str, float] = {}
     for w in s.requested - s.observed:
@@ -442,6 +442,10 @@ def _too_late(s: Snapshot, p: AdaptivePolicy, rate: float) -> tuple[dict[str, fl
             eta[unit] = max(eta.get(unit, 0.0), boot)
         elif w in s.booting_since:
             eta[unit] = max(eta.get(unit, 0.0), boot - (s.now - s.booting_since[w]))
+    # Started by the connected workers and the ones on their way that could arrive sooner.
+    workers = sorted(eta[s.unit_of.get(w, w)] for w in s.requested - s.observed
+                     if s.unit_of.get(w, w) in eta)
+    started = _finish(seen.work, len(s.observed) * t, workers, t)
     late = {u: e for u, e in eta.items() if e > started}
     return late, max(0, math.ceil(rate / t) - len(s.observed))
 
