@@ -476,7 +476,8 @@ def scale(name: str, n: int, timeout: float, pool: str | None) -> None:
 @click.option("--interval", default="1s", show_default=True, help="how often to decide")
 @click.option("--pool", default=None, help="the pool to adapt (default: the first pool)")
 @click.option("--cooldown", default="auto", show_default=True,
-              help="idle time before a worker is retired ('auto': the units' measured boot time)")
+              help="idle time before a worker is retired ('auto': learned from how long idle "
+                   "spells lasted, at most the units' boot time)")
 @click.option("--min-lifetime", default=None, help="no unit is retired younger (default: the cooldown)")
 def adapt(name: str, minimum: int, maximum: int, interval: str, pool: str | None, cooldown: str,
           min_lifetime: str | None) -> None:

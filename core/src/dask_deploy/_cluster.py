@@ -536,10 +536,12 @@ class SpecCluster(Cluster):  # type: ignore[misc]
         tightest of the bounds given wins.
 
         Uses :class:`dask_deploy._adaptive.Adaptive`: idle workers are retired gracefully
-        after a cooldown (by default the units' measured boot time, at most 0.5 s on
-        backends on this machine), never a worker that is still starting or younger than
-        ``min_lifetime``, and scale-up counts starting units and does not request more than
-        the queued work can use (see its docstring); pass ``Adaptive=`` to use another policy.
+        after a cooldown (by default learned from how long this cluster's idle spells
+        lasted: a step while work never came back within a boot, up to the units' measured
+        boot time when it does), never one younger than ``min_lifetime``; scale-up counts
+        starting units and asks only for units that can connect before the waiting work
+        is done, and units that would come too late are cancelled (see its docstring);
+        pass ``Adaptive=`` to use another policy.
 
         Pools: ``pool=`` scales that pool only, within its own ``minimum``/``maximum`` unless
         given here, from the work its workers can take (tasks whose resource restrictions
