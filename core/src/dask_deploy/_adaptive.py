@@ -334,8 +334,8 @@ def decide(s: Snapshot, memory: Memory, p: AdaptivePolicy) -> Recommendation:
     # scheduler's estimates of the tasks it starts move a little up and down.
     came = s.work is None or (memory.work_at is not None and s.work > memory.work_at[1])
     gaps, watched = _idle_spells(s, memory, boot_estimate(s, p), came)
-    mem = Memory({w: memory.idle_since.get(w, now) for w in s.idle if w in s.observed},
-                 None if s.work is None else (now, s.work), arrivals, gaps, watched)
+    # Surplus workers are remembered only when there are some (below).
+    mem = Memory({}, None if s.work is None else (now, s.work), arrivals, gaps, watched)
     planned = len(s.plan)
     if s.target > planned:
         # Starting units count as capacity unless queued past queue_timeout.
@@ -374,8 +374,8 @@ def decide(s: Snapshot, memory: Memory, p: AdaptivePolicy) -> Recommendation:
                 cancel.extend(sorted(members[unit]))
                 excess -= len(members[unit])
     if late:
-        # Units that would connect after the connected workers have started all the work:
-        # cancelled, the last to arrive first, but as many as the stream of new work needs.
+        # Units that would connect after all the waiting work was started: cancelled, the
+        # last to arrive first, but as many as the stream of new work needs.
         by_arrival = sorted(late, reverse=True, key=lambda u: (
             late[u], max(s.started_at.get(m, 0.0) for m in members.get(u, [u])), u))
         for unit in by_arrival[:max(0, len(late) - stream)]:
