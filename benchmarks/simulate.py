@@ -34,7 +34,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dask_deploy._adaptive import AdaptivePolicy, Memory, Snapshot, backend_defaults, decide
+from dask_deploy._adaptive import (
+    _SAMPLES,
+    AdaptivePolicy,
+    Memory,
+    Snapshot,
+    backend_defaults,
+    decide,
+)
 from dask_deploy._reconcile import Failures, Observed, Policy, reconcile
 from dask_deploy._specs import Phase
 
@@ -169,8 +176,8 @@ def simulate(tasks: list[Task], backend: Backend, policy: str, *, seed: int = 0,
     counter = starts = stops = 0
     worker_seconds = 0.0
     memory = Memory()
-    start_times: collections.deque[float] = collections.deque(maxlen=100)
-    boot_times: collections.deque[float] = collections.deque(maxlen=100)
+    start_times: collections.deque[float] = collections.deque(maxlen=_SAMPLES)  # as Adaptive
+    boot_times: collections.deque[float] = collections.deque(maxlen=_SAMPLES)
     measured: set[str] = set()
     mean_duration = 0.5  # distributed's guess for a task prefix it has not seen finish
     learned = False
